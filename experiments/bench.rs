@@ -1,0 +1,71 @@
+//! `bench`: forward+backward time of our attention block vs burn-nn's MultiHeadAttention.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use attention_lab::bench::{self, BenchSetup};
+use attention_lab::cli::finish;
+use attention_lab::device::BackendKind;
+use clap::Parser;
+
+/// Time our block against burn-nn's MultiHeadAttention (b = 4, d_model = 64, one head) and print
+/// the ratio. Same device, same run, same weights.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// Sequence lengths to time.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,128,512,1024")]
+    sizes: Vec<usize>,
+    /// Seconds spent timing each implementation at each length.
+    #[arg(long, default_value_t = 1.5)]
+    seconds: f64,
+}
+
+fn main() -> ExitCode {
+    finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.sizes.contains(&0),
+        "--sizes: every length must be at least 1"
+    );
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0,
+        "--seconds must be positive, got {}",
+        args.seconds
+    );
+    let device = args.backend.device()?;
+    let setup = BenchSetup {
+        sizes: args.sizes,
+        budget: Duration::from_secs_f64(args.seconds),
+        ..BenchSetup::default()
+    };
+    println!(
+        "forward+backward, batch {}, d_model {}, {} head(s), backend {}:",
+        setup.batch, setup.d_model, setup.n_heads, args.backend
+    );
+    let rows = bench::run(&setup, &device, |r| {
+        println!(
+            "  n = {:5}: ours {:9.3} ms, burn-nn {:9.3} ms, ratio {:.2}",
+            r.n,
+            r.ours_ms,
+            r.burn_ms,
+            r.ratio()
+        );
+    });
+    println!("\n{}", bench::table(&rows));
+    let worst = rows.iter().map(|r| r.ratio()).fold(0.0, f64::max);
+    let verdict = if worst <= 1.05 {
+        "NOT SLOWER"
+    } else {
+        "SLOWER"
+    };
+    println!(
+        "{verdict}: worst ours/burn ratio {worst:.2} (≤ 1.05 counts as not slower, to allow timing noise)"
+    );
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `trace`: the seed pages' self-attention walkthrough, step by step, on their example or yours.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use attention_lab::cli::finish;
+use attention_lab::device::BackendKind;
+use attention_lab::scale::ScoreScale;
+use attention_lab::softmax::SoftmaxAxis;
+use attention_lab::trace::{self, TraceOptions};
+use clap::Parser;
+
+/// Print every step of self-attention (X, Q, K, V, Q·Kᵀ, scaling, softmax, weights·V) as tables.
+///
+/// With no arguments it traces the seed page's example: "I love cats" with 3×4 embeddings.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// JSON file with your own matrices: {"tokens"?, "x", "w_q"?, "w_k"?, "w_v"?}, rows as tokens.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Write every intermediate (q, k, v, scores, scaled, weights, output, d_k, scale) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide each token's future (causal mask).
+    #[arg(long)]
+    causal: bool,
+    /// What the scores are divided by: none, sqrt-dk, sqrt-dmodel, dk, or a number.
+    #[arg(long, default_value = "sqrt-dk")]
+    scale: ScoreScale,
+    /// Which axis the softmax normalises: row (correct), column or whole (pitfalls).
+    #[arg(long, default_value = "row")]
+    softmax_axis: SoftmaxAxis,
+    /// Softmax temperature: scores are divided by it too.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// Seed for W_Q, W_K, W_V when the input gives none.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Width d_k of the seeded W_Q, W_K, W_V (default: d_model).
+    #[arg(long)]
+    d_k: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let input = match &args.input {
+        Some(path) => trace::load_input(path)?,
+        None => trace::seed_page_example(),
+    };
+    let options = TraceOptions {
+        causal: args.causal,
+        scale: args.scale,
+        softmax_axis: args.softmax_axis,
+        temperature: args.temperature,
+        seed: args.seed,
+        d_k: args.d_k,
+    };
+    let device = args.backend.device()?;
+    let result = trace::run(&input, &options, &device)?;
+    print!("{}", result.render());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&result.to_json())?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The attention block: multi-head scaled dot-product attention that returns its weights.
+//!
+//! Attention(Q, K, V) = softmax(Q·Kᵀ / (s·τ)) · V (Vaswani et al. 2017, "Attention Is All You
+//! Need", eq. 1), with Q = X·W_Q, K = C·W_K, V = C·W_V, where C = X for self-attention and the
+//! other sequence for cross-attention; s is the [`ScoreScale`] (√d_k by default) and τ the
+//! temperature. Heads are concatenated and projected by W_O (§3.2.2).
+//!
+//! Every knob a pitfall needs is here: the scale, the softmax axis, the temperature, the masks,
+//! the projections themselves and the positional encoding. The same code runs on every Burn
+//! [`Device`], with or without autodiff.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::prelude::*;
+
+use crate::mask::attention_mask;
+use crate::positional::{Positional, PositionalKind};
+use crate::rng::HostRng;
+use crate::scale::ScoreScale;
+use crate::softmax::{SoftmaxAxis, masked_softmax};
+
+/// Builds an [`Attention`] block with [`AttentionConfig::init`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Width of the input (and of the output, when there is an output projection).
+    pub d_model: usize,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Width of each head's queries and keys. Default: d_model / n_heads.
+    #[config(default = "None")]
+    pub d_k: Option<usize>,
+    /// Width of each head's values. Default: d_k.
+    #[config(default = "None")]
+    pub d_v: Option<usize>,
+    /// Learned Q, K, V projections. `false` means Q = K = V = X (split into heads) and no output
+    /// projection: the "raw embeddings" case. Default: true.
+    #[config(default = true)]
+    pub projections: bool,
+    /// The output projection W_O (only with `projections`). Default: true.
+    #[config(default = true)]
+    pub output_projection: bool,
+    /// Biases on the projections (Q = X·W_Q + b_Q, …). Default: false, as in the paper's formulas.
+    #[config(default = false)]
+    pub bias: bool,
+    /// What the scores are divided by. Default: √d_k.
+    #[config(default = "ScoreScale::SqrtDk")]
+    pub scale: ScoreScale,
+    /// Which axis the softmax normalises. Default: row (over keys).
+    #[config(default = "SoftmaxAxis::Row")]
+    pub softmax_axis: SoftmaxAxis,
+    /// Softmax temperature τ: the scaled scores are divided by it. Default: 1.0.
+    #[config(default = 1.0)]
+    pub temperature: f64,
+    /// Hide each query's future keys (j > i). Default: false.
+    #[config(default = false)]
+    pub causal: bool,
+    /// Dropout on the attention weights, after the softmax (active only on an autodiff device).
+    /// Default: 0.0.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Positional encoding applied by the block. Default: none.
+    #[config(default = "PositionalKind::None")]
+    pub positional: PositionalKind,
+    /// Longest sequence the positional encoding covers. Default: 512.
+    #[config(default = 512)]
+    pub max_len: usize,
+    /// Seed of the host RNG that draws the initial weights, so that the same seed gives the same
+    /// block on every backend. Default: 0.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+/// Why a configuration cannot build a block.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AttentionConfigError {
+    #[error("{field} must be at least 1, got 0")]
+    Zero { field: &'static str },
+    #[error("d_model = {d_model} is not divisible by n_heads = {n_heads}")]
+    HeadsDoNotDivide { d_model: usize, n_heads: usize },
+    #[error(
+        "without projections Q = K = V = X, so d_k and d_v must equal d_model / n_heads = {expected}; got d_k = {d_k}, d_v = {d_v}"
+    )]
+    RawWidths {
+        expected: usize,
+        d_k: usize,
+        d_v: usize,
+    },
+    #[error("temperature must be a positive finite number, got {0}")]
+    Temperature(f64),
+    #[error("the scale's divisor must be a positive finite number, got {0}")]
+    Scale(f64),
+    #[error("dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+    #[error("{kind} positional encoding needs an even {field}, got {value}")]
+    Odd {
+        kind: PositionalKind,
+        field: &'static str,
+        value: usize,
+    },
+}
+
+impl AttentionConfig {
+    /// d_k after defaults: d_model / n_heads unless set.
+    pub fn head_dim(&self) -> usize {
+        self.d_k.unwrap_or(self.d_model / self.n_heads.max(1))
+    }
+
+    /// d_v after defaults: d_k unless set.
+    pub fn value_dim(&self) -> usize {
+        self.d_v.unwrap_or_else(|| self.head_dim())
+    }
+
+    /// Checks every field; `init` calls it.
+    pub fn validate(&self) -> Result<(), AttentionConfigError> {
+        use AttentionConfigError as E;
+        for (field, value) in [
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("d_k", self.head_dim()),
+            ("d_v", self.value_dim()),
+            ("max_len", self.max_len),
+        ] {
+            if value == 0 {
+                return Err(E::Zero { field });
+            }
+        }
+        if self.d_k.is_none() && self.d_model % self.n_heads != 0 {
+            return Err(E::HeadsDoNotDivide {
+                d_model: self.d_model,
+                n_heads: self.n_heads,
+            });
+        }
+        if !self.projections {
+            if self.d_model % self.n_heads != 0 {
+                return Err(E::HeadsDoNotDivide {
+                    d_model: self.d_model,
+                    n_heads: self.n_heads,
+                });
+            }
+            let expected = self.d_model / self.n_heads;
+            if self.head_dim() != expected || self.value_dim() != expected {
+                return Err(E::RawWidths {
+                    expected,
+                    d_k: self.head_dim(),
+                    d_v: self.value_dim(),
+                });
+            }
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(E::Temperature(self.temperature));
+        }
+        let divisor = self.scale.divisor(self.head_dim(), self.d_model);
+        if !(divisor.is_finite() && divisor > 0.0) {
+            return Err(E::Scale(divisor));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(E::Dropout(self.dropout));
+        }
+        let odd = |field, value: usize| E::Odd {
+            kind: self.positional,
+            field,
+            value,
+        };
+        match self.positional {
+            PositionalKind::Sinusoidal if self.d_model % 2 == 1 => {
+                Err(odd("d_model", self.d_model))
+            }
+            PositionalKind::Rotary if self.head_dim() % 2 == 1 => Err(odd("d_k", self.head_dim())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds the block on `device`, drawing weights from a host RNG seeded with `seed`: each
+    /// projection W ~ U(−1/√fan_in, 1/√fan_in), Burn's default Linear initialisation.
+    pub fn init(&self, device: &Device) -> Result<Attention, AttentionConfigError> {
+        self.validate()?;
+        let (d_model, n_heads) = (self.d_model, self.n_heads);
+        let (d_k, d_v) = (self.head_dim(), self.value_dim());
+        let mut rng = HostRng::new(self.seed);
+        let mut linear = |d_in: usize, d_out: usize| {
+            let bound = 1.0 / (d_in as f64).sqrt();
+            let weight = rng.uniform_vec(d_in * d_out, bound);
+            let bias = self.bias.then(|| rng.uniform_vec(d_out, bound));
+            seeded_linear(weight, bias, d_in, d_out, device)
+        };
+        let (query, key, value, output) = if self.projections {
+            let query = linear(d_model, n_heads * d_k);
+            let key = linear(d_model, n_heads * d_k);
+            let value = linear(d_model, n_heads * d_v);
+            let output = self
+                .output_projection
+                .then(|| linear(n_heads * d_v, d_model));
+            (Some(query), Some(key), Some(value), output)
+        } else {
+            (None, None, None, None)
+        };
+        let positional = Positional::new(
+            self.positional,
+            d_model,
+            d_k,
+            self.max_len,
+            &mut rng,
+            device,
+        );
+        Ok(Attention {
+            query,
+            key,
+            value,
+            output,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            positional,
+            d_model,
+            n_heads,
+            d_k,
+            d_v,
+            divisor: self.scale.divisor(d_k, d_model) * self.temperature,
+            softmax_axis: self.softmax_axis,
+            causal: self.causal,
+        })
+    }
+}
+
+/// A `Linear` with the given row-major weight `[d_in, d_out]` (y = x·W + b).
+pub fn seeded_linear(
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Linear {
+    Linear {
+        weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
+        bias: bias.map(|b| Param::from_data(TensorData::new(b, [d_out]), device)),
+    }
+}
+
+/// Multi-head attention that returns its weights. Build it with [`AttentionConfig::init`].
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// W_Q: `[d_model, n_heads·d_k]`; `None` without projections.
+    pub query: Option<Linear>,
+    /// W_K: `[d_model, n_heads·d_k]`.
+    pub key: Option<Linear>,
+    /// W_V: `[d_model, n_heads·d_v]`.
+    pub value: Option<Linear>,
+    /// W_O: `[n_heads·d_v, d_model]`.
+    pub output: Option<Linear>,
+    pub dropout: Dropout,
+    pub positional: Positional,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub d_k: usize,
+    pub d_v: usize,
+    /// Scale divisor times temperature: the scores are divided by this.
+    pub divisor: f64,
+    #[module(skip)]
+    pub softmax_axis: SoftmaxAxis,
+    pub causal: bool,
+}
+
+/// What one forward pass returns.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// `[batch, n_q, d_model]` (or `[batch, n_q, n_heads·d_v]` without an output projection).
+    pub context: Tensor<3>,
+    /// `[batch, heads, n_q, n_k]`, after the softmax (and dropout, when training).
+    pub weights: Tensor<4>,
+    /// `[batch, heads, n_q, n_k]`: the scaled, masked logits fed to the softmax; masked entries
+    /// are −∞.
+    pub scores: Tensor<4>,
+}
+
+/// The intermediate steps of a forward pass, for walkthroughs and probes.
+#[derive(Debug, Clone)]
+pub struct AttentionTrace {
+    /// `[batch, heads, n_q, d_k]`, after any rotary encoding.
+    pub q: Tensor<4>,
+    /// `[batch, heads, n_k, d_k]`, after any rotary encoding.
+    pub k: Tensor<4>,
+    /// `[batch, heads, n_k, d_v]`.
+    pub v: Tensor<4>,
+    /// `[batch, heads, n_q, n_k]`: q·kᵀ before scaling and masking.
+    pub raw_scores: Tensor<4>,
+    /// `[batch, n_q, n_heads·d_v]`: the heads' contexts concatenated, before W_O.
+    pub heads: Tensor<3>,
+    pub output: AttentionOutput,
+}
+
+/// The inputs of one forward pass.
+#[derive(Debug, Clone)]
+pub struct AttentionInput {
+    /// Queries come from x: `[batch, n_q, d_model]`.
+    pub x: Tensor<3>,
+    /// Keys and values come from here: `[batch, n_k, d_model]`; `None` means x (self-attention).
+    pub context: Option<Tensor<3>>,
+    /// `[batch, n_k]`, true where a key is padding.
+    pub key_padding: Option<Tensor<2, Bool>>,
+}
+
+impl AttentionInput {
+    pub fn self_attn(x: Tensor<3>) -> Self {
+        Self {
+            x,
+            context: None,
+            key_padding: None,
+        }
+    }
+
+    pub fn cross(x: Tensor<3>, context: Tensor<3>) -> Self {
+        Self {
+            x,
+            context: Some(context),
+            key_padding: None,
+        }
+    }
+
+    pub fn key_padding(mut self, mask: Tensor<2, Bool>) -> Self {
+        self.key_padding = Some(mask);
+        self
+    }
+}
+
+impl Attention {
+    /// Self-attention: queries, keys and values all come from `x: [batch, n, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> AttentionOutput {
+        self.forward_input(AttentionInput::self_attn(x))
+    }
+
+    /// Cross-attention: queries from `x: [batch, n_q, d_model]`, keys and values from
+    /// `context: [batch, n_k, d_model]`.
+    pub fn forward_cross(&self, x: Tensor<3>, context: Tensor<3>) -> AttentionOutput {
+        self.forward_input(AttentionInput::cross(x, context))
+    }
+
+    pub fn forward_input(&self, input: AttentionInput) -> AttentionOutput {
+        self.forward_traced(input).output
+    }
+
+    /// The forward pass, keeping every intermediate step.
+    ///
+    /// # Panics
+    /// When the inputs' widths are not d_model, their batches differ, or a sequence is longer
+    /// than the positional encoding's `max_len`.
+    pub fn forward_traced(&self, input: AttentionInput) -> AttentionTrace {
+        let [batch, n_q, d_model] = input.x.dims();
+        let device = input.x.device();
+        assert_eq!(
+            d_model, self.d_model,
+            "x has width {d_model}, expected d_model = {}",
+            self.d_model
+        );
+        let x = self.positional.add(input.x); // [batch, n_q, d_model]
+        let context = match input.context {
+            Some(c) => self.positional.add(c), // [batch, n_k, d_model]
+            None => x.clone(),
+        };
+        let [batch_c, n_k, d_model_c] = context.dims();
+        assert_eq!(
+            (batch_c, d_model_c),
+            (batch, self.d_model),
+            "context must be [batch = {batch}, n_k, d_model = {}]",
+            self.d_model
+        );
+
+        // 1. Project and split into heads.
+        let q = self.heads_of(x, &self.query, self.d_k); // [batch, heads, n_q, d_k]
+        let k = self.heads_of(context.clone(), &self.key, self.d_k); // [batch, heads, n_k, d_k]
+        let v = self.heads_of(context, &self.value, self.d_v); // [batch, heads, n_k, d_v]
+        let q = self.positional.rotate(q);
+        let k = self.positional.rotate(k);
+
+        // 2. Scores, scaled: q·kᵀ / (s·τ).
+        let raw_scores = q.clone().matmul(k.clone().swap_dims(2, 3)); // [batch, heads, n_q, n_k]
+        let scaled = raw_scores.clone().div_scalar(self.divisor);
+
+        // 3. Mask, softmax on the chosen axis, dropout on the weights.
+        let mask = attention_mask(batch, n_q, n_k, self.causal, input.key_padding, &device);
+        let weights = masked_softmax(scaled.clone(), mask.clone(), self.softmax_axis);
+        let weights = self.dropout.forward(weights);
+        let scores = match mask {
+            Some(mask) => scaled.mask_fill(mask, f32::NEG_INFINITY),
+            None => scaled,
+        };
+
+        // 4. Weighted sum of values, heads concatenated, then W_O.
+        let heads = weights
+            .clone()
+            .matmul(v.clone()) // [batch, heads, n_q, d_v]
+            .swap_dims(1, 2) // [batch, n_q, heads, d_v]
+            .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
+        let context = match &self.output {
+            Some(w_o) => w_o.forward(heads.clone()), // [batch, n_q, d_model]
+            None => heads.clone(),
+        };
+
+        AttentionTrace {
+            q,
+            k,
+            v,
+            raw_scores,
+            heads,
+            output: AttentionOutput {
+                context,
+                weights,
+                scores,
+            },
+        }
+    }
+
+    /// `[batch, n, d_model]` → `[batch, heads, n, width]`, through `projection` when there is one.
+    fn heads_of(&self, x: Tensor<3>, projection: &Option<Linear>, width: usize) -> Tensor<4> {
+        let [batch, n, _] = x.dims();
+        let projected = match projection {
+            Some(w) => w.forward(x), // [batch, n, heads·width]
+            None => x,
+        };
+        projected
+            .reshape([batch, n, self.n_heads, width]) // [batch, n, heads, width]
+            .swap_dims(1, 2) // [batch, heads, n, width]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let err = AttentionConfig::new(10, 3).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d_model = 10 is not divisible by n_heads = 3"
+        );
+        let err = AttentionConfig::new(8, 0).validate().unwrap_err();
+        assert_eq!(err.to_string(), "n_heads must be at least 1, got 0");
+        let err = AttentionConfig::new(8, 2)
+            .with_temperature(0.0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("temperature"), "{err}");
+        let err = AttentionConfig::new(6, 2)
+            .with_positional(PositionalKind::Rotary)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("even d_k, got 3"), "{err}");
+        let err = AttentionConfig::new(8, 2)
+            .with_projections(false)
+            .with_d_k(Some(3))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, AttentionConfigError::RawWidths { .. }),
+            "{err}"
+        );
+        // An explicit d_k lifts the divisibility rule: heads need not tile d_model.
+        assert!(
+            AttentionConfig::new(10, 3)
+                .with_d_k(Some(4))
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn shapes() {
+        let device = Device::flex();
+        let block = AttentionConfig::new(8, 2).init(&device).unwrap();
+        let x = HostRng::new(0).normal_tensor([3, 5, 8], 1.0, &device);
+        let out = block.forward(x);
+        assert_eq!(out.context.dims(), [3, 5, 8]);
+        assert_eq!(out.weights.dims(), [3, 2, 5, 5]);
+        assert_eq!(out.scores.dims(), [3, 2, 5, 5]);
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let device = Device::flex();
+        let a = AttentionConfig::new(8, 2)
+            .with_seed(5)
+            .init(&device)
+            .unwrap();
+        let b = AttentionConfig::new(8, 2)
+            .with_seed(5)
+            .init(&device)
+            .unwrap();
+        let w = |m: &Attention| m.query.as_ref().unwrap().weight.val().into_data();
+        assert_eq!(w(&a), w(&b));
+    }
+}

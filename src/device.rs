@@ -1,0 +1,209 @@
+//! The one place that names a backend: turns `--backend flex` into a Burn [`Device`].
+//!
+//! Burn 0.22 picks the backend at run time, so every other module takes a `&Device` and runs the
+//! same code on all of them. A backend that is missing (not compiled in, or no wgpu adapter) is an
+//! error with a remedy, never a panic.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+
+use burn::prelude::*;
+use burn::tensor::DeviceKind;
+
+/// The backends attention-lab can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// Burn's pure-Rust CPU backend, the fastest CPU backend here. The default.
+    #[default]
+    Flex,
+    /// The ndarray CPU backend (deprecated upstream, kept because users ask for it by name).
+    Ndarray,
+    /// wgpu on the best adapter wgpu can find (a GPU where there is one).
+    Wgpu,
+    /// wgpu on a CPU (software) adapter, e.g. Mesa's llvmpipe on a machine without a GPU.
+    WgpuCpu,
+    /// CUDA device 0; needs the crate's `cuda` cargo feature.
+    Cuda,
+}
+
+/// Why a backend could not be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("unknown backend '{0}': expected one of flex, ndarray, wgpu, wgpu-cpu, cuda")]
+    Unknown(String),
+    #[error(
+        "backend '{asked}' is not compiled in: rebuild with `--features {feature}`, or use --backend flex"
+    )]
+    NotCompiled {
+        asked: &'static str,
+        feature: &'static str,
+    },
+    #[error("backend '{asked}' is unavailable: {missing}. {remedy}")]
+    Unavailable {
+        asked: &'static str,
+        missing: String,
+        remedy: &'static str,
+    },
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Flex,
+        BackendKind::Ndarray,
+        BackendKind::Wgpu,
+        BackendKind::WgpuCpu,
+        BackendKind::Cuda,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::WgpuCpu => "wgpu-cpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// The inference device, after checking that the backend really runs here.
+    pub fn device(self) -> Result<Device, BackendError> {
+        let device = self.raw_device()?;
+        probe(self, &device)?;
+        Ok(device)
+    }
+
+    /// The same device with gradients recorded, for training.
+    pub fn autodiff_device(self) -> Result<Device, BackendError> {
+        Ok(self.device()?.autodiff())
+    }
+
+    fn raw_device(self) -> Result<Device, BackendError> {
+        match self {
+            BackendKind::Flex => Ok(Device::flex()),
+            #[allow(deprecated)]
+            BackendKind::Ndarray => Ok(Device::ndarray()),
+            BackendKind::Wgpu => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
+            BackendKind::WgpuCpu => Ok(Device::wgpu(DeviceKind::Cpu)),
+            BackendKind::Cuda => cuda_device(),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device, BackendError> {
+    Ok(Device::cuda(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<Device, BackendError> {
+    Err(BackendError::NotCompiled {
+        asked: "cuda",
+        feature: "cuda",
+    })
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        BackendKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == wanted)
+            .ok_or_else(|| BackendError::Unknown(s.to_string()))
+    }
+}
+
+/// Runs one tiny operation on the device, once per process, and turns a backend's panic (wgpu
+/// panics when it finds no adapter) into a [`BackendError`].
+fn probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
+    static RESULTS: OnceLock<Mutex<Vec<(BackendKind, Result<(), BackendError>)>>> = OnceLock::new();
+    let results = RESULTS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, known)) = results.iter().find(|(k, _)| *k == kind) {
+        return known.clone();
+    }
+    let outcome = run_probe(kind, device);
+    results.push((kind, outcome.clone()));
+    outcome
+}
+
+fn run_probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let device = device.clone();
+    let attempt = std::panic::catch_unwind(move || {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+        t.sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(quiet);
+    match attempt {
+        Ok(sum) if (sum - 3.0).abs() < 1e-6 => Ok(()),
+        Ok(sum) => Err(BackendError::Unavailable {
+            asked: kind.name(),
+            missing: format!("a probe computed 1 + 2 = {sum}"),
+            remedy: "The driver is broken; use --backend flex.",
+        }),
+        Err(payload) => Err(BackendError::Unavailable {
+            asked: kind.name(),
+            missing: panic_text(payload.as_ref()),
+            remedy: remedy(kind),
+        }),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("the backend failed to start");
+    // Backend panics can run to many lines; the first says what is missing.
+    text.lines().next().unwrap_or(text).trim().to_string()
+}
+
+fn remedy(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Wgpu | BackendKind::WgpuCpu => {
+            "On a machine without a GPU, install Mesa's software Vulkan driver \
+             (Debian: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend flex."
+        }
+        BackendKind::Cuda => "Check the NVIDIA driver and CUDA toolkit, or use --backend flex.",
+        BackendKind::Flex | BackendKind::Ndarray => "Use another --backend.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_name_and_rejects_others() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.name().parse::<BackendKind>(), Ok(kind));
+        }
+        assert_eq!("WGPU_CPU".parse::<BackendKind>(), Ok(BackendKind::WgpuCpu));
+        let err = "tpu".parse::<BackendKind>().unwrap_err();
+        assert!(err.to_string().contains("unknown backend 'tpu'"), "{err}");
+    }
+
+    #[test]
+    fn flex_is_the_default_and_runs() {
+        assert_eq!(BackendKind::default(), BackendKind::Flex);
+        assert!(BackendKind::Flex.device().is_ok());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let err = BackendKind::Cuda.device().unwrap_err();
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+}

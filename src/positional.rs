@@ -1,0 +1,189 @@
+//! Positional encodings: what lets attention tell "the cat sat" from "sat cat the".
+//!
+//! Self-attention without them is permutation-equivariant: f(P·x) = P·f(x). Each kind below
+//! breaks that symmetry in its own way:
+//! - **Sinusoidal** (Vaswani et al. 2017, §3.5): x + PE with PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+//!   PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+//! - **Learned** (Gehring et al. 2017; GPT): x + E[pos], a trained table of max_len × d_model.
+//! - **Rotary** (Su et al. 2021, RoFormer): q and k are rotated by an angle proportional to their
+//!   position, so q_i·k_j depends on i − j. Applied inside the attention block, to q and k only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::{Module, Param};
+use burn::nn::{
+    PositionalEncoding, PositionalEncodingConfig, RotaryEncoding, RotaryEncodingConfig,
+};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::HostRng;
+
+/// Which positional encoding a block or model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PositionalKind {
+    /// No position information: attention treats its input as a set. The default.
+    #[default]
+    None,
+    /// Fixed sinusoids added to the input; needs an even d_model.
+    Sinusoidal,
+    /// A learned table added to the input.
+    Learned,
+    /// Rotations of q and k inside attention; needs an even d_k.
+    Rotary,
+}
+
+impl PositionalKind {
+    pub const ALL: [PositionalKind; 4] = [
+        PositionalKind::None,
+        PositionalKind::Sinusoidal,
+        PositionalKind::Learned,
+        PositionalKind::Rotary,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PositionalKind::None => "none",
+            PositionalKind::Sinusoidal => "sinusoidal",
+            PositionalKind::Learned => "learned",
+            PositionalKind::Rotary => "rotary",
+        }
+    }
+}
+
+impl fmt::Display for PositionalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown positional encoding '{0}': expected none, sinusoidal, learned or rotary")]
+pub struct PositionalParseError(pub String);
+
+impl FromStr for PositionalKind {
+    type Err = PositionalParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PositionalKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| PositionalParseError(s.to_string()))
+    }
+}
+
+/// The positional encoding of one block or model. At most one of its parts is present.
+#[derive(Module, Debug)]
+pub struct Positional {
+    sinusoidal: Option<PositionalEncoding>,
+    /// `[max_len, d_model]`, trained with the rest of the model.
+    learned: Option<Param<Tensor<2>>>,
+    rotary: Option<RotaryEncoding>,
+    max_len: usize,
+}
+
+impl Positional {
+    /// Builds the encoding for inputs of width `d_model` whose heads have width `d_k`.
+    /// Callers validate evenness first (see `AttentionConfig::validate`).
+    pub fn new(
+        kind: PositionalKind,
+        d_model: usize,
+        d_k: usize,
+        max_len: usize,
+        rng: &mut HostRng,
+        device: &Device,
+    ) -> Self {
+        let sinusoidal = (kind == PositionalKind::Sinusoidal).then(|| {
+            PositionalEncodingConfig::new(d_model)
+                .with_max_sequence_size(max_len)
+                .with_max_timescale(max_len.max(10_000))
+                .init(device)
+        });
+        // N(0, 1), like Burn's `Embedding` default, so positions start at the scale of tokens.
+        let learned = (kind == PositionalKind::Learned)
+            .then(|| Param::from_tensor(rng.normal_tensor([max_len, d_model], 1.0, device)));
+        let rotary = (kind == PositionalKind::Rotary)
+            .then(|| RotaryEncodingConfig::new(max_len, d_k).init(device));
+        Self {
+            sinusoidal,
+            learned,
+            rotary,
+            max_len,
+        }
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Adds absolute positions to `x: [batch, n, d_model]` (sinusoidal and learned kinds).
+    pub fn add(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, n, d_model] = x.dims();
+        assert!(
+            n <= self.max_len,
+            "sequence length {n} exceeds the positional encoding's max_len {}",
+            self.max_len
+        );
+        if let Some(pe) = &self.sinusoidal {
+            return pe.forward(x);
+        }
+        if let Some(table) = &self.learned {
+            let rows = table.val().slice([0..n, 0..d_model]); // [n, d_model]
+            return x + rows.unsqueeze::<3>(); // [batch, n, d_model]
+        }
+        x
+    }
+
+    /// Rotates `t: [batch, heads, n, d_k]` by its positions (rotary kind only).
+    pub fn rotate(&self, t: Tensor<4>) -> Tensor<4> {
+        match &self.rotary {
+            Some(rope) => rope.forward(t),
+            None => t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinusoids_follow_the_formula() {
+        let device = Device::flex();
+        let pe = Positional::new(
+            PositionalKind::Sinusoidal,
+            4,
+            4,
+            8,
+            &mut HostRng::new(0),
+            &device,
+        );
+        let x = Tensor::<3>::zeros([1, 3, 4], &device);
+        let got = pe.add(x).into_data().try_into_vec::<f32>().unwrap();
+        // pos 2: [sin(2), cos(2), sin(2/100), cos(2/100)], since 10000^(2/4) = 100.
+        let want = [2f32.sin(), 2f32.cos(), 0.02f32.sin(), 0.02f32.cos()];
+        for (g, w) in got[8..12].iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn none_is_the_identity() {
+        let device = Device::flex();
+        let pe = Positional::new(PositionalKind::None, 4, 2, 8, &mut HostRng::new(0), &device);
+        let x = HostRng::new(1).normal_tensor([2, 3, 4], 1.0, &device);
+        let y = pe.add(x.clone());
+        assert_eq!(x.into_data(), y.into_data());
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!(
+            "rotary".parse::<PositionalKind>(),
+            Ok(PositionalKind::Rotary)
+        );
+        assert!("alibi".parse::<PositionalKind>().is_err());
+    }
+}

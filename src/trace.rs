@@ -1,0 +1,628 @@
+//! The seed pages' step-by-step walkthrough: X, Q, K, V, Q·Kᵀ, the scaling, the softmax and
+//! weights·V, printed as tables with the tokens on rows and columns.
+//!
+//! The default input is the worked example of the seed page "Self-Attention" (tokens "I", "love",
+//! "cats" with 3×4 embeddings). Users can trace their own matrices from a JSON file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use burn::prelude::*;
+use serde_json::{Map, Value, json};
+
+use crate::attention::{AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear};
+use crate::rng::HostRng;
+use crate::scale::ScoreScale;
+use crate::softmax::SoftmaxAxis;
+
+/// A dense row-major matrix read from the input file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn from_rows(rows: &[&[f32]]) -> Self {
+        Self {
+            rows: rows.len(),
+            cols: rows.first().map_or(0, |r| r.len()),
+            data: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+        }
+    }
+
+    fn shape(&self) -> String {
+        format!("{} × {}", self.rows, self.cols)
+    }
+}
+
+/// What `trace` runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceInput {
+    pub tokens: Vec<String>,
+    /// `n × d_model`, one row per token.
+    pub x: Matrix,
+    /// `(W_Q, W_K, W_V)`: `d_model × d_k`, `d_model × d_k`, `d_model × d_v`. Drawn from the seed
+    /// when absent.
+    pub weights: Option<(Matrix, Matrix, Matrix)>,
+}
+
+/// How to run the trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceOptions {
+    pub causal: bool,
+    pub scale: ScoreScale,
+    pub softmax_axis: SoftmaxAxis,
+    pub temperature: f64,
+    /// Seed for W_Q, W_K, W_V when the input has none.
+    pub seed: u64,
+    /// Width of the seeded W_Q, W_K (and W_V); default d_model.
+    pub d_k: Option<usize>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self {
+            causal: false,
+            scale: ScoreScale::SqrtDk,
+            softmax_axis: SoftmaxAxis::Row,
+            temperature: 1.0,
+            seed: 0,
+            d_k: None,
+        }
+    }
+}
+
+/// Why an input cannot be traced. Each message names the field and the expected versus actual
+/// shape.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read input file '{path}': {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("input file '{path}' is not valid JSON: {source}")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Config(#[from] AttentionConfigError),
+}
+
+fn bad(message: String) -> TraceError {
+    TraceError::Input(message)
+}
+
+/// The worked example of the seed page: three tokens with 4-dimensional embeddings.
+pub fn seed_page_example() -> TraceInput {
+    TraceInput {
+        tokens: vec!["I".into(), "love".into(), "cats".into()],
+        x: Matrix::from_rows(&[
+            &[-1.00, 0.74, 0.37, -0.98],
+            &[-0.34, -0.63, -0.87, 0.06],
+            &[0.83, 0.02, 0.14, 0.47],
+        ]),
+        weights: None,
+    }
+}
+
+pub fn load_input(path: &Path) -> Result<TraceInput, TraceError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|source| TraceError::Json {
+        path: shown,
+        source,
+    })?;
+    parse_input(&value)
+}
+
+/// Reads `{"tokens"?, "x", "w_q"?, "w_k"?, "w_v"?}` and checks every shape.
+pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
+    const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
+    let object = value.as_object().ok_or_else(|| {
+        bad(format!(
+            "the input must be a JSON object with the fields {}, got {}",
+            FIELDS.join(", "),
+            kind_of(value)
+        ))
+    })?;
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown field '{unknown}': expected {}",
+            FIELDS.join(", ")
+        )));
+    }
+    let x = matrix(object, "x")?
+        .ok_or_else(|| bad("missing field 'x': expected n × d_model numbers".into()))?;
+    if x.rows == 0 || x.cols == 0 {
+        return Err(bad(format!(
+            "x is empty: expected n × d_model with n, d_model ≥ 1, got {}",
+            x.shape()
+        )));
+    }
+    let tokens = match object.get("tokens") {
+        None | Some(Value::Null) => (0..x.rows).map(|i| format!("t{i}")).collect(),
+        Some(Value::Array(items)) => {
+            let names = items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(bad(format!(
+                        "tokens[{i}] must be a string, got {}",
+                        kind_of(other)
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if names.len() != x.rows {
+                return Err(bad(format!(
+                    "tokens has {} names but x has {} rows: expected one name per row",
+                    names.len(),
+                    x.rows
+                )));
+            }
+            names
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "tokens must be an array of strings, got {}",
+                kind_of(other)
+            )));
+        }
+    };
+    let w_q = matrix(object, "w_q")?;
+    let w_k = matrix(object, "w_k")?;
+    let w_v = matrix(object, "w_v")?;
+    let weights = match (w_q, w_k, w_v) {
+        (None, None, None) => None,
+        (Some(w_q), Some(w_k), Some(w_v)) => {
+            for (name, w) in [("w_q", &w_q), ("w_k", &w_k), ("w_v", &w_v)] {
+                if w.rows != x.cols {
+                    return Err(bad(format!(
+                        "{name} has {} rows but x has d_model = {} columns: expected {} × d, got {}",
+                        w.rows,
+                        x.cols,
+                        x.cols,
+                        w.shape()
+                    )));
+                }
+                if w.cols == 0 {
+                    return Err(bad(format!(
+                        "{name} has no columns: expected {} × d with d ≥ 1",
+                        x.cols
+                    )));
+                }
+            }
+            if w_q.cols != w_k.cols {
+                return Err(bad(format!(
+                    "w_q and w_k must have the same width d_k: w_q is {}, w_k is {}",
+                    w_q.shape(),
+                    w_k.shape()
+                )));
+            }
+            Some((w_q, w_k, w_v))
+        }
+        (q, k, v) => {
+            let missing: Vec<&str> = [
+                ("w_q", q.is_none()),
+                ("w_k", k.is_none()),
+                ("w_v", v.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(n, m)| m.then_some(n))
+            .collect();
+            return Err(bad(format!(
+                "w_q, w_k and w_v go together: {} missing (give all three, or none to draw them from --seed)",
+                missing.join(" and ")
+            )));
+        }
+    };
+    Ok(TraceInput { tokens, x, weights })
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads `object[name]` as an array of equally long arrays of numbers.
+fn matrix(object: &Map<String, Value>, name: &str) -> Result<Option<Matrix>, TraceError> {
+    let rows = match object.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(rows)) => rows,
+        Some(other) => {
+            return Err(bad(format!(
+                "{name} must be an array of rows of numbers, got {}",
+                kind_of(other)
+            )));
+        }
+    };
+    let mut data = Vec::new();
+    let mut cols = None;
+    for (i, row) in rows.iter().enumerate() {
+        let row = row.as_array().ok_or_else(|| {
+            bad(format!(
+                "{name}[{i}] must be a row (an array of numbers), got {}",
+                kind_of(row)
+            ))
+        })?;
+        match cols {
+            None => cols = Some(row.len()),
+            Some(c) if c != row.len() => {
+                return Err(bad(format!(
+                    "{name} is ragged: row 0 has {c} numbers but row {i} has {}; expected every row to have {c}",
+                    row.len()
+                )));
+            }
+            Some(_) => {}
+        }
+        for (j, entry) in row.iter().enumerate() {
+            let v = entry.as_f64().ok_or_else(|| {
+                bad(format!(
+                    "{name}[{i}][{j}] must be a number, got {} ({entry})",
+                    kind_of(entry)
+                ))
+            })?;
+            data.push(v as f32);
+        }
+    }
+    Ok(Some(Matrix {
+        rows: rows.len(),
+        cols: cols.unwrap_or(0),
+        data,
+    }))
+}
+
+/// Every intermediate of one trace, as plain rows of numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceResult {
+    pub tokens: Vec<String>,
+    pub d_k: usize,
+    /// The factor the scores were divided by: the scale's divisor times the temperature.
+    pub scale: f64,
+    pub options: TraceOptions,
+    pub x: Vec<Vec<f32>>,
+    /// The projections used, drawn or given: `d_model × d_k`, `d_model × d_k`, `d_model × d_v`.
+    pub w_q: Vec<Vec<f32>>,
+    pub w_k: Vec<Vec<f32>>,
+    pub w_v: Vec<Vec<f32>>,
+    pub q: Vec<Vec<f32>>,
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    /// Q·Kᵀ before scaling.
+    pub scores: Vec<Vec<f32>>,
+    /// After scaling and masking; `None` where masked.
+    pub scaled: Vec<Vec<Option<f32>>>,
+    pub weights: Vec<Vec<f32>>,
+    pub output: Vec<Vec<f32>>,
+}
+
+/// Runs one head of the attention block on the input, with no output projection, on `device`.
+pub fn run(
+    input: &TraceInput,
+    options: &TraceOptions,
+    device: &Device,
+) -> Result<TraceResult, TraceError> {
+    let (n, d_model) = (input.x.rows, input.x.cols);
+    let (w_q, w_k, w_v) = match &input.weights {
+        Some(w) => w.clone(),
+        None => {
+            let d_k = options.d_k.unwrap_or(d_model);
+            if d_k == 0 {
+                return Err(bad("--d-k must be at least 1".into()));
+            }
+            let mut rng = HostRng::new(options.seed);
+            let mut draw = || Matrix {
+                rows: d_model,
+                cols: d_k,
+                data: rng.normal_vec(d_model * d_k, 1.0),
+            };
+            (draw(), draw(), draw())
+        }
+    };
+    let (d_k, d_v) = (w_q.cols, w_v.cols);
+    let mut block = AttentionConfig::new(d_model, 1)
+        .with_d_k(Some(d_k))
+        .with_d_v(Some(d_v))
+        .with_output_projection(false)
+        .with_scale(options.scale)
+        .with_softmax_axis(options.softmax_axis)
+        .with_temperature(options.temperature)
+        .with_causal(options.causal)
+        .with_max_len(n.max(1))
+        .init(device)?;
+    let linear = |w: &Matrix| seeded_linear(w.data.clone(), None, w.rows, w.cols, device);
+    block.query = Some(linear(&w_q));
+    block.key = Some(linear(&w_k));
+    block.value = Some(linear(&w_v));
+
+    let x = Tensor::<3>::from_data(
+        TensorData::new(input.x.data.clone(), [1, n, d_model]),
+        device,
+    );
+    let trace = block.forward_traced(AttentionInput::self_attn(x));
+    Ok(TraceResult {
+        tokens: input.tokens.clone(),
+        d_k,
+        scale: block.divisor,
+        options: options.clone(),
+        x: rows_of(input.x.data.clone(), d_model),
+        w_q: rows_of(w_q.data, d_k),
+        w_k: rows_of(w_k.data, d_k),
+        w_v: rows_of(w_v.data, d_v),
+        q: head_rows(trace.q),
+        k: head_rows(trace.k),
+        v: head_rows(trace.v),
+        scores: head_rows(trace.raw_scores),
+        scaled: head_rows(trace.output.scores)
+            .into_iter()
+            .map(|r| r.into_iter().map(|s| s.is_finite().then_some(s)).collect())
+            .collect(),
+        weights: head_rows(trace.output.weights),
+        output: head_rows(trace.heads.unsqueeze::<4>()),
+    })
+}
+
+fn rows_of(data: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
+    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// `[1, 1, rows, cols]` → rows.
+fn head_rows(t: Tensor<4>) -> Vec<Vec<f32>> {
+    let [_, _, _, cols] = t.dims();
+    rows_of(
+        t.into_data().try_into_vec::<f32>().expect("f32 tensor"),
+        cols,
+    )
+}
+
+impl TraceResult {
+    /// Every intermediate under the keys q, k, v, scores, scaled, weights, output, plus d_k and
+    /// scale, the inputs x, w_q, w_k, w_v (so a run can be repeated with `--input`), and the
+    /// options that shaped them.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "tokens": self.tokens,
+            "d_k": self.d_k,
+            "scale": self.scale,
+            "scale_rule": self.options.scale.to_string(),
+            "temperature": self.options.temperature,
+            "softmax_axis": self.options.softmax_axis.name(),
+            "causal": self.options.causal,
+            "x": self.x,
+            "w_q": self.w_q,
+            "w_k": self.w_k,
+            "w_v": self.w_v,
+            "q": self.q,
+            "k": self.k,
+            "v": self.v,
+            "scores": self.scores,
+            "scaled": self.scaled,
+            "weights": self.weights,
+            "output": self.output,
+        })
+    }
+
+    /// The walkthrough as labelled tables.
+    pub fn render(&self) -> String {
+        let o = &self.options;
+        let cols =
+            |n: usize, p: &str| -> Vec<String> { (0..n).map(|i| format!("{p}{i}")).collect() };
+        let mut out = String::new();
+        let d_model = self.x.first().map_or(0, Vec::len);
+        let d_v = self.v.first().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "Self-attention, step by step: n = {} tokens, d_model = {d_model}, d_k = {}, d_v = {d_v}, one head",
+            self.tokens.len(),
+            self.d_k
+        );
+        let _ = writeln!(
+            out,
+            "scale = {} ({}{}), softmax over {}, {}\n",
+            fmt_num(self.scale as f32),
+            o.scale,
+            if o.temperature == 1.0 {
+                String::new()
+            } else {
+                format!(" × temperature {}", o.temperature)
+            },
+            match o.softmax_axis {
+                SoftmaxAxis::Row => "each row (keys)",
+                SoftmaxAxis::Column => "each column (queries) — a pitfall",
+                SoftmaxAxis::Whole => "the whole matrix — a pitfall",
+            },
+            if o.causal { "causal mask" } else { "no mask" }
+        );
+        let some = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {
+            rows.iter()
+                .map(|r| r.iter().map(|&v| Some(v)).collect())
+                .collect()
+        };
+        table(
+            &mut out,
+            "1. X (token embeddings)",
+            &self.tokens,
+            &cols(d_model, "x"),
+            &some(&self.x),
+        );
+        table(
+            &mut out,
+            "2. Q = X·W_Q",
+            &self.tokens,
+            &cols(self.d_k, "q"),
+            &some(&self.q),
+        );
+        table(
+            &mut out,
+            "3. K = X·W_K",
+            &self.tokens,
+            &cols(self.d_k, "k"),
+            &some(&self.k),
+        );
+        table(
+            &mut out,
+            "4. V = X·W_V",
+            &self.tokens,
+            &cols(d_v, "v"),
+            &some(&self.v),
+        );
+        table(
+            &mut out,
+            "5. Q·Kᵀ (scores; rows are queries, columns keys)",
+            &self.tokens,
+            &self.tokens,
+            &some(&self.scores),
+        );
+        let step6 = format!(
+            "6. ÷ {}{}",
+            fmt_num(self.scale as f32),
+            if o.causal {
+                ", future keys masked (−∞)"
+            } else {
+                ""
+            }
+        );
+        table(&mut out, &step6, &self.tokens, &self.tokens, &self.scaled);
+        let step7 = format!("7. softmax over {} (weights)", o.softmax_axis.name());
+        table(
+            &mut out,
+            &step7,
+            &self.tokens,
+            &self.tokens,
+            &some(&self.weights),
+        );
+        let sums: Vec<String> = match o.softmax_axis {
+            SoftmaxAxis::Column => (0..self.tokens.len())
+                .map(|j| fmt_num(self.weights.iter().map(|r| r[j]).sum()))
+                .collect(),
+            _ => self
+                .weights
+                .iter()
+                .map(|r| fmt_num(r.iter().sum()))
+                .collect(),
+        };
+        let _ = writeln!(
+            out,
+            "   {} sums: {}\n",
+            if o.softmax_axis == SoftmaxAxis::Column {
+                "column"
+            } else {
+                "row"
+            },
+            sums.join(", ")
+        );
+        table(
+            &mut out,
+            "8. weights·V (output)",
+            &self.tokens,
+            &cols(d_v, "o"),
+            &some(&self.output),
+        );
+        out
+    }
+}
+
+fn fmt_num(v: f32) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn table(
+    out: &mut String,
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[Vec<Option<f32>>],
+) {
+    let cells: Vec<Vec<String>> = values
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| v.map_or("−∞".to_string(), fmt_num))
+                .collect()
+        })
+        .collect();
+    let label_w = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
+    let cell_w = cells
+        .iter()
+        .flatten()
+        .chain(cols)
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(1)
+        .max(7);
+    let _ = writeln!(out, "{title}");
+    let _ = write!(out, "  {:label_w$}", "");
+    for c in cols {
+        let _ = write!(out, " {c:>cell_w$}");
+    }
+    let _ = writeln!(out);
+    for (name, row) in rows.iter().zip(&cells) {
+        let _ = write!(out, "  {name:<label_w$}");
+        for c in row {
+            let _ = write!(out, " {c:>cell_w$}");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_ragged_and_mismatched_input() {
+        let err = parse_input(&json!({"x": [[1, 2], [3]]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x is ragged") && err.contains("row 1 has 1"),
+            "{err}"
+        );
+        let err = parse_input(&json!({"x": [[1, 2]], "w_q": [[1]], "w_k": [[1]], "w_v": [[1]]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("w_q has 1 rows but x has d_model = 2"),
+            "{err}"
+        );
+        let err = parse_input(&json!({"x": [[1, "a"]]}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x[0][1] must be a number"), "{err}");
+    }
+
+    #[test]
+    fn seed_page_example_rows_sum_to_one() {
+        let result = run(
+            &seed_page_example(),
+            &TraceOptions::default(),
+            &Device::flex(),
+        )
+        .unwrap();
+        assert_eq!(result.d_k, 4);
+        assert_eq!(result.scale, 2.0); // √4
+        for row in &result.weights {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The claims of attention-lab, written as assertions. Each claim body runs on every device the
+//! machine has (see `common`), so one test module yields `::flex`, `::ndarray` and `::wgpu` tests.
+
+#[macro_use]
+mod common;
+
+mod cross_backend;
+mod invariants;
+mod parity;
+mod properties;
+mod trace_cli;
+mod training;

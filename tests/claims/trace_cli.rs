@@ -1,0 +1,178 @@
+//! The `trace` binary: the default run, the JSON round trip, and clear errors on bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn trace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trace"))
+        .args(args)
+        .output()
+        .expect("run the trace binary")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attention-lab-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn matrix(v: &Value) -> Vec<Vec<f64>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn default_run_traces_the_seed_page_example() {
+    let out = trace(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "I",
+        "love",
+        "cats",
+        "1. X",
+        "2. Q = X·W_Q",
+        "5. Q·Kᵀ",
+        "6. ÷ 2.0000",
+        "7. softmax",
+        "8. weights·V",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn json_round_trips() {
+    let first = scratch("first.json");
+    let out = trace(&["--causal", "--json", first.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    for key in [
+        "q", "k", "v", "scores", "scaled", "weights", "output", "d_k", "scale",
+    ] {
+        assert!(a.get(key).is_some(), "missing key {key}");
+    }
+    assert_eq!(a["d_k"], 4);
+    assert_eq!(a["scale"], 2.0);
+    // Masked entries are null; the rest are scores ÷ scale.
+    let scores = matrix(&a["scores"]);
+    for (i, row) in a["scaled"].as_array().unwrap().iter().enumerate() {
+        for (j, s) in row.as_array().unwrap().iter().enumerate() {
+            if j > i {
+                assert!(s.is_null(), "scaled[{i}][{j}] should be masked");
+            } else {
+                assert!((s.as_f64().unwrap() - scores[i][j] / 2.0).abs() < 1e-5);
+            }
+        }
+    }
+    // Feeding the run's own inputs back reproduces it exactly.
+    let input = json!({"tokens": a["tokens"], "x": a["x"], "w_q": a["w_q"], "w_k": a["w_k"], "w_v": a["w_v"]});
+    let input_path = scratch("input.json");
+    std::fs::write(&input_path, input.to_string()).unwrap();
+    let second = scratch("second.json");
+    let out = trace(&[
+        "--causal",
+        "--input",
+        input_path.to_str().unwrap(),
+        "--json",
+        second.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    for key in ["q", "k", "v", "scores", "scaled", "weights", "output"] {
+        assert_eq!(a[key], b[key], "{key} changed on the round trip");
+    }
+}
+
+/// Runs trace on `input` and returns its stderr, asserting exit code 2.
+fn rejected(name: &str, input: &str) -> String {
+    let path = scratch(name);
+    std::fs::write(&path, input).unwrap();
+    let out = trace(&["--input", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{name}: stderr {stderr}");
+    assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "{name}: expected one line, got {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_inputs_exit_2_with_a_clear_line() {
+    let cases = [
+        (
+            "ragged.json",
+            r#"{"x": [[1, 2, 3], [4, 5]]}"#,
+            "x is ragged: row 0 has 3 numbers but row 1 has 2",
+        ),
+        (
+            "rows.json",
+            r#"{"x": [[1, 2]], "w_q": [[1], [2], [3]], "w_k": [[1], [2]], "w_v": [[1], [2]]}"#,
+            "w_q has 3 rows but x has d_model = 2 columns: expected 2 × d, got 3 × 1",
+        ),
+        (
+            "widths.json",
+            r#"{"x": [[1, 2]], "w_q": [[1, 0], [0, 1]], "w_k": [[1], [2]], "w_v": [[1], [2]]}"#,
+            "w_q and w_k must have the same width d_k: w_q is 2 × 2, w_k is 2 × 1",
+        ),
+        (
+            "empty.json",
+            r#"{"x": []}"#,
+            "x is empty: expected n × d_model with n, d_model ≥ 1, got 0 × 0",
+        ),
+        (
+            "nan.json",
+            r#"{"x": [[1, "two"]]}"#,
+            "x[0][1] must be a number, got a string",
+        ),
+        ("notjson.json", "{x: 1", "is not valid JSON"),
+    ];
+    for (name, input, expected) in cases {
+        let stderr = rejected(name, input);
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?}, got {stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_file_and_missing_backend_exit_2() {
+    let out = trace(&["--input", "/no/such/file.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("cannot read input file '/no/such/file.json'"),
+        "{stderr}"
+    );
+
+    let out = trace(&["--backend", "tpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend 'tpu'"));
+
+    if !cfg!(feature = "cuda") {
+        let out = trace(&["--backend", "cuda"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr.contains("--features cuda") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
