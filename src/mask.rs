@@ -7,7 +7,8 @@ use burn::prelude::*;
 
 /// `[n_q, n_k]`, true where key j lies in query i's future (j > i).
 pub fn causal_mask(n_q: usize, n_k: usize, device: &Device) -> Tensor<2, Bool> {
-    Tensor::<2, Bool>::triu_mask([n_q, n_k], 1, device)
+    // Burn's `tril_mask` is true *outside* the lower triangle (the part to fill), i.e. j > i.
+    Tensor::<2, Bool>::tril_mask([n_q, n_k], 0, device)
 }
 
 /// Combines a causal flag and an optional key-padding mask `[batch, n_k]` into one mask that

@@ -22,29 +22,18 @@ struct Case {
 }
 
 fn cases() -> impl Strategy<Value = Case> {
-    (
-        1usize..=3,
-        1usize..=7,
-        1usize..=4,
-        1usize..=5,
-        any::<bool>(),
-        any::<bool>(),
-        any::<u64>(),
-    )
+    (1usize..=3, 1usize..=7, 1usize..=4, 1usize..=5, any::<bool>(), any::<bool>(), any::<u64>())
         .prop_flat_map(|(batch, n, n_heads, d_k, causal, padded, seed)| {
             let lengths = proptest::collection::vec(0..=n, batch);
-            (
-                Just((batch, n, n_heads, d_k, causal, seed)),
-                proptest::option::weighted(if padded { 1.0 } else { 0.0 }, lengths),
-            )
+            (Just((batch, n, n_heads, d_k, causal, padded, seed)), lengths)
         })
-        .prop_map(|((batch, n, n_heads, d_k, causal, seed), lengths)| Case {
+        .prop_map(|((batch, n, n_heads, d_k, causal, padded, seed), lengths)| Case {
             batch,
             n,
             n_heads,
             d_k,
             causal,
-            lengths,
+            lengths: padded.then_some(lengths),
             seed,
         })
 }

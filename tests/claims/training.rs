@@ -2,8 +2,7 @@
 
 use attention_lab::attention::AttentionConfig;
 use attention_lab::rng::HostRng;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::prelude::*;
+use burn::optim::{AdamConfig, GradientsParams};
 
 use crate::common::*;
 
