@@ -87,14 +87,19 @@ pub fn run(
             let out = theirs.forward(MhaInput::self_attn(x.clone()));
             let _grads = out.context.powf_scalar(2.0).mean().backward();
         };
-        // Alternate the two so drift in machine load falls on both alike.
+        // Alternate the two, and which goes first, so drift in machine load falls on both alike.
         let (mut ours_t, mut theirs_t) = (Vec::new(), Vec::new());
-        time_iters(&device, &ours_step, 2);
-        time_iters(&device, &theirs_step, 2);
+        time_iters(&device, &ours_step, 3);
+        time_iters(&device, &theirs_step, 3);
         let started = Instant::now();
         while ours_t.len() < setup.min_iters || started.elapsed() < setup.budget * 2 {
-            ours_t.push(time_iters(&device, &ours_step, 1));
-            theirs_t.push(time_iters(&device, &theirs_step, 1));
+            if ours_t.len() % 2 == 0 {
+                ours_t.push(time_iters(&device, &ours_step, 1));
+                theirs_t.push(time_iters(&device, &theirs_step, 1));
+            } else {
+                theirs_t.push(time_iters(&device, &theirs_step, 1));
+                ours_t.push(time_iters(&device, &ours_step, 1));
+            }
         }
         let row = BenchRow {
             n,

@@ -119,17 +119,17 @@ impl Positional {
     }
 
     /// Adds absolute positions to `x: [batch, n, d_model]` (sinusoidal and learned kinds).
+    ///
+    /// # Panics
+    /// When n exceeds `max_len` for a kind that has a table.
     pub fn add(&self, x: Tensor<3>) -> Tensor<3> {
         let [_, n, d_model] = x.dims();
-        assert!(
-            n <= self.max_len,
-            "sequence length {n} exceeds the positional encoding's max_len {}",
-            self.max_len
-        );
         if let Some(pe) = &self.sinusoidal {
+            self.check_len(n);
             return pe.forward(x);
         }
         if let Some(table) = &self.learned {
+            self.check_len(n);
             let rows = table.val().slice([0..n, 0..d_model]); // [n, d_model]
             return x + rows.unsqueeze::<3>(); // [batch, n, d_model]
         }
@@ -139,9 +139,20 @@ impl Positional {
     /// Rotates `t: [batch, heads, n, d_k]` by its positions (rotary kind only).
     pub fn rotate(&self, t: Tensor<4>) -> Tensor<4> {
         match &self.rotary {
-            Some(rope) => rope.forward(t),
+            Some(rope) => {
+                self.check_len(t.dims()[2]);
+                rope.forward(t)
+            }
             None => t,
         }
+    }
+
+    fn check_len(&self, n: usize) {
+        assert!(
+            n <= self.max_len,
+            "sequence length {n} exceeds the positional encoding's max_len {}",
+            self.max_len
+        );
     }
 }
 
@@ -176,6 +187,14 @@ mod tests {
         let x = HostRng::new(1).normal_tensor([2, 3, 4], 1.0, &device);
         let y = pe.add(x.clone());
         assert_eq!(x.into_data(), y.into_data());
+    }
+
+    #[test]
+    fn no_encoding_has_no_length_limit() {
+        let device = Device::flex();
+        let pe = Positional::new(PositionalKind::None, 2, 2, 4, &mut HostRng::new(0), &device);
+        let x = Tensor::<3>::zeros([1, 9, 2], &device);
+        assert_eq!(pe.add(x).dims(), [1, 9, 2]);
     }
 
     #[test]

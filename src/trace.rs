@@ -364,11 +364,11 @@ pub fn run(
         w_q: rows_of(w_q.data, d_k),
         w_k: rows_of(w_k.data, d_k),
         w_v: rows_of(w_v.data, d_v),
-        q: head_rows(trace.q),
-        k: head_rows(trace.k),
+        q: head_rows(trace.output.q.clone()),
+        k: head_rows(trace.output.k.clone()),
         v: head_rows(trace.v),
-        scores: head_rows(trace.raw_scores),
-        scaled: head_rows(trace.output.scores)
+        scores: head_rows(trace.output.raw_scores()),
+        scaled: head_rows(trace.output.scores())
             .into_iter()
             .map(|r| r.into_iter().map(|s| s.is_finite().then_some(s)).collect())
             .collect(),

@@ -67,7 +67,7 @@ device_test!(causal_mask_hides_the_future, |device| {
     let mut rng = HostRng::new(6);
     let x = rng.normal_tensor([1, n, d], 1.0, &device);
     let out = block.forward(x.clone());
-    let w = values(out.weights);
+    let w = values(out.weights.clone());
     for (r, row) in w.chunks(n).enumerate() {
         let i = r % n;
         for (j, &v) in row.iter().enumerate() {
@@ -76,7 +76,7 @@ device_test!(causal_mask_hides_the_future, |device| {
             }
         }
     }
-    let s = values(out.scores);
+    let s = values(out.scores());
     assert!(s.chunks(n).enumerate().all(|(r, row)| {
         row.iter()
             .enumerate()
@@ -166,13 +166,13 @@ device_test!(sqrt_dmodel_over_scales_by_sqrt_heads, |device| {
             .init(&device)
             .unwrap()
             .forward(x.clone())
-            .scores;
+            .scores();
         let dm = config
             .with_scale(ScoreScale::SqrtDModel)
             .init(&device)
             .unwrap()
             .forward(x.clone())
-            .scores;
+            .scores();
         let want = values(dk.div_scalar((n_heads as f32).sqrt()));
         let got = values(dm);
         assert!(max_abs_diff(&got, &want) < 1e-5, "h = {n_heads}");

@@ -22,20 +22,33 @@ struct Case {
 }
 
 fn cases() -> impl Strategy<Value = Case> {
-    (1usize..=3, 1usize..=7, 1usize..=4, 1usize..=5, any::<bool>(), any::<bool>(), any::<u64>())
+    (
+        1usize..=3,
+        1usize..=7,
+        1usize..=4,
+        1usize..=5,
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
         .prop_flat_map(|(batch, n, n_heads, d_k, causal, padded, seed)| {
             let lengths = proptest::collection::vec(0..=n, batch);
-            (Just((batch, n, n_heads, d_k, causal, padded, seed)), lengths)
+            (
+                Just((batch, n, n_heads, d_k, causal, padded, seed)),
+                lengths,
+            )
         })
-        .prop_map(|((batch, n, n_heads, d_k, causal, padded, seed), lengths)| Case {
-            batch,
-            n,
-            n_heads,
-            d_k,
-            causal,
-            lengths: padded.then_some(lengths),
-            seed,
-        })
+        .prop_map(
+            |((batch, n, n_heads, d_k, causal, padded, seed), lengths)| Case {
+                batch,
+                n,
+                n_heads,
+                d_k,
+                causal,
+                lengths: padded.then_some(lengths),
+                seed,
+            },
+        )
 }
 
 fn check(case: &Case, device: &Device) -> Result<(), TestCaseError> {
