@@ -151,11 +151,21 @@ fn run_probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
             missing: format!("a probe computed 1 + 2 = {sum}"),
             remedy: "The driver is broken; use --backend flex.",
         }),
-        Err(payload) => Err(BackendError::Unavailable {
-            asked: kind.name(),
-            missing: panic_text(payload.as_ref()),
-            remedy: remedy(kind),
-        }),
+        Err(payload) => {
+            let detail = panic_text(payload.as_ref());
+            let missing = match kind {
+                BackendKind::Wgpu => format!("wgpu found no usable adapter ({detail})"),
+                BackendKind::WgpuCpu => {
+                    format!("wgpu found no usable CPU (software) adapter ({detail})")
+                }
+                _ => format!("the backend failed to start ({detail})"),
+            };
+            Err(BackendError::Unavailable {
+                asked: kind.name(),
+                missing,
+                remedy: remedy(kind),
+            })
+        }
     }
 }
 

@@ -176,3 +176,28 @@ fn missing_file_and_missing_backend_exit_2() {
         );
     }
 }
+
+#[test]
+fn missing_wgpu_adapter_is_one_line_not_a_panic() {
+    // Point the Vulkan loader and EGL at nothing, so wgpu finds no adapter.
+    let out = Command::new(env!("CARGO_BIN_EXE_trace"))
+        .args(["--backend", "wgpu-cpu"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl.json")
+        .output()
+        .expect("run the trace binary");
+    if out.status.success() {
+        eprintln!("skipped: wgpu still found an adapter with the loaders pointed at nothing");
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("backend 'wgpu-cpu' is unavailable")
+            && stderr.contains("mesa-vulkan-drivers"),
+        "{stderr}"
+    );
+}
