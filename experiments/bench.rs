@@ -13,7 +13,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda.
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda (feature `cuda`), remote (feature `remote`).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Sequence lengths to time.

@@ -35,7 +35,7 @@ struct Args {
     /// Softmax temperature: scores are divided by it too.
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
-    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda.
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda (feature `cuda`), remote (feature `remote`).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Seed for W_Q, W_K, W_V when the input gives none.

@@ -25,12 +25,15 @@ pub enum BackendKind {
     WgpuCpu,
     /// CUDA device 0; needs the crate's `cuda` cargo feature.
     Cuda,
+    /// Device 0 of a Burn server at `$BURN_REMOTE_ADDRESS` (default `ws://127.0.0.1:3000`);
+    /// needs the crate's `remote` cargo feature.
+    Remote,
 }
 
 /// Why a backend could not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
-    #[error("unknown backend '{0}': expected one of flex, ndarray, wgpu, wgpu-cpu, cuda")]
+    #[error("unknown backend '{0}': expected one of flex, ndarray, wgpu, wgpu-cpu, cuda, remote")]
     Unknown(String),
     #[error(
         "backend '{asked}' is not compiled in: rebuild with `--features {feature}`, or use --backend flex"
@@ -48,12 +51,13 @@ pub enum BackendError {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 5] = [
+    pub const ALL: [BackendKind; 6] = [
         BackendKind::Flex,
         BackendKind::Ndarray,
         BackendKind::Wgpu,
         BackendKind::WgpuCpu,
         BackendKind::Cuda,
+        BackendKind::Remote,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl BackendKind {
             BackendKind::Wgpu => "wgpu",
             BackendKind::WgpuCpu => "wgpu-cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Remote => "remote",
         }
     }
 
@@ -86,6 +91,7 @@ impl BackendKind {
             BackendKind::Wgpu => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
             BackendKind::WgpuCpu => Ok(Device::wgpu(DeviceKind::Cpu)),
             BackendKind::Cuda => cuda_device(),
+            BackendKind::Remote => remote_device(),
         }
     }
 }
@@ -100,6 +106,47 @@ fn cuda_device() -> Result<Device, BackendError> {
     Err(BackendError::NotCompiled {
         asked: "cuda",
         feature: "cuda",
+    })
+}
+
+/// Where `--backend remote` connects.
+pub fn remote_address() -> String {
+    std::env::var("BURN_REMOTE_ADDRESS").unwrap_or_else(|_| "ws://127.0.0.1:3000".to_string())
+}
+
+#[cfg(feature = "remote")]
+fn remote_device() -> Result<Device, BackendError> {
+    remote_device_at(&remote_address())
+}
+
+/// Device 0 of the Burn server at `address`, e.g. `ws://127.0.0.1:3000`.
+#[cfg(feature = "remote")]
+pub fn remote_device_at(address: &str) -> Result<Device, BackendError> {
+    use burn::tensor::remote::RemoteHost;
+    Device::remote_options(&RemoteHost::websocket(address))
+        .init()
+        .map_err(|e| BackendError::Unavailable {
+            asked: "remote",
+            missing: format!("no Burn server answered at {address} ({e})"),
+            remedy: "Start one there, set BURN_REMOTE_ADDRESS to where one runs, or use --backend flex.",
+        })
+}
+
+/// Serves `kind`'s device to remote clients over WebSocket on `listener`; blocks while serving.
+#[cfg(feature = "remote-server")]
+pub fn serve(kind: BackendKind, listener: std::net::TcpListener) -> Result<(), String> {
+    use burn::tensor::server::{RemoteServer, WebSocketTransport};
+    let device = kind.device().map_err(|e| e.to_string())?;
+    RemoteServer::new([device])
+        .serve(WebSocketTransport::from_listener(listener))
+        .map_err(|e| format!("the remote server stopped: {e}"))
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_device() -> Result<Device, BackendError> {
+    Err(BackendError::NotCompiled {
+        asked: "remote",
+        feature: "remote",
     })
 }
 
@@ -186,6 +233,7 @@ fn remedy(kind: BackendKind) -> &'static str {
              (Debian: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend flex."
         }
         BackendKind::Cuda => "Check the NVIDIA driver and CUDA toolkit, or use --backend flex.",
+        BackendKind::Remote => "Check the server at BURN_REMOTE_ADDRESS, or use --backend flex.",
         BackendKind::Flex | BackendKind::Ndarray => "Use another --backend.",
     }
 }
@@ -215,5 +263,12 @@ mod tests {
     fn cuda_without_the_feature_is_a_clear_error() {
         let err = BackendKind::Cuda.device().unwrap_err();
         assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+
+    #[cfg(not(feature = "remote"))]
+    #[test]
+    fn remote_without_the_feature_is_a_clear_error() {
+        let err = BackendKind::Remote.device().unwrap_err();
+        assert!(err.to_string().contains("--features remote"), "{err}");
     }
 }

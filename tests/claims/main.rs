@@ -8,5 +8,7 @@ mod cross_backend;
 mod invariants;
 mod parity;
 mod properties;
+#[cfg(feature = "remote-server")]
+mod remote;
 mod trace_cli;
 mod training;
