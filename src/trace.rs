@@ -489,8 +489,10 @@ impl TraceResult {
             &some(&self.scores),
         );
         let step6 = format!(
-            "6. ÷ {}{}",
+            "6. ÷ {} ({}{}){}",
             fmt_num(self.scale as f32),
+            o.scale,
+            if o.temperature == 1.0 { "" } else { " × τ" },
             if o.causal {
                 ", future keys masked (−∞)"
             } else {
