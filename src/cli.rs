@@ -1,4 +1,5 @@
-//! What every binary shares: one way to end, with one line on error and exit code 2.
+//! What every binary shares: one way to end (one line on error, exit code 2), and one way to read
+//! option names.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -16,5 +17,30 @@ pub fn finish<E: Display>(result: Result<(), E>) -> ExitCode {
             eprintln!("error: {line}");
             ExitCode::from(ERROR_EXIT)
         }
+    }
+}
+
+/// How option names are compared: case-insensitive, surrounding space ignored, `_` read as `-`,
+/// so `--backend WGPU_CPU` and `sqrt_dk` work as well as `wgpu-cpu` and `sqrt-dk`.
+pub fn normalize_name(s: &str) -> String {
+    s.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// The value among `all` whose `name` matches `s` under [`normalize_name`].
+pub fn find_by_name<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Option<T> {
+    let wanted = normalize_name(s);
+    all.iter().copied().find(|&v| name(v) == wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_loosely() {
+        let all = ["row", "sqrt-dk"];
+        assert_eq!(find_by_name(" SQRT_DK ", &all, |s| s), Some("sqrt-dk"));
+        assert_eq!(find_by_name("Row", &all, |s| s), Some("row"));
+        assert_eq!(find_by_name("rows", &all, |s| s), None);
     }
 }

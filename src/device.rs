@@ -11,6 +11,8 @@ use std::sync::{Mutex, OnceLock};
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 
+use crate::cli::find_by_name;
+
 /// The backends attention-lab can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BackendKind {
@@ -160,10 +162,7 @@ impl FromStr for BackendKind {
     type Err = BackendError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
-        BackendKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == wanted)
+        find_by_name(s, &BackendKind::ALL, BackendKind::name)
             .ok_or_else(|| BackendError::Unknown(s.to_string()))
     }
 }

@@ -18,6 +18,7 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cli::find_by_name;
 use crate::rng::HostRng;
 
 /// Which positional encoding a block or model uses.
@@ -67,9 +68,7 @@ impl FromStr for PositionalKind {
     type Err = PositionalParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PositionalKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s.trim().to_ascii_lowercase())
+        find_by_name(s, &PositionalKind::ALL, PositionalKind::name)
             .ok_or_else(|| PositionalParseError(s.to_string()))
     }
 }

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cli::normalize_name;
+
 /// What the scores are divided by.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -46,7 +48,7 @@ impl FromStr for ScoreScale {
     type Err = ScaleParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        match normalize_name(s).as_str() {
             "none" => Ok(ScoreScale::None),
             "sqrt-dk" => Ok(ScoreScale::SqrtDk),
             "sqrt-dmodel" | "sqrt-d-model" => Ok(ScoreScale::SqrtDModel),

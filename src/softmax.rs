@@ -11,6 +11,8 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
+use crate::cli::find_by_name;
+
 /// Which entries of a head's `[n_q, n_k]` score matrix one softmax normalises together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +59,8 @@ pub fn masked_softmax(
 }
 
 impl SoftmaxAxis {
+    pub const ALL: [SoftmaxAxis; 3] = [SoftmaxAxis::Row, SoftmaxAxis::Column, SoftmaxAxis::Whole];
+
     pub fn name(self) -> &'static str {
         match self {
             SoftmaxAxis::Row => "row",
@@ -80,9 +84,7 @@ impl FromStr for SoftmaxAxis {
     type Err = AxisParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [SoftmaxAxis::Row, SoftmaxAxis::Column, SoftmaxAxis::Whole]
-            .into_iter()
-            .find(|a| a.name() == s.trim().to_ascii_lowercase())
+        find_by_name(s, &SoftmaxAxis::ALL, SoftmaxAxis::name)
             .ok_or_else(|| AxisParseError(s.to_string()))
     }
 }
