@@ -11,6 +11,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
@@ -430,6 +431,33 @@ impl Attention {
         }
     }
 
+    /// burn-nn's `MultiHeadAttention` with this block's weights, for parity checks and the
+    /// benchmark; `None` unless the block computes exactly what it does: all four projections,
+    /// n_heads·d_k = d_model, d_v = d_k, √d_k scaling at τ = 1, row softmax, no positional
+    /// encoding. Dropout is carried over; masks are passed at call time, as burn-nn takes them.
+    pub fn burn_nn_twin(&self) -> Option<MultiHeadAttention> {
+        let (query, key, value, output) = (
+            self.query.clone()?,
+            self.key.clone()?,
+            self.value.clone()?,
+            self.output.clone()?,
+        );
+        let same_math = self.n_heads * self.d_k == self.d_model
+            && self.d_v == self.d_k
+            && self.divisor == ScoreScale::SqrtDk.divisor(self.d_k, self.d_model)
+            && self.softmax_axis == SoftmaxAxis::Row
+            && self.positional.is_none();
+        if !same_math {
+            return None;
+        }
+        let device = query.weight.val().device();
+        let mut mha = MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
+            .with_dropout(self.dropout.prob)
+            .init(&device);
+        (mha.query, mha.key, mha.value, mha.output) = (query, key, value, output);
+        Some(mha)
+    }
+
     /// `[batch, n, d_model]` → `[batch, heads, n, width]`, through `projection` when there is one.
     fn heads_of(&self, x: Tensor<3>, projection: &Option<Linear>, width: usize) -> Tensor<4> {
         let [batch, n, _] = x.dims();
@@ -493,6 +521,25 @@ mod tests {
         assert_eq!(out.context.dims(), [3, 5, 8]);
         assert_eq!(out.weights.dims(), [3, 2, 5, 5]);
         assert_eq!(out.scores().dims(), [3, 2, 5, 5]);
+    }
+
+    #[test]
+    fn burn_nn_twin_only_for_the_same_math() {
+        let device = Device::flex();
+        let twin = |c: AttentionConfig| c.init(&device).unwrap().burn_nn_twin().is_some();
+        assert!(twin(AttentionConfig::new(8, 2)));
+        assert!(!twin(
+            AttentionConfig::new(8, 2).with_scale(ScoreScale::SqrtDModel)
+        ));
+        assert!(!twin(AttentionConfig::new(8, 2).with_temperature(2.0)));
+        assert!(!twin(
+            AttentionConfig::new(8, 2).with_softmax_axis(SoftmaxAxis::Column)
+        ));
+        assert!(!twin(
+            AttentionConfig::new(8, 2).with_positional(PositionalKind::Rotary)
+        ));
+        assert!(!twin(AttentionConfig::new(8, 2).with_projections(false)));
+        assert!(!twin(AttentionConfig::new(8, 2).with_d_k(Some(3))));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
+use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
 use crate::attention::AttentionConfig;
@@ -67,13 +67,9 @@ pub fn run(
         .with_bias(true)
         .init(&device)
         .expect("benchmark config is valid");
-    let mut theirs = MultiHeadAttentionConfig::new(setup.d_model, setup.n_heads)
-        .with_dropout(0.0)
-        .init(&device);
-    theirs.query = ours.query.clone().expect("projections on");
-    theirs.key = ours.key.clone().expect("projections on");
-    theirs.value = ours.value.clone().expect("projections on");
-    theirs.output = ours.output.clone().expect("projections on");
+    let theirs = ours
+        .burn_nn_twin()
+        .expect("the benchmark block is plain multi-head attention");
 
     let mut rng = HostRng::new(1);
     let mut rows = Vec::new();

@@ -117,6 +117,11 @@ impl Positional {
         self.max_len
     }
 
+    /// True when the encoding adds and rotates nothing.
+    pub fn is_none(&self) -> bool {
+        self.sinusoidal.is_none() && self.learned.is_none() && self.rotary.is_none()
+    }
+
     /// Adds absolute positions to `x: [batch, n, d_model]` (sinusoidal and learned kinds).
     ///
     /// # Panics

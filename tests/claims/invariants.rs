@@ -6,7 +6,7 @@ use attention_lab::positional::PositionalKind;
 use attention_lab::rng::HostRng;
 use attention_lab::scale::ScoreScale;
 use attention_lab::softmax::SoftmaxAxis;
-use burn::nn::attention::{MhaInput, MultiHeadAttentionConfig};
+use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
 use crate::common::*;
@@ -237,13 +237,7 @@ device_test!(cross_attention_shapes_and_numbers, |device| {
     assert_eq!(out.context.dims(), [2, 3, 16]);
     assert_eq!(out.weights.dims(), [2, 4, 3, 7]);
 
-    let mut mha = MultiHeadAttentionConfig::new(16, 4)
-        .with_dropout(0.0)
-        .init(&device);
-    mha.query = block.query.clone().unwrap();
-    mha.key = block.key.clone().unwrap();
-    mha.value = block.value.clone().unwrap();
-    mha.output = block.output.clone().unwrap();
+    let mha = block.burn_nn_twin().expect("plain multi-head attention");
     let reference = mha.forward(MhaInput::new(x, context.clone(), context));
     assert!(max_abs_diff(&values(out.context), &values(reference.context)) < 1e-5);
     assert!(max_abs_diff(&values(out.weights), &values(reference.weights)) < 1e-5);

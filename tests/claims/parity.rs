@@ -1,25 +1,11 @@
 //! Parity with burn-nn's `MultiHeadAttention`: with the same weights, no dropout and the same
 //! mask, our block computes the same thing.
 
-use attention_lab::attention::{Attention, AttentionConfig};
+use attention_lab::attention::AttentionConfig;
 use attention_lab::rng::HostRng;
-use burn::nn::attention::{
-    MhaInput, MultiHeadAttention, MultiHeadAttentionConfig, generate_autoregressive_mask,
-};
-use burn::prelude::*;
+use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
 
 use crate::common::*;
-
-fn burn_copy(block: &Attention, device: &Device) -> MultiHeadAttention {
-    let mut mha = MultiHeadAttentionConfig::new(block.d_model, block.n_heads)
-        .with_dropout(0.0)
-        .init(device);
-    mha.query = block.query.clone().unwrap();
-    mha.key = block.key.clone().unwrap();
-    mha.value = block.value.clone().unwrap();
-    mha.output = block.output.clone().unwrap();
-    mha
-}
 
 device_test!(matches_burn_nn_mha, |device| {
     let x = HostRng::new(20).normal_tensor([2, 9, 32], 1.0, &device);
@@ -30,7 +16,7 @@ device_test!(matches_burn_nn_mha, |device| {
             .with_seed(21)
             .init(&device)
             .unwrap();
-        let mha = burn_copy(&block, &device);
+        let mha = block.burn_nn_twin().expect("plain multi-head attention");
         let mut input = MhaInput::self_attn(x.clone());
         if causal {
             input = input.mask_attn(generate_autoregressive_mask(2, 9, &device));
