@@ -126,19 +126,15 @@ impl AttentionConfig {
                 return Err(E::Zero { field });
             }
         }
-        if self.d_k.is_none() && self.d_model % self.n_heads != 0 {
+        // Heads must tile d_model when d_k is derived from it, and when X itself is split.
+        let heads_tile_input = self.d_k.is_none() || !self.projections;
+        if heads_tile_input && self.d_model % self.n_heads != 0 {
             return Err(E::HeadsDoNotDivide {
                 d_model: self.d_model,
                 n_heads: self.n_heads,
             });
         }
         if !self.projections {
-            if self.d_model % self.n_heads != 0 {
-                return Err(E::HeadsDoNotDivide {
-                    d_model: self.d_model,
-                    n_heads: self.n_heads,
-                });
-            }
             let expected = self.d_model / self.n_heads;
             if self.head_dim() != expected || self.value_dim() != expected {
                 return Err(E::RawWidths {

@@ -113,10 +113,6 @@ impl Positional {
         }
     }
 
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-
     /// True when the encoding adds and rotates nothing.
     pub fn is_none(&self) -> bool {
         self.sinusoidal.is_none() && self.learned.is_none() && self.rotary.is_none()
