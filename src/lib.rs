@@ -3,15 +3,21 @@
 //!
 //! The centre is [`attention::Attention`], one training-capable block written once against Burn's
 //! runtime [`burn::prelude::Device`], so the same code runs on flex, ndarray, wgpu and CUDA. Around
-//! it: the backend switch, the seed pages' worked example, and a benchmark.
+//! it: the backend switch, the seed pages' worked example, a benchmark, and the lab: synthetic
+//! tasks, a tiny transformer, a training loop with probes, TOML configs, result writers, and the
+//! experiments that test each claim.
 
 pub mod attention;
 pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod mask;
+pub mod metrics;
+pub mod model;
 pub mod positional;
 pub mod rng;
 pub mod scale;
 pub mod softmax;
+pub mod tasks;
 pub mod trace;
+pub mod train;

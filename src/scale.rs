@@ -6,13 +6,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::cli::normalize_name;
 
 /// What the scores are divided by.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+///
+/// In configs it is written as its name (`"none"`, `"sqrt-dk"`, `"sqrt-dmodel"`, `"dk"`) or as a
+/// positive number for a fixed divisor, the same spellings `--scale` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum ScoreScale {
     /// No scaling: logits have variance d_k at initialisation.
     None,
@@ -73,6 +75,45 @@ impl fmt::Display for ScoreScale {
     }
 }
 
+impl Serialize for ScoreScale {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ScoreScale::Fixed(v) => serializer.serialize_f64(*v),
+            named => serializer.collect_str(named),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ScoreScale {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ScoreScale;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("none, sqrt-dk, sqrt-dmodel, dk or a positive number")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ScoreScale, E> {
+                s.parse().map_err(E::custom)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScoreScale, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScoreScale, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScoreScale, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +142,29 @@ mod tests {
         assert!("0".parse::<ScoreScale>().is_err());
         assert!("-2".parse::<ScoreScale>().is_err());
         assert!("sqrt-dq".parse::<ScoreScale>().is_err());
+    }
+
+    #[test]
+    fn configs_spell_scales_like_the_command_line() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct T {
+            scales: Vec<ScoreScale>,
+        }
+        let t: T = toml::from_str(r#"scales = ["sqrt-dmodel", "none", 8, 2.5]"#).unwrap();
+        assert_eq!(
+            t.scales,
+            [
+                ScoreScale::SqrtDModel,
+                ScoreScale::None,
+                ScoreScale::Fixed(8.0),
+                ScoreScale::Fixed(2.5)
+            ]
+        );
+        assert_eq!(
+            toml::to_string(&t).unwrap(),
+            "scales = [\"sqrt-dmodel\", \"none\", 8.0, 2.5]\n"
+        );
+        let err = toml::from_str::<T>(r#"scales = ["sqrt-dq"]"#).unwrap_err();
+        assert!(err.message().contains("unknown scale 'sqrt-dq'"), "{err}");
     }
 }

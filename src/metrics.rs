@@ -1,0 +1,177 @@
+//! What the experiments measure: attention entropy, peak weight, logit spread, gradient norms,
+//! the softmax Jacobian, and summaries over seeds.
+
+use burn::prelude::*;
+
+/// A tensor's values on the host, as f32.
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("an f32 tensor")
+}
+
+/// ‖t‖_F = √(Σ t²), reduced on the device.
+pub fn norm<const D: usize>(t: Tensor<D>) -> f64 {
+    t.powf_scalar(2.0).sum().sqrt().into_scalar::<f32>() as f64
+}
+
+/// Population standard deviation of all entries.
+pub fn std<const D: usize>(t: Tensor<D>) -> f64 {
+    let n = t.shape().num_elements() as f64;
+    let mean = t.clone().mean().into_scalar::<f32>() as f64;
+    let sq = t.powf_scalar(2.0).mean().into_scalar::<f32>() as f64;
+    // E[x²] − E[x]², guarded against rounding below 0; n only matters for n = 1.
+    if n < 2.0 {
+        0.0
+    } else {
+        (sq - mean * mean).max(0.0).sqrt()
+    }
+}
+
+/// Mean row entropy per head, in nats: H_h = mean over (batch, query) of −Σ_j w_ij ln w_ij, for
+/// `weights: [batch, heads, n_q, n_k]`. ln n_k is a uniform row, 0 a one-hot row. Zero weights
+/// (masked keys) add nothing, as 0·ln 0 = 0.
+pub fn entropy_per_head(weights: Tensor<4>) -> Vec<f64> {
+    let [batch, heads, n_q, _] = weights.dims();
+    let plogp = weights.clone() * weights.clamp_min(1e-30).log(); // [batch, heads, n_q, n_k]
+    let per_head = plogp
+        .sum_dim(3) // [batch, heads, n_q, 1]
+        .swap_dims(0, 1) // [heads, batch, n_q, 1]
+        .reshape([heads, batch * n_q]) // [heads, batch·n_q]
+        .mean_dim(1) // [heads, 1]
+        .neg();
+    to_host(per_head).into_iter().map(f64::from).collect()
+}
+
+/// Mean over (batch, query) of each row's largest weight, per head: 1/n_k is uniform, 1 one-hot.
+pub fn max_weight_per_head(weights: Tensor<4>) -> Vec<f64> {
+    let [batch, heads, n_q, _] = weights.dims();
+    let per_head = weights
+        .max_dim(3) // [batch, heads, n_q, 1]
+        .swap_dims(0, 1) // [heads, batch, n_q, 1]
+        .reshape([heads, batch * n_q]) // [heads, batch·n_q]
+        .mean_dim(1); // [heads, 1]
+    to_host(per_head).into_iter().map(f64::from).collect()
+}
+
+/// softmax(z) on the host, in f64, with the max subtracted first.
+pub fn softmax(z: &[f64]) -> Vec<f64> {
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+/// Frobenius norm of the softmax Jacobian at p = softmax(z): ∂p_i/∂z_j = p_i(δ_ij − p_j), so
+/// ‖J‖_F² = Σ_i p_i²(1 − p_i)² + Σ_{i≠j} p_i² p_j². It goes to 0 as p becomes one-hot: the
+/// gradient through a saturated softmax vanishes.
+pub fn softmax_jacobian_norm(p: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    for (i, &pi) in p.iter().enumerate() {
+        for (j, &pj) in p.iter().enumerate() {
+            let delta = if i == j { 1.0 } else { 0.0 };
+            sum += (pi * (delta - pj)).powi(2);
+        }
+    }
+    sum.sqrt()
+}
+
+/// Entropy of a distribution in nats.
+pub fn entropy(p: &[f64]) -> f64 {
+    -p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|v| v * v.ln())
+        .sum::<f64>()
+}
+
+/// Mean and spread of one quantity over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Sample standard deviation (0 for a single value).
+    pub std: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    /// Summary of `values`; NaN fields for an empty slice.
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            std: var.sqrt(),
+            n,
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = f.precision().unwrap_or(3);
+        if self.n > 1 {
+            write!(f, "{:.p$} ± {:.p$}", self.mean, self.std)
+        } else {
+            write!(f, "{:.p$}", self.mean)
+        }
+    }
+}
+
+/// The first step at which `series` (step, value) reaches `threshold`, or `None`.
+pub fn first_step_reaching(series: &[(usize, f64)], threshold: f64) -> Option<usize> {
+    series
+        .iter()
+        .find(|(_, v)| *v >= threshold)
+        .map(|(step, _)| *step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_and_one_hot_rows() {
+        let device = Device::flex();
+        // head 0: uniform over 4 keys, ln 4 = 1.3863; head 1: one-hot, 0.
+        let w = Tensor::<1>::from_floats([0.25, 0.25, 0.25, 0.25, 1.0, 0.0, 0.0, 0.0], &device)
+            .reshape([1, 2, 1, 4]);
+        let h = entropy_per_head(w.clone());
+        assert!(
+            (h[0] - 4f64.ln()).abs() < 1e-6 && h[1].abs() < 1e-6,
+            "{h:?}"
+        );
+        let m = max_weight_per_head(w);
+        assert!(
+            (m[0] - 0.25).abs() < 1e-6 && (m[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn jacobian_vanishes_as_softmax_saturates() {
+        // Two classes: p = (p, 1−p), J = p(1−p)·[[1, −1], [−1, 1]], ‖J‖_F = 2·p(1−p).
+        let p = softmax(&[0.0, 0.0]);
+        assert!((softmax_jacobian_norm(&p) - 0.5).abs() < 1e-12);
+        let p = softmax(&[30.0, 0.0]);
+        assert!(softmax_jacobian_norm(&p) < 1e-12);
+    }
+
+    #[test]
+    fn spread_and_std() {
+        let s = Spread::of(&[1.0, 2.0, 3.0]);
+        assert_eq!((s.mean, s.min, s.max, s.std), (2.0, 1.0, 3.0, 1.0));
+        let device = Device::flex();
+        let t = Tensor::<1>::from_floats([1.0, 3.0], &device);
+        assert!((std(t) - 1.0).abs() < 1e-6);
+    }
+}

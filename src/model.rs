@@ -1,0 +1,281 @@
+//! A tiny transformer: token embedding, positional encoding, L pre-norm blocks, a classifier head.
+//!
+//! h₀ = E[tokens] + PE, then for each block h ← h + Attn(LN(h)) and h ← h + MLP(LN(h))
+//! (pre-norm, Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"), and
+//! logits = LN(h)·W_head at the last `n_out` positions. The attention options of
+//! [`AttentionConfig`] pass straight through, so every pitfall can be trained.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::{
+    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, seeded_linear,
+};
+use crate::positional::{Positional, PositionalKind};
+use crate::rng::HostRng;
+use crate::scale::ScoreScale;
+use crate::softmax::SoftmaxAxis;
+
+/// The model's shape and its attention options, as written in a config's `[model]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Per-head width of queries and keys. Default: d_model / n_heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_k: Option<usize>,
+    /// Number of blocks. Default: 1.
+    #[serde(default = "one")]
+    pub n_layers: usize,
+    /// Hidden width of the MLP; 0 leaves the MLP out. Default: 4·d_model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_ff: Option<usize>,
+    /// Default: √d_k.
+    #[serde(default)]
+    pub scale: ScoreScale,
+    /// Default: row.
+    #[serde(default)]
+    pub softmax_axis: SoftmaxAxis,
+    /// Default: 1.0.
+    #[serde(default = "unit")]
+    pub temperature: f64,
+    /// Default: false.
+    #[serde(default)]
+    pub causal: bool,
+    /// Default: none.
+    #[serde(default)]
+    pub positional: PositionalKind,
+    /// Learned Q/K/V/O projections; false gives Q = K = V = LN(h). Default: true.
+    #[serde(default = "yes")]
+    pub projections: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn unit() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+
+impl ModelConfig {
+    pub fn new(d_model: usize, n_heads: usize) -> Self {
+        Self {
+            d_model,
+            n_heads,
+            d_k: None,
+            n_layers: 1,
+            d_ff: None,
+            scale: ScoreScale::SqrtDk,
+            softmax_axis: SoftmaxAxis::Row,
+            temperature: 1.0,
+            causal: false,
+            positional: PositionalKind::None,
+            projections: true,
+        }
+    }
+
+    /// The MLP's hidden width after defaults.
+    pub fn hidden(&self) -> usize {
+        self.d_ff.unwrap_or(4 * self.d_model)
+    }
+
+    /// The attention block of layer `layer`. Absolute encodings are added once, at the embedding;
+    /// rotary acts inside every block.
+    pub fn attention(&self, max_len: usize, seed: u64) -> AttentionConfig {
+        let positional = match self.positional {
+            PositionalKind::Rotary => PositionalKind::Rotary,
+            _ => PositionalKind::None,
+        };
+        AttentionConfig::new(self.d_model, self.n_heads)
+            .with_d_k(self.d_k)
+            .with_projections(self.projections)
+            .with_scale(self.scale)
+            .with_softmax_axis(self.softmax_axis)
+            .with_temperature(self.temperature)
+            .with_causal(self.causal)
+            .with_positional(positional)
+            .with_max_len(max_len)
+            .with_seed(seed)
+    }
+
+    /// Checks the sizes and the attention options.
+    pub fn validate(&self) -> Result<(), AttentionConfigError> {
+        if self.n_layers == 0 {
+            return Err(AttentionConfigError::Zero { field: "n_layers" });
+        }
+        if self.positional == PositionalKind::Sinusoidal && self.d_model % 2 == 1 {
+            return Err(AttentionConfigError::Odd {
+                kind: self.positional,
+                field: "d_model",
+                value: self.d_model,
+            });
+        }
+        self.attention(1, 0).validate()
+    }
+
+    /// Builds the model for a vocabulary of `vocab` tokens and `classes` outputs, on sequences of
+    /// at most `max_len` tokens, with weights drawn from a host RNG seeded with `seed`.
+    pub fn init(
+        &self,
+        vocab: usize,
+        classes: usize,
+        max_len: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<TinyTransformer, AttentionConfigError> {
+        self.validate()?;
+        let d_model = self.d_model;
+        let mut rng = HostRng::new(seed);
+        // N(0, 1) token embeddings, like Burn's `Embedding` default.
+        let embedding = Embedding {
+            weight: Param::from_tensor(rng.normal_tensor([vocab, d_model], 1.0, device)),
+        };
+        let absolute = match self.positional {
+            PositionalKind::Rotary => PositionalKind::None,
+            kind => kind,
+        };
+        let positional = Positional::new(absolute, d_model, d_model, max_len, &mut rng, device);
+        let linear = |d_in: usize, d_out: usize, rng: &mut HostRng| {
+            let bound = 1.0 / (d_in as f64).sqrt();
+            let weight = rng.uniform_vec(d_in * d_out, bound);
+            let bias = rng.uniform_vec(d_out, bound);
+            seeded_linear(weight, Some(bias), d_in, d_out, device)
+        };
+        let mut blocks = Vec::with_capacity(self.n_layers);
+        for _ in 0..self.n_layers {
+            let attention = self.attention(max_len, rng.next_u64()).init(device)?;
+            let mlp = (self.hidden() > 0).then(|| Mlp {
+                up: linear(d_model, self.hidden(), &mut rng),
+                down: linear(self.hidden(), d_model, &mut rng),
+            });
+            blocks.push(Block {
+                norm_attention: LayerNormConfig::new(d_model).init(device),
+                attention,
+                norm_mlp: LayerNormConfig::new(d_model).init(device),
+                mlp,
+            });
+        }
+        Ok(TinyTransformer {
+            embedding,
+            positional,
+            blocks,
+            norm: LayerNormConfig::new(d_model).init(device),
+            head: linear(d_model, classes, &mut rng),
+        })
+    }
+}
+
+/// The position-wise MLP: down(GELU(up(x))).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub norm_attention: LayerNorm,
+    pub attention: Attention,
+    pub norm_mlp: LayerNorm,
+    pub mlp: Option<Mlp>,
+}
+
+/// Embedding, positional encoding, blocks, final norm and classifier head.
+#[derive(Module, Debug)]
+pub struct TinyTransformer {
+    pub embedding: Embedding,
+    pub positional: Positional,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    pub head: Linear,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// `[batch·n_out, classes]`: the logits at the last `n_out` positions, flattened in the
+    /// order of [`crate::tasks::Batch::targets`].
+    pub logits: Tensor<2>,
+    /// `[batch, seq_len, d_model]`: the residual stream after the last block (before the norm).
+    pub hidden: Tensor<3>,
+    /// Each block's attention output, first block first.
+    pub attention: Vec<AttentionOutput>,
+}
+
+impl TinyTransformer {
+    /// Runs `tokens: [batch, seq_len]` and reads the last `n_out` positions.
+    pub fn forward(&self, tokens: Tensor<2, Int>, n_out: usize) -> ModelOutput {
+        let x = self.embedding.forward(tokens); // [batch, n, d_model]
+        self.forward_embedded(x, n_out)
+    }
+
+    /// Runs from embeddings `x: [batch, seq_len, d_model]`, before the positional encoding.
+    pub fn forward_embedded(&self, x: Tensor<3>, n_out: usize) -> ModelOutput {
+        let [batch, n, d_model] = x.dims();
+        let mut h = self.positional.add(x); // [batch, n, d_model]
+        let mut attention = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let out = block
+                .attention
+                .forward(block.norm_attention.forward(h.clone()));
+            h = h + out.context.clone(); // [batch, n, d_model]
+            if let Some(mlp) = &block.mlp {
+                let up = mlp.up.forward(block.norm_mlp.forward(h.clone())); // [batch, n, d_ff]
+                h = h + mlp.down.forward(gelu(up)); // [batch, n, d_model]
+            }
+            attention.push(out);
+        }
+        let read = self
+            .norm
+            .forward(h.clone().slice([0..batch, n - n_out..n, 0..d_model])) // [batch, n_out, d_model]
+            .reshape([batch * n_out, d_model]); // [batch·n_out, d_model]
+        ModelOutput {
+            logits: self.head.forward(read), // [batch·n_out, classes]
+            hidden: h,
+            attention,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{Task, TaskConfig, TaskKind};
+
+    #[test]
+    fn shapes_follow_the_task() {
+        let device = Device::flex();
+        let task = Task::new(TaskConfig::new(TaskKind::Reverse, 4, 6)).unwrap();
+        let mut config = ModelConfig::new(16, 2);
+        config.n_layers = 2;
+        config.positional = PositionalKind::Rotary;
+        let model = config
+            .init(task.vocab(), task.classes(), task.seq_len(), 0, &device)
+            .unwrap();
+        let batch = task.batch(3, &mut HostRng::new(1));
+        let out = model.forward(batch.tokens(&device), task.n_out());
+        assert_eq!(out.logits.dims(), [3 * 4, 6]);
+        assert_eq!(out.attention.len(), 2);
+        assert_eq!(out.attention[0].weights.dims(), [3, 2, 8, 8]);
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        let err = ModelConfig::new(10, 3).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d_model = 10 is not divisible by n_heads = 3"
+        );
+        let mut config = ModelConfig::new(8, 2);
+        config.n_layers = 0;
+        assert!(config.validate().is_err());
+    }
+}

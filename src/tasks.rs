@@ -1,0 +1,448 @@
+//! Synthetic tasks: seeded generators of token batches whose answers are known exactly.
+//!
+//! Every task is a classification read at the last `n_out` positions of the sequence. Each one
+//! says whether it needs positional information: without it attention sees a set, so a task whose
+//! answer depends on order cannot be learned above chance (see the `permutation` experiment).
+//!
+//! | task | input | target | needs position |
+//! |---|---|---|---|
+//! | `recall` | P tokens, each one (key, value) pair, id = key·V + value; then a query key | the value paired with the query key | no |
+//! | `recall-adjacent` | k₁ v₁ k₂ v₂ … k_P v_P, then a query key | the value after the matching key | yes |
+//! | `copy` | x₁ … x_m, then m blanks | x₁ … x_m | yes |
+//! | `reverse` | x₁ … x_m, then m blanks | x_m … x₁ | yes |
+//! | `sort` | x₁ … x_m, then m blanks | x sorted ascending | yes |
+//! | `majority` | x₁ … x_m, then a query token | the most frequent symbol (ties: the smallest) | no |
+//! | `count` | x₁ … x_m, then a query naming symbol s | how many times s occurs (0 … m) | no |
+//! | `position-lookup` | x₁ … x_m, then a query naming position p | x_p | yes |
+//!
+//! `recall` is the one-layer-solvable form of associative recall: one attention layer answers
+//! it by matching the query to the key inside a token. `recall-adjacent` is the classic form,
+//! which needs a value to be read *next to* its key, an induction-style circuit of two layers
+//! (Olsson et al. 2022, "In-context Learning and Induction Heads").
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::find_by_name;
+use crate::rng::HostRng;
+
+/// Which task to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    Recall,
+    RecallAdjacent,
+    Copy,
+    Reverse,
+    Sort,
+    Majority,
+    Count,
+    PositionLookup,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 8] = [
+        TaskKind::Recall,
+        TaskKind::RecallAdjacent,
+        TaskKind::Copy,
+        TaskKind::Reverse,
+        TaskKind::Sort,
+        TaskKind::Majority,
+        TaskKind::Count,
+        TaskKind::PositionLookup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Recall => "recall",
+            TaskKind::RecallAdjacent => "recall-adjacent",
+            TaskKind::Copy => "copy",
+            TaskKind::Reverse => "reverse",
+            TaskKind::Sort => "sort",
+            TaskKind::Majority => "majority",
+            TaskKind::Count => "count",
+            TaskKind::PositionLookup => "position-lookup",
+        }
+    }
+
+    /// Whether the answer depends on where tokens are, not only on which tokens there are.
+    pub fn needs_position(self) -> bool {
+        !matches!(
+            self,
+            TaskKind::Recall | TaskKind::Majority | TaskKind::Count
+        )
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskKind {
+    type Err = TaskError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        find_by_name(s, &TaskKind::ALL, TaskKind::name)
+            .ok_or_else(|| TaskError::UnknownKind(s.to_string()))
+    }
+}
+
+/// Why a task cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskError {
+    #[error(
+        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count or position-lookup"
+    )]
+    UnknownKind(String),
+    #[error("{field} must be at least {min}, got {value}")]
+    TooSmall {
+        field: &'static str,
+        min: usize,
+        value: usize,
+    },
+    #[error("length = {length} pairs need at least as many distinct keys, got keys = {keys}")]
+    TooFewKeys { length: usize, keys: usize },
+}
+
+/// A task's sizes, as written in a config's `[task]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub kind: TaskKind,
+    /// Items in the part to be read: (key, value) pairs for recall, symbols otherwise.
+    pub length: usize,
+    /// Alphabet size: the values for recall, the symbols otherwise.
+    pub symbols: usize,
+    /// Distinct keys (recall only). Default: `symbols`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<usize>,
+}
+
+impl TaskConfig {
+    pub fn new(kind: TaskKind, length: usize, symbols: usize) -> Self {
+        Self {
+            kind,
+            length,
+            symbols,
+            keys: None,
+        }
+    }
+
+    fn keys(&self) -> usize {
+        self.keys.unwrap_or(self.symbols)
+    }
+
+    /// Checks the sizes; [`Task::new`] calls it.
+    pub fn validate(&self) -> Result<(), TaskError> {
+        let too_small = |field, min, value| TaskError::TooSmall { field, min, value };
+        if self.length < 1 {
+            return Err(too_small("length", 1, self.length));
+        }
+        if self.symbols < 2 {
+            return Err(too_small("symbols", 2, self.symbols));
+        }
+        if matches!(self.kind, TaskKind::Recall | TaskKind::RecallAdjacent)
+            && self.keys() < self.length
+        {
+            return Err(TaskError::TooFewKeys {
+                length: self.length,
+                keys: self.keys(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A batch of sequences and the answers read at their last `n_out` positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// `[batch, seq_len]`, row-major.
+    pub tokens: Vec<i64>,
+    /// `[batch, n_out]`, row-major: the class expected at each of the last `n_out` positions.
+    pub targets: Vec<i64>,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub n_out: usize,
+}
+
+impl Batch {
+    /// `[batch, seq_len]` token ids.
+    pub fn tokens(&self, device: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(
+            TensorData::new(self.tokens.clone(), [self.batch, self.seq_len]),
+            device,
+        )
+    }
+
+    /// `[batch·n_out]` class ids, in the order of the model's flattened outputs.
+    pub fn targets(&self, device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(
+            TensorData::new(self.targets.clone(), [self.batch * self.n_out]),
+            device,
+        )
+    }
+}
+
+/// A validated task that draws batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    config: TaskConfig,
+}
+
+impl Task {
+    pub fn new(config: TaskConfig) -> Result<Self, TaskError> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    pub fn kind(&self) -> TaskKind {
+        self.config.kind
+    }
+
+    pub fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+
+    /// Number of distinct token ids.
+    pub fn vocab(&self) -> usize {
+        let (m, a) = (self.config.length, self.config.symbols);
+        match self.config.kind {
+            // pair tokens, then one query token per key
+            TaskKind::Recall => self.config.keys() * a + self.config.keys(),
+            // keys, then values; the query is a key token
+            TaskKind::RecallAdjacent => self.config.keys() + a,
+            // symbols, then the blank
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => a + 1,
+            // symbols, then the query
+            TaskKind::Majority => a + 1,
+            // symbols, then one query per symbol
+            TaskKind::Count => 2 * a,
+            // symbols, then one query per position
+            TaskKind::PositionLookup => a + m,
+        }
+    }
+
+    /// Number of output classes.
+    pub fn classes(&self) -> usize {
+        match self.config.kind {
+            TaskKind::Count => self.config.length + 1,
+            _ => self.config.symbols,
+        }
+    }
+
+    /// Length of every sequence.
+    pub fn seq_len(&self) -> usize {
+        let m = self.config.length;
+        match self.config.kind {
+            TaskKind::RecallAdjacent => 2 * m + 1,
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 * m,
+            _ => m + 1,
+        }
+    }
+
+    /// Positions read for answers, at the end of the sequence.
+    pub fn n_out(&self) -> usize {
+        match self.config.kind {
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => self.config.length,
+            _ => 1,
+        }
+    }
+
+    /// Accuracy of guessing uniformly among the classes.
+    pub fn chance(&self) -> f64 {
+        1.0 / self.classes() as f64
+    }
+
+    /// `batch` fresh sequences drawn from `rng`.
+    pub fn batch(&self, batch: usize, rng: &mut HostRng) -> Batch {
+        let (seq_len, n_out) = (self.seq_len(), self.n_out());
+        let mut tokens = Vec::with_capacity(batch * seq_len);
+        let mut targets = Vec::with_capacity(batch * n_out);
+        for _ in 0..batch {
+            let (seq, answer) = self.example(rng);
+            debug_assert_eq!((seq.len(), answer.len()), (seq_len, n_out));
+            tokens.extend(seq.into_iter().map(|t| t as i64));
+            targets.extend(answer.into_iter().map(|t| t as i64));
+        }
+        Batch {
+            tokens,
+            targets,
+            batch,
+            seq_len,
+            n_out,
+        }
+    }
+
+    /// One sequence and its answers.
+    fn example(&self, rng: &mut HostRng) -> (Vec<usize>, Vec<usize>) {
+        let (m, a) = (self.config.length, self.config.symbols);
+        let symbols = |rng: &mut HostRng| (0..m).map(|_| rng.below(a)).collect::<Vec<_>>();
+        match self.config.kind {
+            TaskKind::Recall | TaskKind::RecallAdjacent => {
+                let n_keys = self.config.keys();
+                let keys: Vec<usize> = rng.permutation(n_keys).into_iter().take(m).collect();
+                let values = symbols(rng);
+                let asked = rng.below(m);
+                let mut seq = Vec::with_capacity(self.seq_len());
+                if self.config.kind == TaskKind::Recall {
+                    seq.extend(keys.iter().zip(&values).map(|(k, v)| k * a + v));
+                    seq.push(n_keys * a + keys[asked]);
+                } else {
+                    for (k, v) in keys.iter().zip(&values) {
+                        seq.extend([*k, n_keys + v]);
+                    }
+                    seq.push(keys[asked]);
+                }
+                (seq, vec![values[asked]])
+            }
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => {
+                let x = symbols(rng);
+                let mut answer = x.clone();
+                match self.config.kind {
+                    TaskKind::Reverse => answer.reverse(),
+                    TaskKind::Sort => answer.sort_unstable(),
+                    _ => {}
+                }
+                let mut seq = x;
+                seq.extend(std::iter::repeat_n(a, m));
+                (seq, answer)
+            }
+            TaskKind::Majority => {
+                let mut seq = symbols(rng);
+                let mut counts = vec![0usize; a];
+                seq.iter().for_each(|&s| counts[s] += 1);
+                // max_by_key keeps the last maximum; reversing makes ties go to the smallest id.
+                let (winner, _) = counts
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .max_by_key(|&(_, c)| *c)
+                    .expect("symbols >= 2");
+                seq.push(a);
+                (seq, vec![winner])
+            }
+            TaskKind::Count => {
+                let mut seq = symbols(rng);
+                // Ask about a symbol that is present half the time, so 0 is not the usual answer.
+                let asked = if rng.below(2) == 0 {
+                    seq[rng.below(m)]
+                } else {
+                    rng.below(a)
+                };
+                let count = seq.iter().filter(|&&s| s == asked).count();
+                seq.push(a + asked);
+                (seq, vec![count])
+            }
+            TaskKind::PositionLookup => {
+                let mut seq = symbols(rng);
+                let p = rng.below(m);
+                let answer = seq[p];
+                seq.push(a + p);
+                (seq, vec![answer])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(kind: TaskKind, length: usize, symbols: usize, seed: u64) -> Batch {
+        Task::new(TaskConfig::new(kind, length, symbols))
+            .unwrap()
+            .batch(1, &mut HostRng::new(seed))
+    }
+
+    #[test]
+    fn answers_follow_the_rules() {
+        for seed in 0..20 {
+            let b = one(TaskKind::Reverse, 4, 5, seed);
+            let x: Vec<i64> = b.tokens[..4].to_vec();
+            assert_eq!(b.tokens[4..], [5, 5, 5, 5]);
+            assert_eq!(b.targets, x.iter().rev().copied().collect::<Vec<_>>());
+
+            let b = one(TaskKind::Sort, 4, 5, seed);
+            let mut x = b.tokens[..4].to_vec();
+            x.sort();
+            assert_eq!(b.targets, x);
+
+            let b = one(TaskKind::PositionLookup, 6, 3, seed);
+            let p = (b.tokens[6] - 3) as usize;
+            assert_eq!(b.targets, [b.tokens[p]]);
+
+            let b = one(TaskKind::Count, 6, 3, seed);
+            let s = b.tokens[6] - 3;
+            let count = b.tokens[..6].iter().filter(|&&t| t == s).count() as i64;
+            assert_eq!(b.targets, [count]);
+
+            // id = key·V + value; the query is V·keys + key.
+            let b = one(TaskKind::Recall, 3, 4, seed);
+            let key = b.tokens[3] - 4 * 4;
+            let pair = b.tokens[..3].iter().find(|&&t| t / 4 == key).unwrap();
+            assert_eq!(b.targets, [pair % 4]);
+
+            let b = one(TaskKind::RecallAdjacent, 3, 4, seed);
+            let key = b.tokens[6];
+            let at = b.tokens[..6].iter().position(|&t| t == key).unwrap();
+            assert_eq!(b.targets, [b.tokens[at + 1] - 4]);
+        }
+    }
+
+    #[test]
+    fn majority_breaks_ties_towards_the_smallest_symbol() {
+        for seed in 0..50 {
+            let b = one(TaskKind::Majority, 5, 4, seed);
+            let mut counts = [0; 4];
+            b.tokens[..5].iter().for_each(|&t| counts[t as usize] += 1);
+            let best = *counts.iter().max().unwrap();
+            let winner = counts.iter().position(|&c| c == best).unwrap() as i64;
+            assert_eq!(b.targets, [winner]);
+        }
+    }
+
+    #[test]
+    fn tokens_stay_inside_the_vocabulary() {
+        for kind in TaskKind::ALL {
+            let task = Task::new(TaskConfig::new(kind, 5, 6)).unwrap();
+            let b = task.batch(16, &mut HostRng::new(7));
+            assert_eq!(b.tokens.len(), 16 * task.seq_len());
+            assert!(
+                b.tokens.iter().all(|&t| (t as usize) < task.vocab()),
+                "{kind}"
+            );
+            assert!(
+                b.targets.iter().all(|&t| (t as usize) < task.classes()),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_seed_same_batch() {
+        let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 8)).unwrap();
+        assert_eq!(
+            task.batch(8, &mut HostRng::new(3)),
+            task.batch(8, &mut HostRng::new(3))
+        );
+    }
+
+    #[test]
+    fn bad_sizes_are_named() {
+        let err = Task::new(TaskConfig {
+            keys: Some(2),
+            ..TaskConfig::new(TaskKind::Recall, 3, 4)
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "length = 3 pairs need at least as many distinct keys, got keys = 2"
+        );
+        assert!(Task::new(TaskConfig::new(TaskKind::Copy, 0, 4)).is_err());
+    }
+}

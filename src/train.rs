@@ -1,0 +1,375 @@
+//! The training loop: Adam on a synthetic task, with probes on every recorded step.
+//!
+//! Loss is the cross-entropy −log softmax(logits)[target] at the read positions. Adam
+//! (Kingma & Ba 2015) rescales each parameter's step, so effects that show under SGD may hide
+//! here and the reverse (see `EXPERIMENT-NOTES`); every verdict that trains says it used Adam.
+//! A loss or gradient that becomes NaN or infinite stops the run, and the records so far are kept.
+
+use std::fmt;
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::AttentionConfigError;
+use crate::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
+use crate::model::{ModelConfig, TinyTransformer};
+use crate::rng::HostRng;
+use crate::tasks::Task;
+
+/// How to train, as written in a config's `[train]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Record every k-th step (and the last). Default: 1.
+    #[serde(default = "every_step")]
+    pub log_every: usize,
+}
+
+fn every_step() -> usize {
+    1
+}
+
+/// The gradient norms probed at each step, per layer where the parameter belongs to one.
+pub const PROBED: [&str; 6] = ["W_Q", "W_K", "W_V", "W_O", "mlp", "embedding"];
+
+/// One head's attention at a recorded step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadProbe {
+    pub layer: usize,
+    pub head: usize,
+    /// Mean row entropy in nats.
+    pub entropy: f64,
+    /// Mean largest weight of a row.
+    pub max_weight: f64,
+}
+
+/// A gradient norm at a recorded step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradProbe {
+    /// `None` for parameters outside the blocks (the embedding).
+    pub layer: Option<usize>,
+    /// One of [`PROBED`].
+    pub name: &'static str,
+    pub norm: f64,
+}
+
+/// Everything measured at one recorded step, before that step's update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub step: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub grads: Vec<GradProbe>,
+    pub heads: Vec<HeadProbe>,
+    /// Per layer: std of the scaled pre-softmax logits q·kᵀ/(s·τ) over all (query, key) pairs,
+    /// masked pairs included.
+    pub logit_std: Vec<f64>,
+}
+
+impl StepRecord {
+    /// The norm of `name`'s gradient, summed in quadrature over layers.
+    pub fn grad_norm(&self, name: &str) -> f64 {
+        self.grads
+            .iter()
+            .filter(|g| g.name == name)
+            .map(|g| g.norm * g.norm)
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Mean entropy over every head of every layer.
+    pub fn mean_entropy(&self) -> f64 {
+        self.heads.iter().map(|h| h.entropy).sum::<f64>() / self.heads.len().max(1) as f64
+    }
+
+    /// Mean logit std over layers.
+    pub fn mean_logit_std(&self) -> f64 {
+        self.logit_std.iter().sum::<f64>() / self.logit_std.len().max(1) as f64
+    }
+}
+
+/// Where and how a run stopped early.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    pub step: usize,
+    /// What became non-finite, e.g. `loss` or `‖∇W_Q‖ (layer 0)`.
+    pub quantity: String,
+    pub value: f64,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "diverged at step {}: {} = {}",
+            self.step, self.quantity, self.value
+        )
+    }
+}
+
+/// A finished (or stopped) run.
+#[derive(Debug, Clone)]
+pub struct TrainRun {
+    pub records: Vec<StepRecord>,
+    pub divergence: Option<Divergence>,
+    pub seconds: f64,
+}
+
+impl TrainRun {
+    /// (step, value) of one quantity over the recorded steps.
+    pub fn series(&self, value: impl Fn(&StepRecord) -> f64) -> Vec<(usize, f64)> {
+        self.records.iter().map(|r| (r.step, value(r))).collect()
+    }
+
+    /// The last recorded step.
+    pub fn last(&self) -> Option<&StepRecord> {
+        self.records.last()
+    }
+
+    /// Mean of `value` over the last `k` records: final numbers from single noisy batches.
+    pub fn tail_mean(&self, k: usize, value: impl Fn(&StepRecord) -> f64) -> f64 {
+        let tail = &self.records[self.records.len().saturating_sub(k)..];
+        tail.iter().map(value).sum::<f64>() / tail.len().max(1) as f64
+    }
+
+    /// The record nearest to `step` (at or before it).
+    pub fn at_step(&self, step: usize) -> Option<&StepRecord> {
+        self.records.iter().rev().find(|r| r.step <= step)
+    }
+}
+
+/// Why training could not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] AttentionConfigError),
+    #[error("the training device must have autodiff (use `device.autodiff()`)")]
+    NoAutodiff,
+}
+
+/// Cross-entropy of `logits: [N, classes]` against `targets: [N]`, averaged.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let picked = log_softmax(logits, 1).gather(1, targets.reshape([n, 1])); // [N, 1]
+    picked.mean().neg()
+}
+
+/// Fraction of rows whose argmax is the target.
+pub fn accuracy(logits: Tensor<2>, targets: Tensor<1, Int>) -> f64 {
+    let [n, _] = logits.dims();
+    let predicted = logits.argmax(1).reshape([n]); // [N]
+    let correct = predicted.equal(targets).int().sum().into_scalar::<i64>();
+    correct as f64 / n as f64
+}
+
+/// Trains a fresh model built from `model` on `task` with Adam, on the autodiff `device`.
+///
+/// `seed` fixes both the initial weights and the batches, so two runs with the same seed on
+/// the same CPU backend are identical. `on_step` is called after every step with its index.
+pub fn train(
+    model: &ModelConfig,
+    task: &Task,
+    config: &TrainConfig,
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<TrainRun, TrainError> {
+    if !device.is_autodiff() {
+        return Err(TrainError::NoAutodiff);
+    }
+    let start = Instant::now();
+    let mut net = model.init(task.vocab(), task.classes(), task.seq_len(), seed, device)?;
+    let mut optim = AdamConfig::new().init();
+    // A separate stream for the data, so that changing the model does not change the batches.
+    let mut data = HostRng::new(seed ^ 0xDA7A_DA7A_DA7A_DA7A);
+    let mut records = Vec::new();
+    let mut divergence = None;
+    let every = config.log_every.max(1);
+    for step in 0..config.steps {
+        let batch = task.batch(config.batch_size, &mut data);
+        let targets = batch.targets(device);
+        let out = net.forward(batch.tokens(device), task.n_out());
+        let loss = cross_entropy(out.logits.clone(), targets.clone());
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let grads = loss.backward();
+        let probes = grad_probes(&net, &grads);
+
+        let recorded = step % every == 0 || step + 1 == config.steps;
+        let bad = first_non_finite(loss_value, &probes);
+        if recorded || bad.is_some() {
+            records.push(StepRecord {
+                step,
+                loss: loss_value,
+                accuracy: accuracy(out.logits.inner(), targets.inner()),
+                grads: probes,
+                heads: head_probes(&out.attention),
+                logit_std: out
+                    .attention
+                    .iter()
+                    .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
+                    .collect(),
+            });
+        }
+        on_step(step);
+        if let Some((quantity, value)) = bad {
+            divergence = Some(Divergence {
+                step,
+                quantity,
+                value,
+            });
+            break;
+        }
+        let grads = GradientsParams::from_grads(grads, &net);
+        net = optim.step(config.lr, net, grads);
+    }
+    Ok(TrainRun {
+        records,
+        divergence,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The first non-finite quantity among the loss and the gradient norms.
+fn first_non_finite(loss: f64, grads: &[GradProbe]) -> Option<(String, f64)> {
+    if !loss.is_finite() {
+        return Some(("loss".into(), loss));
+    }
+    grads.iter().find(|g| !g.norm.is_finite()).map(|g| {
+        let layer = g.layer.map(|l| format!(" (layer {l})")).unwrap_or_default();
+        (format!("‖∇{}‖{layer}", g.name), g.norm)
+    })
+}
+
+/// Gradient norms of every probed parameter, gathered in one transfer from the device.
+fn grad_probes(net: &TinyTransformer, grads: &burn::tensor::Gradients) -> Vec<GradProbe> {
+    let mut labels = Vec::new();
+    let mut squares = Vec::new();
+    let mut probe = |layer, name, params: Vec<Option<Tensor<1>>>| {
+        let present: Vec<Tensor<1>> = params.into_iter().flatten().collect();
+        if !present.is_empty() {
+            labels.push((layer, name));
+            squares.push(Tensor::cat(present, 0).sum()); // [1]
+        }
+    };
+    let sq2 = |t: Option<Tensor<2>>| t.map(|g| g.powf_scalar(2.0).sum());
+    let sq1 = |t: Option<Tensor<1>>| t.map(|g| g.powf_scalar(2.0).sum());
+    for (layer, block) in net.blocks.iter().enumerate() {
+        let a = &block.attention;
+        for (name, linear) in [
+            ("W_Q", &a.query),
+            ("W_K", &a.key),
+            ("W_V", &a.value),
+            ("W_O", &a.output),
+        ] {
+            if let Some(linear) = linear {
+                let bias = linear.bias.as_ref().and_then(|b| sq1(b.grad(grads)));
+                probe(
+                    Some(layer),
+                    name,
+                    vec![sq2(linear.weight.grad(grads)), bias],
+                );
+            }
+        }
+        if let Some(mlp) = &block.mlp {
+            let mut parts = Vec::new();
+            for linear in [&mlp.up, &mlp.down] {
+                parts.push(sq2(linear.weight.grad(grads)));
+                parts.push(linear.bias.as_ref().and_then(|b| sq1(b.grad(grads))));
+            }
+            probe(Some(layer), "mlp", parts);
+        }
+    }
+    probe(
+        None,
+        "embedding",
+        vec![sq2(net.embedding.weight.grad(grads))],
+    );
+    if squares.is_empty() {
+        return Vec::new();
+    }
+    let norms = to_host(Tensor::cat(squares, 0).sqrt()); // [probes]
+    labels
+        .into_iter()
+        .zip(norms)
+        .map(|((layer, name), norm)| GradProbe {
+            layer,
+            name,
+            norm: norm as f64,
+        })
+        .collect()
+}
+
+/// Entropy and peak weight of every head of every layer.
+fn head_probes(attention: &[crate::attention::AttentionOutput]) -> Vec<HeadProbe> {
+    let mut probes = Vec::new();
+    for (layer, out) in attention.iter().enumerate() {
+        let weights = out.weights.clone().inner();
+        let entropy = entropy_per_head(weights.clone());
+        let max_weight = max_weight_per_head(weights);
+        for (head, (entropy, max_weight)) in entropy.into_iter().zip(max_weight).enumerate() {
+            probes.push(HeadProbe {
+                layer,
+                head,
+                entropy,
+                max_weight,
+            });
+        }
+    }
+    probes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{TaskConfig, TaskKind};
+
+    fn setup() -> (ModelConfig, Task, TrainConfig) {
+        let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();
+        let config = TrainConfig {
+            steps: 6,
+            batch_size: 8,
+            lr: 1e-2,
+            log_every: 2,
+        };
+        (ModelConfig::new(16, 2), task, config)
+    }
+
+    #[test]
+    fn records_every_kth_step_and_the_last() {
+        let (model, task, config) = setup();
+        let device = Device::flex().autodiff();
+        let run = train(&model, &task, &config, 0, &device, &mut |_| {}).unwrap();
+        let steps: Vec<usize> = run.records.iter().map(|r| r.step).collect();
+        assert_eq!(steps, [0, 2, 4, 5]);
+        let first = &run.records[0];
+        for name in PROBED {
+            assert!(first.grad_norm(name) > 0.0, "no gradient on {name}");
+        }
+        assert_eq!(first.heads.len(), 2);
+        assert!(run.divergence.is_none());
+    }
+
+    #[test]
+    fn refuses_a_device_without_autodiff() {
+        let (model, task, config) = setup();
+        let err = train(&model, &task, &config, 0, &Device::flex(), &mut |_| {}).unwrap_err();
+        assert_eq!(err, TrainError::NoAutodiff);
+    }
+
+    #[test]
+    fn cross_entropy_by_hand() {
+        let device = Device::flex();
+        // logits [0, ln 3] → p = [1/4, 3/4]; target 1 → −ln 0.75 = 0.2877.
+        let logits = Tensor::<1>::from_floats([0.0, 3f32.ln()], &device).reshape([1, 2]);
+        let targets = Tensor::<1, Int>::from_ints([1], &device);
+        let loss = cross_entropy(logits, targets).into_scalar::<f32>();
+        assert!((loss - 0.2877).abs() < 1e-4, "{loss}");
+    }
+}
