@@ -10,12 +10,16 @@
 pub mod attention;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod device;
 pub mod mask;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod positional;
+pub mod report;
 pub mod rng;
+pub mod runner;
 pub mod scale;
 pub mod softmax;
 pub mod tasks;

@@ -1,0 +1,336 @@
+//! SVG plots (plotters' SVG backend, no font files needed): line charts on linear or log axes,
+//! and heatmaps of attention weights.
+
+use std::ops::Range;
+
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+
+const SIZE: (u32, u32) = (720, 440);
+
+/// A plot could not be drawn.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot draw plot '{title}': {reason}")]
+pub struct PlotError {
+    pub title: String,
+    pub reason: String,
+}
+
+/// One named line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed-looking (thinner, with markers) to set a reference apart.
+    pub reference: bool,
+}
+
+/// Lines sharing axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_x: bool,
+    pub log_y: bool,
+    pub series: Vec<Series>,
+}
+
+impl LineChart {
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            log_x: false,
+            log_y: false,
+            series: Vec::new(),
+        }
+    }
+
+    pub fn log_x(mut self) -> Self {
+        self.log_x = true;
+        self
+    }
+
+    pub fn log_y(mut self) -> Self {
+        self.log_y = true;
+        self
+    }
+
+    /// Adds a line.
+    pub fn line(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.series.push(Series {
+            name: name.into(),
+            points,
+            reference: false,
+        });
+        self
+    }
+
+    /// Adds a reference line (e.g. "uniform").
+    pub fn reference(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.series.push(Series {
+            name: name.into(),
+            points,
+            reference: true,
+        });
+        self
+    }
+
+    /// The chart as an SVG document. Points that a log axis cannot show (≤ 0) and non-finite
+    /// points are left out.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        let shown = |&(x, y): &(f64, f64)| {
+            x.is_finite() && y.is_finite() && (!self.log_x || x > 0.0) && (!self.log_y || y > 0.0)
+        };
+        let points: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied().filter(shown))
+            .collect();
+        if points.is_empty() {
+            return Err(self.error("no finite points to draw"));
+        }
+        let x = span(points.iter().map(|p| p.0), self.log_x);
+        let y = span(points.iter().map(|p| p.1), self.log_y);
+        match (self.log_x, self.log_y) {
+            (false, false) => self.draw(x, y, &shown),
+            (true, false) => self.draw(x.log_scale(), y, &shown),
+            (false, true) => self.draw(x, y.log_scale(), &shown),
+            (true, true) => self.draw(x.log_scale(), y.log_scale(), &shown),
+        }
+    }
+
+    fn draw<X, Y>(
+        &self,
+        x: X,
+        y: Y,
+        shown: &dyn Fn(&(f64, f64)) -> bool,
+    ) -> Result<String, PlotError>
+    where
+        X: AsRangedCoord<Value = f64>,
+        Y: AsRangedCoord<Value = f64>,
+        X::CoordDescType: ValueFormatter<f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| self.error(e))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(64)
+                .build_cartesian_2d(x, y)
+                .map_err(|e| self.error(e))?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label)
+                .x_label_formatter(&|v| short(*v))
+                .y_label_formatter(&|v| short(*v))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|e| self.error(e))?;
+            for (i, s) in self.series.iter().enumerate() {
+                let color = if s.reference {
+                    RGBColor(120, 120, 120).to_rgba()
+                } else {
+                    Palette99::pick(i).to_rgba()
+                };
+                let style = ShapeStyle::from(color).stroke_width(if s.reference { 1 } else { 2 });
+                let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(shown).collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .map_err(|e| self.error(e))?
+                    .label(&s.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+                if pts.len() <= 24 {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))
+                        .map_err(|e| self.error(e))?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(|e| self.error(e))?;
+            root.present().map_err(|e| self.error(e))?;
+        }
+        Ok(svg)
+    }
+
+    fn error(&self, reason: impl ToString) -> PlotError {
+        PlotError {
+            title: self.title.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The data's range with a margin: 5 % on a linear axis, a factor on a log axis.
+fn span(values: impl Iterator<Item = f64>, log: bool) -> Range<f64> {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if log {
+        let (lo, hi) = if lo == hi {
+            (lo / 2.0, hi * 2.0)
+        } else {
+            (lo, hi)
+        };
+        lo / 1.3..hi * 1.3
+    } else {
+        let pad = if hi > lo {
+            (hi - lo) * 0.05
+        } else {
+            lo.abs().max(1.0) * 0.1
+        };
+        lo - pad..hi + pad
+    }
+}
+
+/// Compact tick labels: 0.001, 12, 3.4e-7, 1.2e4.
+fn short(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else if a >= 100.0 || (a - a.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A matrix drawn as coloured cells, e.g. one head's attention weights (rows: queries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub row_label: String,
+    pub col_label: String,
+    /// Row-major values; rows are drawn top to bottom.
+    pub values: Vec<Vec<f64>>,
+}
+
+impl Heatmap {
+    /// The heatmap as an SVG document; white is the smallest value, dark blue the largest.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        let error = |reason: String| PlotError {
+            title: self.title.clone(),
+            reason,
+        };
+        let rows = self.values.len();
+        let cols = self.values.first().map_or(0, Vec::len);
+        if rows == 0 || cols == 0 || self.values.iter().any(|r| r.len() != cols) {
+            return Err(error("the matrix is empty or ragged".into()));
+        }
+        let (lo, hi) = self
+            .values
+            .iter()
+            .flatten()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let range = if hi > lo { hi - lo } else { 1.0 };
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (520, 500)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| error(e.to_string()))?;
+            let caption = format!("{} (max {:.3}, min {:.3})", self.title, hi, lo);
+            let mut chart = ChartBuilder::on(&root)
+                .caption(caption, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(44)
+                .build_cartesian_2d(0..cols, 0..rows)
+                .map_err(|e| error(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc(&self.col_label)
+                .y_desc(&self.row_label)
+                .x_labels(cols.min(16))
+                .y_labels(rows.min(16))
+                .y_label_formatter(&|r| format!("{}", rows.saturating_sub(*r + 1)))
+                .draw()
+                .map_err(|e| error(e.to_string()))?;
+            let cells = self
+                .values
+                .iter()
+                .enumerate()
+                .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, &v)| (r, c, v)));
+            chart
+                .draw_series(cells.map(|(r, c, v)| {
+                    let t = if v.is_finite() { (v - lo) / range } else { 0.0 };
+                    let shade = |full: f64| (255.0 - t * (255.0 - full)).round() as u8;
+                    let color = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+                    let y = rows - 1 - r;
+                    Rectangle::new([(c, y), (c + 1, y + 1)], color.filled())
+                }))
+                .map_err(|e| error(e.to_string()))?;
+            root.present().map_err(|e| error(e.to_string()))?;
+        }
+        Ok(svg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_log_log_lines_and_skips_what_it_cannot_show() {
+        let svg = LineChart::new("g vs d_k", "d_k", "‖g‖")
+            .log_x()
+            .log_y()
+            .line("none", vec![(8.0, 1.0), (64.0, 1e-3), (1024.0, 0.0)])
+            .line("sqrt-dk", vec![(8.0, 0.5), (64.0, 0.4), (1024.0, 0.45)])
+            .to_svg()
+            .unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("sqrt-dk"), "{svg}");
+    }
+
+    #[test]
+    fn an_empty_chart_is_an_error() {
+        let err = LineChart::new("t", "x", "y")
+            .line("a", vec![(1.0, f64::NAN)])
+            .to_svg();
+        assert!(err.unwrap_err().to_string().contains("no finite points"));
+    }
+
+    #[test]
+    fn heatmap() {
+        let map = Heatmap {
+            title: "weights".into(),
+            row_label: "query".into(),
+            col_label: "key".into(),
+            values: vec![vec![1.0, 0.0], vec![0.5, 0.5]],
+        };
+        assert!(map.to_svg().unwrap().contains("<rect"));
+        let ragged = Heatmap {
+            values: vec![vec![1.0], vec![]],
+            ..map
+        };
+        assert!(ragged.to_svg().is_err());
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(1024.0), "1024");
+        assert_eq!(short(3.4e-7), "3.4e-7");
+    }
+}

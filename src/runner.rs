@@ -1,0 +1,313 @@
+//! The runner every experiment shares: it reads the config, builds the device, shows progress,
+//! writes the results folder and prints the verdicts. An experiment supplies only what it
+//! measures ([`Experiment::run`]), through a [`Lab`].
+//!
+//! Order matters for "nothing lost, nothing half-made": the config and the backend are checked
+//! before any folder exists, so a bad config leaves no trace; once the run starts, the resolved
+//! config is on disk first, and whatever was measured is written even if the run fails later.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::Device;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::attention::AttentionConfigError;
+use crate::config::{ConfigError, ExperimentConfig, Loaded, load};
+use crate::device::BackendError;
+use crate::plot::PlotError;
+use crate::report::{MetricRow, Plot, ReportPage, RunDir, Table, Verdict, WriteError};
+use crate::tasks::TaskError;
+use crate::train::TrainError;
+
+/// One demonstration.
+pub trait Experiment {
+    /// Binary, config and results-folder name, e.g. `scaling`.
+    const NAME: &'static str;
+    /// The claim in one line.
+    const TITLE: &'static str;
+    /// What is claimed and how it is tested, a paragraph for the report.
+    const CLAIM: &'static str;
+    type Config: ExperimentConfig;
+
+    /// Units of progress the run will report through [`Lab::advance`].
+    fn work(config: &Self::Config) -> u64;
+
+    /// Measures, and fills the lab with metrics, tables, plots and verdicts.
+    fn run(config: &Self::Config, lab: &mut Lab) -> Result<(), LabError>;
+}
+
+/// Anything that stops a run.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Model(#[from] AttentionConfigError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The options every experiment binary takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ExperimentArgs {
+    /// Config file [default: configs/<experiment>.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, remote (overrides run.backend)
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Base seed (overrides run.seed)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Results root; the run goes to <DIR>/<experiment>/<run-id>/
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+    /// Override a config value, e.g. --set train.steps=100 (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ExperimentArgs {
+    /// The config path: the one given, or `configs/<name>.toml`.
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("configs/{name}.toml")))
+    }
+
+    /// `--set` values, then `--backend` and `--seed`, which win.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut all = self.set.clone();
+        all.extend(self.backend.iter().map(|b| format!("run.backend={b:?}")));
+        all.extend(self.seed.iter().map(|s| format!("run.seed={s}")));
+        all
+    }
+}
+
+/// What an experiment measures into, and its view of the run.
+pub struct Lab {
+    /// The device without autodiff, for measurements.
+    pub device: Device,
+    /// The same device with autodiff, for gradients and training.
+    pub autodiff: Device,
+    pub metrics: Vec<MetricRow>,
+    pub tables: Vec<Table>,
+    pub plots: Vec<Plot>,
+    pub verdicts: Vec<Verdict>,
+    /// Notable events worth a line in the report, e.g. a run that diverged.
+    pub findings: Vec<String>,
+    /// Numbers for `summary.json`.
+    pub summary: serde_json::Map<String, serde_json::Value>,
+    progress: ProgressBar,
+}
+
+impl Lab {
+    pub fn new(device: Device, autodiff: Device, progress: ProgressBar) -> Self {
+        Self {
+            device,
+            autodiff,
+            metrics: Vec::new(),
+            tables: Vec::new(),
+            plots: Vec::new(),
+            verdicts: Vec::new(),
+            findings: Vec::new(),
+            summary: serde_json::Map::new(),
+            progress,
+        }
+    }
+
+    /// Advances the progress bar by `n` units.
+    pub fn advance(&self, n: u64) {
+        self.progress.inc(n);
+    }
+
+    /// Shows what is running now, next to the bar.
+    pub fn status(&self, message: impl Into<String>) {
+        self.progress.set_message(message.into());
+    }
+
+    /// Prints a line above the bar (or plainly, when the bar is hidden).
+    pub fn say(&self, line: impl AsRef<str>) {
+        if self.progress.is_hidden() {
+            println!("{}", line.as_ref());
+        } else {
+            self.progress.println(line.as_ref());
+        }
+    }
+
+    pub fn metric(&mut self, row: MetricRow) {
+        self.metrics.push(row);
+    }
+
+    /// Keeps a table for the report and prints it.
+    pub fn table(&mut self, table: Table) {
+        self.say(format!("\n{}\n", table.to_text()));
+        self.tables.push(table);
+    }
+
+    /// Renders a plot now, so a drawing error surfaces where the data is.
+    pub fn plot(
+        &mut self,
+        file: &str,
+        title: &str,
+        svg: Result<String, PlotError>,
+    ) -> Result<(), LabError> {
+        self.plots.push(Plot {
+            file: file.into(),
+            title: title.into(),
+            svg: svg?,
+        });
+        Ok(())
+    }
+
+    pub fn verdict(&mut self, verdict: Verdict) {
+        self.verdicts.push(verdict);
+    }
+
+    pub fn finding(&mut self, line: impl Into<String>) {
+        self.findings.push(line.into());
+    }
+
+    pub fn summarize(&mut self, key: &str, value: impl serde::Serialize) {
+        let value = serde_json::to_value(value).expect("summary values serialise");
+        self.summary.insert(key.to_string(), value);
+    }
+}
+
+/// A progress bar on stderr, hidden when stdout is not a terminal.
+pub fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if std::io::stdout().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+                .expect("a valid template"),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// What a finished run left behind.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub experiment: &'static str,
+    pub title: &'static str,
+    pub dir: PathBuf,
+    pub verdicts: Vec<Verdict>,
+    pub findings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Loads and checks the config an experiment binary was given.
+pub fn load_config<E: Experiment>(args: &ExperimentArgs) -> Result<Loaded<E::Config>, LabError> {
+    Ok(load(&args.config_path(E::NAME), &args.overrides())?)
+}
+
+/// Runs `E` as its binary does: load, check, run, write, print.
+pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, LabError> {
+    let loaded = load_config::<E>(args)?;
+    let progress = progress_bar(E::work(&loaded.config));
+    let outcome = run_loaded::<E>(&loaded, &args.out, progress)?;
+    print_outcome(&outcome);
+    Ok(outcome)
+}
+
+/// Runs `E` with a loaded config, writing under `out`, reporting progress on `progress`.
+pub fn run_loaded<E: Experiment>(
+    loaded: &Loaded<E::Config>,
+    out: &Path,
+    progress: ProgressBar,
+) -> Result<RunOutcome, LabError> {
+    let config = &loaded.config;
+    let kind = config
+        .run()
+        .backend_kind()
+        .map_err(|invalid| ConfigError::Invalid {
+            path: loaded.path.clone(),
+            invalid,
+        })?;
+    let device = kind.device()?;
+    let autodiff = kind.autodiff_device()?;
+
+    let dir = RunDir::create(out, E::NAME)?;
+    dir.write("config.toml", loaded.resolved.as_bytes())?;
+    let start = Instant::now();
+    let mut lab = Lab::new(device, autodiff, progress.clone());
+    let result = E::run(config, &mut lab);
+    let seconds = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    // What was measured is kept even when the run failed part-way.
+    dir.write_metrics(&lab.metrics)?;
+    let run_lines = vec![
+        format!("backend: `{}`; seeds: {:?}", kind, config.run().seed_list()),
+        format!("wall time: {seconds:.1} s"),
+        format!(
+            "repeat: `cargo run --release --bin {} -- --config {}`",
+            E::NAME,
+            dir.path.join("config.toml").display()
+        ),
+    ];
+    let mut summary = serde_json::json!({
+        "experiment": E::NAME,
+        "title": E::TITLE,
+        "run_id": dir.id,
+        "backend": kind.name(),
+        "config": loaded.path.display().to_string(),
+        "wall_seconds": seconds,
+        "verdicts": lab.verdicts,
+        "findings": lab.findings,
+        "results": lab.summary,
+    });
+    if let Err(e) = &result {
+        summary["error"] = serde_json::Value::String(format!("{e:#}"));
+    }
+    let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
+    dir.write("summary.json", json.as_bytes())?;
+    result?;
+    for plot in &lab.plots {
+        dir.write(&format!("{}.svg", plot.file), plot.svg.as_bytes())?;
+    }
+    let page = ReportPage {
+        experiment: E::NAME,
+        title: E::TITLE,
+        claim: E::CLAIM,
+        verdicts: &lab.verdicts,
+        findings: &lab.findings,
+        tables: &lab.tables,
+        plots: &lab.plots,
+        run_lines: &run_lines,
+    };
+    dir.write("report.md", page.to_markdown().as_bytes())?;
+    Ok(RunOutcome {
+        experiment: E::NAME,
+        title: E::TITLE,
+        dir: dir.path,
+        verdicts: lab.verdicts,
+        findings: lab.findings,
+        seconds,
+    })
+}
+
+/// The verdicts, findings, wall time and folder of a run, on stdout.
+pub fn print_outcome(outcome: &RunOutcome) {
+    println!("\n{}: {}", outcome.experiment, outcome.title);
+    for v in &outcome.verdicts {
+        println!("  {v}");
+    }
+    for f in &outcome.findings {
+        println!("  finding: {f}");
+    }
+    println!("wall time: {:.1} s", outcome.seconds);
+    println!("results: {}", outcome.dir.display());
+}
