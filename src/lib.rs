@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod experiments;
 pub mod mask;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,29 @@
+//! `dk_vs_dmodel`: multi-head attention scales by √d_k, not √d_model. Sweeps the number of heads
+//! at a fixed d_model and compares both scales at initialisation and in training.
+//!
+//! `cargo run --release --bin dk_vs_dmodel -- [--config configs/dk_vs_dmodel.toml]
+//! [--backend flex] [--seed N] [--out results] [--set key=value]…`
+
+use std::process::ExitCode;
+
+use attention_lab::cli::finish;
+use attention_lab::experiments::dk_vs_dmodel::DkVsDModel;
+use attention_lab::runner::{self, ExperimentArgs};
+use clap::Parser;
+
+/// Dividing by √d_model instead of √d_k over-scales by √h and flattens attention: measured.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: ExperimentArgs,
+}
+
+fn main() -> ExitCode {
+    finish(run())
+}
+
+fn run() -> anyhow::Result<()> {
+    runner::run::<DkVsDModel>(&Args::parse().common)?;
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! `dk_vs_dmodel`: in multi-head attention the scale is √d_k with d_k = d_model / h.
+//!
+//! Dividing by √d_model instead divides the logits by √h more than needed: their std falls to
+//! 1/√h of the √d_k logits, and the softmax flattens towards uniform (Vaswani et al. 2017, §3.2.2).
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::AttentionConfig;
+use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::metrics::{Spread, entropy_per_head, std, to_host};
+use crate::model::ModelConfig;
+use crate::plot::LineChart;
+use crate::report::{MetricRow, Table, Verdict};
+use crate::rng::HostRng;
+use crate::runner::{Experiment, Lab, LabError};
+use crate::scale::ScoreScale;
+use crate::tasks::{Task, TaskConfig};
+use crate::train::TrainConfig;
+
+/// `configs/dk_vs_dmodel.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkVsDModelConfig {
+    #[serde(default)]
+    pub run: RunConfig,
+    pub sweep: HeadSweep,
+    /// Measurements at initialisation.
+    pub init: InitSample,
+    pub task: TaskConfig,
+    /// The model; its `n_heads` and `scale` are set by the sweep, `d_k` follows d_model / h.
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSweep {
+    pub n_heads: Vec<usize>,
+    pub scales: Vec<ScoreScale>,
+    /// Steps at which "learns slower" is judged: the loss there. Default: a quarter of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_step: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSample {
+    /// Tokens per sequence.
+    pub n_tokens: usize,
+    /// Sequences, with x ~ N(0, 1) (the scale of a LayerNorm output).
+    pub batch: usize,
+}
+
+impl Validate for DkVsDModelConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.run.validate()?;
+        non_empty("sweep.n_heads", &self.sweep.n_heads)?;
+        non_empty("sweep.scales", &self.sweep.scales)?;
+        at_least("init.n_tokens", self.init.n_tokens, 2)?;
+        at_least("init.batch", self.init.batch, 1)?;
+        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        if self.model.d_k.is_some() {
+            return Err(Invalid::new(
+                "model.d_k",
+                "is set by the sweep (d_model / n_heads); remove it",
+            ));
+        }
+        for &h in &self.sweep.n_heads {
+            at_least("sweep.n_heads", h, 1)?;
+            for &scale in &self.sweep.scales {
+                Validate::validate(&self.model_for(h, scale)).map_err(|e| {
+                    Invalid::new(
+                        format!("sweep.n_heads = {h} with model.{}", e.key),
+                        e.reason,
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExperimentConfig for DkVsDModelConfig {
+    fn run(&self) -> &RunConfig {
+        &self.run
+    }
+}
+
+impl DkVsDModelConfig {
+    fn model_for(&self, n_heads: usize, scale: ScoreScale) -> ModelConfig {
+        ModelConfig {
+            n_heads,
+            scale,
+            ..self.model.clone()
+        }
+    }
+}
+
+/// At initialisation, for one (h, scale): the block's logits and how flat its weights are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadPoint {
+    pub n_heads: usize,
+    pub d_k: usize,
+    pub logit_std: f64,
+    /// Mean row entropy / ln n_k: 1 is uniform.
+    pub normalized_entropy: f64,
+    /// `[batch, heads, n, n]` weights, flattened, for the h = 1 sanity check.
+    #[serde(skip)]
+    pub weights: Vec<f32>,
+}
+
+/// Measures one attention block (same seed for both scales, so the same W_Q, W_K) on
+/// x ~ N(0, 1).
+pub fn measure_heads(
+    d_model: usize,
+    n_heads: usize,
+    scale: ScoreScale,
+    n: usize,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<HeadPoint, LabError> {
+    let block = AttentionConfig::new(d_model, n_heads)
+        .with_scale(scale)
+        .with_seed(seed)
+        .init(device)?;
+    let x = HostRng::new(seed ^ 0x5EED).normal_tensor([batch, n, d_model], 1.0, device);
+    let out = block.forward(x);
+    let logits = out.raw_scores().div_scalar(out.divisor()); // [batch, heads, n, n]
+    let entropy = entropy_per_head(out.weights.clone());
+    Ok(HeadPoint {
+        n_heads,
+        d_k: block.d_k,
+        logit_std: std(logits),
+        normalized_entropy: entropy.iter().sum::<f64>() / entropy.len() as f64 / (n as f64).ln(),
+        weights: to_host(out.weights),
+    })
+}
+
+/// The experiment.
+pub struct DkVsDModel;
+
+impl Experiment for DkVsDModel {
+    const NAME: &'static str = "dk_vs_dmodel";
+    const TITLE: &'static str = "multi-head attention scales by √d_k, not √d_model";
+    const CLAIM: &'static str = "The seed pages claim that with h heads the scale is √d_k, d_k = \
+        d_model / h, and that dividing by √d_model over-scales by √h and flattens attention. With \
+        d_model fixed, the experiment sweeps h and compares both scales: at initialisation (logit \
+        std, entropy relative to uniform) and when training a one-layer transformer (Adam) on a \
+        task that needs sharp attention.";
+    type Config = DkVsDModelConfig;
+
+    fn work(config: &DkVsDModelConfig) -> u64 {
+        let points = config.sweep.n_heads.len() * config.sweep.scales.len();
+        (points * (1 + config.run.seeds * config.train.steps)) as u64
+    }
+
+    fn run(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<(), LabError> {
+        let init = init_part(config, lab)?;
+        let trained = train_part(config, lab)?;
+        verdicts(config, &init, &trained, lab);
+        Ok(())
+    }
+}
+
+type ByHeads<T> = Vec<(usize, Vec<(ScoreScale, T)>)>;
+
+fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoint>, LabError> {
+    let d_model = config.model.d_model;
+    let mut table = Table::new(
+        format!(
+            "At initialisation (d_model = {d_model}, n = {} tokens)",
+            config.init.n_tokens
+        ),
+        &["heads", "d_k", "scale", "logit std", "entropy / ln n"],
+    );
+    let mut all = Vec::new();
+    for &h in &config.sweep.n_heads {
+        let mut row = Vec::new();
+        for &scale in &config.sweep.scales {
+            lab.status(format!("init: heads={h} scale={scale}"));
+            let p = measure_heads(
+                d_model,
+                h,
+                scale,
+                config.init.n_tokens,
+                config.init.batch,
+                config.run.seed,
+                &lab.device,
+            )?;
+            let label = format!("heads={h} scale={scale}");
+            lab.metric(
+                MetricRow::new("init", &label, "logit_std", p.logit_std).seed(config.run.seed),
+            );
+            lab.metric(
+                MetricRow::new("init", &label, "normalized_entropy", p.normalized_entropy)
+                    .seed(config.run.seed),
+            );
+            table.row(vec![
+                h.to_string(),
+                p.d_k.to_string(),
+                scale.to_string(),
+                format!("{:.4}", p.logit_std),
+                format!("{:.4}", p.normalized_entropy),
+            ]);
+            lab.advance(1);
+            row.push((scale, p));
+        }
+        all.push((h, row));
+    }
+    lab.table(table);
+    lab.summarize("init", &all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
+    let mut chart = LineChart::new(
+        "Attention entropy at initialisation (1 = uniform)",
+        "heads",
+        "entropy / ln n",
+    )
+    .log_x();
+    for &scale in &config.sweep.scales {
+        let points = all
+            .iter()
+            .filter_map(|(h, row)| {
+                row.iter()
+                    .find(|(s, _)| *s == scale)
+                    .map(|(_, p)| (*h as f64, p.normalized_entropy))
+            })
+            .collect();
+        chart = chart.line(format!("scale {scale}"), points);
+    }
+    lab.plot(
+        "entropy_vs_heads",
+        "Normalised entropy vs heads",
+        chart.to_svg(),
+    )?;
+    Ok(all)
+}
+
+/// Per (h, scale): final accuracy, loss at the early step, steps to 90 % (mean, never = budget).
+#[derive(Debug, Clone, Copy)]
+struct Trained {
+    accuracy: Spread,
+    early_loss: Spread,
+    steps_to_90: f64,
+}
+
+fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Trained>, LabError> {
+    let task = Task::new(config.task.clone())?;
+    let seeds = config.run.seed_list();
+    let steps = config.train.steps;
+    let early = config.sweep.early_step.unwrap_or(steps / 4).min(steps - 1);
+    let window = 5;
+    let mut table = Table::new(
+        format!(
+            "Training: 1-layer transformer on `{}`, Adam lr {}, {} steps ({} seeds)",
+            task.kind(),
+            config.train.lr,
+            steps,
+            seeds.len()
+        ),
+        &[
+            "heads",
+            "scale",
+            &format!("loss @ step {early}"),
+            "final accuracy",
+            "steps to 90 %",
+        ],
+    );
+    let mut acc_chart = LineChart::new(
+        "Final accuracy vs heads (mean over seeds)",
+        "heads",
+        "accuracy",
+    )
+    .log_x();
+    let mut loss_chart = LineChart::new("Training loss (mean over seeds)", "step", "loss");
+    let mut all: ByHeads<Trained> = Vec::new();
+    let mut summary = Vec::new();
+    for &h in &config.sweep.n_heads {
+        let mut row = Vec::new();
+        for &scale in &config.sweep.scales {
+            let label = format!("heads={h} scale={scale}");
+            let runs = train_seeds(
+                lab,
+                "train",
+                &label,
+                &config.model_for(h, scale),
+                &task,
+                &config.train,
+                &seeds,
+            )?;
+            let accuracy = runs.final_spread(window, |r| r.accuracy);
+            let early_loss = runs.spread_at(early, window, |r| r.loss);
+            let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
+            lab.say(format!("{label}: loss@{early} {early_loss}, final accuracy {accuracy}, steps to 90 % {to90}"));
+            table.row(vec![
+                h.to_string(),
+                scale.to_string(),
+                format!("{early_loss}"),
+                format!("{accuracy}"),
+                to90.clone(),
+            ]);
+            if h == *config
+                .sweep
+                .n_heads
+                .iter()
+                .max()
+                .expect("validated non-empty")
+            {
+                loss_chart = loss_chart.line(&label, runs.mean_series(|r| r.loss));
+            }
+            summary.push(serde_json::json!({"n_heads": h, "scale": scale.to_string(), "final_accuracy": accuracy, "early_loss": early_loss, "steps_to_90": to90, "steps_to_90_mean": to90_mean}));
+            row.push((
+                scale,
+                Trained {
+                    accuracy,
+                    early_loss,
+                    steps_to_90: to90_mean,
+                },
+            ));
+        }
+        all.push((h, row));
+    }
+    for &scale in &config.sweep.scales {
+        let points = all
+            .iter()
+            .filter_map(|(h, row)| {
+                row.iter()
+                    .find(|(s, _)| *s == scale)
+                    .map(|(_, t)| (*h as f64, t.accuracy.mean))
+            })
+            .collect();
+        acc_chart = acc_chart.line(format!("scale {scale}"), points);
+    }
+    lab.table(table);
+    lab.summarize("train", &summary);
+    lab.summarize("early_step", early);
+    lab.plot(
+        "accuracy_vs_heads",
+        "Final accuracy vs heads",
+        acc_chart.to_svg(),
+    )?;
+    lab.plot(
+        "loss_vs_step",
+        "Loss vs step at the most heads",
+        loss_chart.to_svg(),
+    )?;
+    Ok(all)
+}
+
+fn pick<T: Copy>(row: &[(ScoreScale, T)], scale: ScoreScale) -> Option<T> {
+    row.iter().find(|(s, _)| *s == scale).map(|(_, t)| *t)
+}
+
+fn verdicts(
+    config: &DkVsDModelConfig,
+    init: &ByHeads<HeadPoint>,
+    trained: &ByHeads<Trained>,
+    lab: &mut Lab,
+) {
+    let both = config.sweep.scales.contains(&ScoreScale::SqrtDk)
+        && config.sweep.scales.contains(&ScoreScale::SqrtDModel);
+    if !both {
+        lab.finding("the sweep needs both `sqrt-dk` and `sqrt-dmodel` for its verdicts");
+        return;
+    }
+    fn pair(row: &[(ScoreScale, HeadPoint)]) -> (&HeadPoint, &HeadPoint) {
+        let find = |scale| {
+            row.iter()
+                .find(|(s, _)| *s == scale)
+                .map(|(_, p)| p)
+                .expect("both scales swept")
+        };
+        (find(ScoreScale::SqrtDk), find(ScoreScale::SqrtDModel))
+    }
+
+    // Sanity: h = 1 makes d_k = d_model, so both scales are the same computation.
+    if let Some((_, row)) = init.iter().find(|(h, _)| *h == 1) {
+        let (dk, dm) = pair(row);
+        let diff = dk
+            .weights
+            .iter()
+            .zip(&dm.weights)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        lab.verdict(Verdict::new(
+            "sanity: with one head the two scales are identical",
+            diff == 0.0 && dk.logit_std == dm.logit_std,
+            format!(
+                "max |Δ weight| = {diff:e}, logit std {:.4} vs {:.4}",
+                dk.logit_std, dm.logit_std
+            ),
+        ));
+    }
+
+    // Logit std ratio should be 1/√h at every h.
+    let mut worst: f64 = 0.0;
+    let mut ratios = Vec::new();
+    for (h, row) in init {
+        let (dk, dm) = pair(row);
+        let ratio = dm.logit_std / dk.logit_std;
+        let expected = 1.0 / (*h as f64).sqrt();
+        worst = worst.max((ratio / expected - 1.0).abs());
+        ratios.push(format!("h={h}: {ratio:.3} (1/√h = {expected:.3})"));
+    }
+    lab.verdict(Verdict::new(
+        "√d_model's logit std is 1/√h of √d_k's",
+        worst < 0.02,
+        format!(
+            "std ratio √d_model/√d_k: {}; worst relative deviation {:.2e}",
+            ratios.join(", "),
+            worst
+        ),
+    ));
+
+    // Entropy closer to uniform for h > 1.
+    let flatter: Vec<String> = init
+        .iter()
+        .filter(|(h, _)| *h > 1)
+        .map(|(h, row)| {
+            let (dk, dm) = pair(row);
+            format!(
+                "h={h}: {:.3} vs {:.3}",
+                dm.normalized_entropy, dk.normalized_entropy
+            )
+        })
+        .collect();
+    let all_flatter = init.iter().filter(|(h, _)| *h > 1).all(|(_, row)| {
+        let (dk, dm) = pair(row);
+        dm.normalized_entropy > dk.normalized_entropy
+    });
+    lab.verdict(Verdict::new(
+        "√d_model's attention is closer to uniform (entropy / ln n nearer 1) for h > 1",
+        all_flatter && !flatter.is_empty(),
+        format!("entropy / ln n, √d_model vs √d_k: {}", flatter.join(", ")),
+    ));
+
+    // Training at h ≥ 4: lower accuracy, or slower learning (higher early loss or more steps to 90 %).
+    let mut evidence = Vec::new();
+    let mut all_worse = true;
+    let mut any = false;
+    for (h, row) in trained.iter().filter(|(h, _)| *h >= 4) {
+        let (Some(dk), Some(dm)) = (
+            pick(row, ScoreScale::SqrtDk),
+            pick(row, ScoreScale::SqrtDModel),
+        ) else {
+            continue;
+        };
+        any = true;
+        // A difference counts only when it clears the seed-to-seed noise.
+        let pooled = |a: Spread, b: Spread| ((a.std.powi(2) + b.std.powi(2)) / 2.0).sqrt();
+        let worse =
+            dm.accuracy.mean < dk.accuracy.mean - pooled(dm.accuracy, dk.accuracy).max(0.01);
+        let slower = dm.early_loss.mean - dk.early_loss.mean
+            > 2.0 * pooled(dm.early_loss, dk.early_loss)
+            || dm.steps_to_90 > 1.1 * dk.steps_to_90;
+        all_worse &= worse || slower;
+        let how = match (worse, slower) {
+            (true, true) => "worse and slower",
+            (true, false) => "worse",
+            (false, true) => "slower",
+            (false, false) => "no difference beyond seed noise",
+        };
+        evidence.push(format!(
+            "h={h} ({how}): final accuracy {:.3} vs {:.3}, early loss {} vs {}, mean steps to 90 % {:.0} vs {:.0}",
+            dm.accuracy.mean, dk.accuracy.mean, dm.early_loss, dk.early_loss, dm.steps_to_90, dk.steps_to_90
+        ));
+    }
+    if any {
+        lab.verdict(Verdict::new(
+            "at h ≥ 4, √d_model learns worse or slower than √d_k (Adam; a gap counts when it exceeds the seed spread)",
+            all_worse,
+            format!("√d_model vs √d_k (means over seeds): {}", evidence.join("; ")),
+        ));
+    } else {
+        lab.finding("no swept head count is ≥ 4, so the training verdict was not tested");
+    }
+}

@@ -1,0 +1,169 @@
+//! Training one configuration over several seeds, the way every training experiment does it:
+//! records every probe into the lab's metrics, reports a diverged run as a finding, and
+//! summarises curves over seeds.
+
+use crate::metrics::{Spread, first_step_reaching};
+use crate::model::ModelConfig;
+use crate::report::MetricRow;
+use crate::runner::{Lab, LabError};
+use crate::tasks::Task;
+use crate::train::{TrainConfig, TrainRun, train};
+
+/// The runs of one configuration, one per seed.
+#[derive(Debug, Clone)]
+pub struct SeedRuns {
+    pub label: String,
+    pub runs: Vec<TrainRun>,
+    pub seeds: Vec<u64>,
+}
+
+impl SeedRuns {
+    /// (step, mean over seeds of `value`) at each recorded step that every run reached, ready
+    /// to plot.
+    pub fn mean_series(&self, value: impl Fn(&crate::train::StepRecord) -> f64) -> Vec<(f64, f64)> {
+        let shortest = self.runs.iter().map(|r| r.records.len()).min().unwrap_or(0);
+        (0..shortest)
+            .map(|i| {
+                let step = self.runs[0].records[i].step;
+                let mean = self.runs.iter().map(|r| value(&r.records[i])).sum::<f64>()
+                    / self.runs.len() as f64;
+                (step as f64, mean)
+            })
+            .collect()
+    }
+
+    /// Spread over seeds of `value` averaged over each run's last `k` records.
+    pub fn final_spread(
+        &self,
+        k: usize,
+        value: impl Fn(&crate::train::StepRecord) -> f64 + Copy,
+    ) -> Spread {
+        let values: Vec<f64> = self.runs.iter().map(|r| r.tail_mean(k, value)).collect();
+        Spread::of(&values)
+    }
+
+    /// Spread over seeds of the mean of `value` over the `k` records up to `step`.
+    pub fn spread_at(
+        &self,
+        step: usize,
+        k: usize,
+        value: impl Fn(&crate::train::StepRecord) -> f64 + Copy,
+    ) -> Spread {
+        let values: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let upto: Vec<_> = r.records.iter().filter(|rec| rec.step <= step).collect();
+                let tail = &upto[upto.len().saturating_sub(k)..];
+                tail.iter().map(|rec| value(rec)).sum::<f64>() / tail.len().max(1) as f64
+            })
+            .collect();
+        Spread::of(&values)
+    }
+
+    /// For each seed, the first step whose accuracy, smoothed over `k` records, reaches
+    /// `threshold`; `None` for a seed that never does.
+    pub fn steps_to_accuracy(&self, threshold: f64, k: usize) -> Vec<Option<usize>> {
+        self.runs
+            .iter()
+            .map(|r| {
+                let acc = r.series(|rec| rec.accuracy);
+                let smoothed: Vec<(usize, f64)> = (0..acc.len())
+                    .map(|i| {
+                        let w = &acc[i.saturating_sub(k - 1)..=i];
+                        (
+                            acc[i].0,
+                            w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+                        )
+                    })
+                    .collect();
+                first_step_reaching(&smoothed, threshold)
+            })
+            .collect()
+    }
+
+    /// Whether any seed stopped early.
+    pub fn diverged(&self) -> bool {
+        self.runs.iter().any(|r| r.divergence.is_some())
+    }
+}
+
+/// "412" or "never" for each seed's steps-to-threshold, and the mean over seeds with a run that
+/// never got there counted at `cap` (the step budget), so the mean is a lower bound then.
+pub fn describe_steps(steps: &[Option<usize>], cap: usize) -> (String, f64) {
+    let text = steps
+        .iter()
+        .map(|s| s.map_or("never".to_string(), |v| v.to_string()))
+        .collect::<Vec<_>>()
+        .join("/");
+    let mean =
+        steps.iter().map(|s| s.unwrap_or(cap) as f64).sum::<f64>() / steps.len().max(1) as f64;
+    (text, mean)
+}
+
+/// Trains `model` on `task` once per seed, recording every probe under `part`/`label`, and
+/// advancing the progress bar one unit per step.
+pub fn train_seeds(
+    lab: &mut Lab,
+    part: &str,
+    label: &str,
+    model: &ModelConfig,
+    task: &Task,
+    config: &TrainConfig,
+    seeds: &[u64],
+) -> Result<SeedRuns, LabError> {
+    let mut runs = Vec::with_capacity(seeds.len());
+    for &seed in seeds {
+        lab.status(format!("{part}: {label} seed {seed}"));
+        let device = lab.autodiff.clone();
+        let mut done = 0u64;
+        let run = {
+            let lab_ref = &*lab;
+            train(model, task, config, seed, &device, &mut |_| {
+                done += 1;
+                lab_ref.advance(1);
+            })?
+        };
+        // A run that stopped early still owes the bar its remaining steps.
+        lab.advance(config.steps as u64 - done);
+        record(lab, part, label, seed, &run);
+        if let Some(d) = &run.divergence {
+            lab.finding(format!(
+                "{label}, seed {seed}: {d}; the records up to it are kept"
+            ));
+        }
+        runs.push(run);
+    }
+    Ok(SeedRuns {
+        label: label.to_string(),
+        runs,
+        seeds: seeds.to_vec(),
+    })
+}
+
+/// Every probe of a run as metric rows.
+fn record(lab: &mut Lab, part: &str, label: &str, seed: u64, run: &TrainRun) {
+    for r in &run.records {
+        let row = |metric: &str, value: f64| {
+            MetricRow::new(part, label, metric, value)
+                .seed(seed)
+                .step(r.step)
+        };
+        lab.metric(row("loss", r.loss));
+        lab.metric(row("accuracy", r.accuracy));
+        for g in &r.grads {
+            lab.metric(row(&format!("grad_norm.{}", g.name), g.norm).layer(g.layer));
+        }
+        for h in &r.heads {
+            lab.metric(row("entropy", h.entropy).layer(Some(h.layer)).head(h.head));
+            lab.metric(
+                row("max_weight", h.max_weight)
+                    .layer(Some(h.layer))
+                    .head(h.head),
+            );
+        }
+        for (layer, s) in r.logit_std.iter().enumerate() {
+            lab.metric(row("logit_std", *s).layer(Some(layer)));
+        }
+    }
+}
