@@ -5,7 +5,9 @@
 mod common;
 
 mod cross_backend;
+mod experiments_cli;
 mod invariants;
+mod lab;
 mod parity;
 mod properties;
 #[cfg(feature = "remote-server")]

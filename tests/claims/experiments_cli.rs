@@ -1,0 +1,238 @@
+//! The experiment binaries end to end: reduced configs run, write every file and confirm their
+//! claims; bad configs stop with exit code 2 and a message, before any folder exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use attention_lab::experiments::ALL;
+use serde_json::Value;
+
+fn binary(name: &str) -> &'static str {
+    match name {
+        "scaling" => env!("CARGO_BIN_EXE_scaling"),
+        "dk_vs_dmodel" => env!("CARGO_BIN_EXE_dk_vs_dmodel"),
+        other => panic!("no binary for {other}"),
+    }
+}
+
+fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(binary(name))
+        .args(args)
+        .output()
+        .expect("run the experiment binary")
+}
+
+/// A fresh folder for one test's results.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attention-lab-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The single run folder under `out/<name>/`.
+fn run_dir(out: &Path, name: &str) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "expected one run folder, found {runs:?}");
+    runs[0].clone()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_config_file_parses_and_validates() {
+    let mut seen = 0;
+    for dir in ["configs", "tests/configs"] {
+        for file in std::fs::read_dir(dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let entry = attention_lab::experiments::find(&stem)
+                .unwrap_or_else(|| panic!("{} names no experiment", path.display()));
+            (entry.check)(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2 * ALL.len(), "only {seen} config files checked");
+}
+
+/// Runs a reduced config and checks the folder and the verdicts.
+fn reduced_run_confirms(name: &str, plots: &[&str]) {
+    let out = scratch(&format!("e2e-{name}"));
+    let config = format!("tests/configs/{name}.toml");
+    let result = run(name, &["--config", &config, "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
+    let dir = run_dir(&out, name);
+    assert!(
+        stdout.contains(&format!("results: {}", dir.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wall time:"), "{stdout}");
+    for file in ["config.toml", "metrics.csv", "summary.json", "report.md"] {
+        assert!(
+            dir.join(file).is_file(),
+            "{file} missing in {}",
+            dir.display()
+        );
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for plot in plots {
+        let svg = std::fs::read_to_string(dir.join(format!("{plot}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{plot}.svg is not an SVG");
+        assert!(
+            report.contains(&format!("({plot}.svg)")),
+            "report.md does not embed {plot}"
+        );
+    }
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("part,config,seed,step,layer,head,metric,value\n"));
+    assert!(
+        csv.lines().count() > 100,
+        "metrics.csv has {} lines",
+        csv.lines().count()
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let verdicts = summary["verdicts"].as_array().unwrap();
+    assert!(!verdicts.is_empty(), "no verdicts");
+    for v in verdicts {
+        assert_eq!(v["confirmed"], Value::Bool(true), "not confirmed: {v}");
+        assert!(
+            stdout.contains(&format!("CONFIRMED: {}", v["claim"].as_str().unwrap())),
+            "{stdout}"
+        );
+    }
+    // The resolved config repeats the run: it loads and validates as it is.
+    let entry = attention_lab::experiments::find(name).unwrap();
+    (entry.check)(&dir.join("config.toml"), &[]).unwrap();
+}
+
+#[test]
+fn scaling_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "scaling",
+        &[
+            "grad_vs_dk",
+            "grad_q_vs_dk",
+            "entropy_vs_dk",
+            "loss_vs_step",
+            "accuracy_vs_step",
+            "grad_wq_vs_step",
+            "grad_wk_vs_step",
+            "logit_std_vs_step",
+        ],
+    );
+}
+
+#[test]
+fn dk_vs_dmodel_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "dk_vs_dmodel",
+        &["entropy_vs_heads", "accuracy_vs_heads", "loss_vs_step"],
+    );
+}
+
+/// `args` on `name` must fail with exit code 2, say `needle`, and create nothing under --out.
+fn refused(name: &str, args: &[&str], needle: &str) {
+    let out = scratch(&format!("bad-{name}-{}", needle.len()));
+    let results = out.join("results");
+    let mut all = vec!["--out", results.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let result = run(name, &all);
+    assert_eq!(
+        result.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        stderr(&result)
+    );
+    let message = stderr(&result);
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(
+        message.contains(needle),
+        "{args:?}: expected {needle:?} in {message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line expected: {message}");
+    assert!(!results.exists(), "{args:?} created {}", results.display());
+}
+
+#[test]
+fn bad_configs_stop_before_any_folder_exists() {
+    let dir = scratch("bad-files");
+    let typo = dir.join("scaling.toml");
+    let text = std::fs::read_to_string("configs/scaling.toml").unwrap();
+    std::fs::write(&typo, text.replace("d_model = 32", "d_modle = 32")).unwrap();
+    refused(
+        "scaling",
+        &["--config", typo.to_str().unwrap()],
+        "unknown field `d_modle`",
+    );
+    refused(
+        "scaling",
+        &["--config", typo.to_str().unwrap()],
+        "did you mean `d_model`?",
+    );
+    refused(
+        "scaling",
+        &["--config", typo.to_str().unwrap()],
+        "key model.d_modle",
+    );
+    refused(
+        "scaling",
+        &["--config", dir.join("missing.toml").to_str().unwrap()],
+        "cannot read config",
+    );
+    refused(
+        "dk_vs_dmodel",
+        &["--set", "sweep.n_heads=[1, 3]"],
+        "d_model = 128 is not divisible by n_heads = 3",
+    );
+    refused(
+        "scaling",
+        &["--set", "train.batch_size=0"],
+        "train.batch_size: must be at least 1, got 0",
+    );
+    refused(
+        "scaling",
+        &["--set", "model.d_model=0"],
+        "d_model must be at least 1, got 0",
+    );
+    refused(
+        "scaling",
+        &["--set", "train.lr=0"],
+        "train.lr: must be a positive number, got 0",
+    );
+    refused(
+        "dk_vs_dmodel",
+        &["--set", "train.lr=-0.1"],
+        "train.lr: must be a positive number",
+    );
+    refused(
+        "scaling",
+        &["--set", "init.d_k=[]"],
+        "init.d_k: the list is empty",
+    );
+    refused(
+        "dk_vs_dmodel",
+        &["--set", "sweep.scales=[]"],
+        "sweep.scales: the list is empty",
+    );
+    refused(
+        "scaling",
+        &["--backend", "tpu"],
+        "run.backend: unknown backend 'tpu'",
+    );
+    refused("scaling", &["--set", "train.steps"], "expected KEY=VALUE");
+    refused(
+        "scaling",
+        &["--set", "task.kind=\"sorting\""],
+        "unknown variant `sorting`",
+    );
+}

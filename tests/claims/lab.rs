@@ -1,0 +1,167 @@
+//! The lab's own promises: seeded runs repeat exactly, a diverging run stops cleanly and keeps
+//! what it recorded, and init-time measurements agree across backends.
+
+use std::process::Command;
+
+use attention_lab::device::BackendKind;
+use attention_lab::experiments::dk_vs_dmodel::measure_heads;
+use attention_lab::experiments::scaling::measure_init;
+use attention_lab::model::ModelConfig;
+use attention_lab::scale::ScoreScale;
+use attention_lab::tasks::{Task, TaskConfig, TaskKind};
+use attention_lab::train::{TrainConfig, train};
+use burn::prelude::*;
+
+use crate::common::*;
+
+fn recall() -> Task {
+    Task::new(TaskConfig::new(TaskKind::Recall, 6, 6)).unwrap()
+}
+
+fn short(lr: f64) -> TrainConfig {
+    TrainConfig {
+        steps: 25,
+        batch_size: 16,
+        lr,
+        log_every: 1,
+    }
+}
+
+#[test]
+fn seeded_cpu_runs_are_bit_identical() {
+    for kind in [BackendKind::Flex, BackendKind::Ndarray] {
+        let device = kind.autodiff_device().unwrap();
+        let mut model = ModelConfig::new(16, 2);
+        model.n_layers = 2;
+        let first = train(&model, &recall(), &short(3e-3), 7, &device, &mut |_| {}).unwrap();
+        let second = train(&model, &recall(), &short(3e-3), 7, &device, &mut |_| {}).unwrap();
+        assert_eq!(first.records.len(), 25);
+        // Exact equality of every loss, accuracy, gradient norm, entropy and logit std.
+        assert_eq!(
+            first.records, second.records,
+            "{kind}: two runs with seed 7 differ"
+        );
+        let other = train(&model, &recall(), &short(3e-3), 8, &device, &mut |_| {}).unwrap();
+        assert_ne!(
+            first.records, other.records,
+            "{kind}: the seed changes nothing"
+        );
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_records() {
+    let device = BackendKind::Flex.autodiff_device().unwrap();
+    let run = train(
+        &ModelConfig::new(16, 2),
+        &recall(),
+        &short(1e9),
+        0,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    let d = run.divergence.as_ref().expect("lr = 1e9 must diverge");
+    assert!(d.step > 0 && d.step < 25, "{d}");
+    assert!(!d.value.is_finite(), "{d}");
+    assert!(d.quantity == "loss" || d.quantity.starts_with('‖'), "{d}");
+    assert_eq!(
+        run.records.len(),
+        d.step + 1,
+        "every step up to the divergence is kept"
+    );
+    assert!(run.records[0].loss.is_finite());
+}
+
+#[test]
+fn a_diverging_experiment_is_a_finding_with_its_csv() {
+    let out = std::env::temp_dir().join(format!("attention-lab-diverge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let result = Command::new(env!("CARGO_BIN_EXE_scaling"))
+        .args([
+            "--config",
+            "tests/configs/scaling.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--set",
+            "train.lr=1e9",
+            "--set",
+            "train.steps=20",
+            "--set",
+            "run.seeds=1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        stdout.contains("finding:") && stdout.contains("diverged at step"),
+        "{stdout}"
+    );
+    let dir = std::fs::read_dir(out.join("scaling"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("train,") && l.contains(",loss,")),
+        "no training rows kept"
+    );
+    let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(summary.contains("diverged at step"), "{summary}");
+}
+
+/// |a − b| ≤ tol·max(|a|, |b|).
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs())
+}
+
+#[test]
+fn init_measurements_agree_on_flex_and_wgpu() {
+    let Some(wgpu) = device_or_skip(wgpu_kind()) else {
+        return;
+    };
+    let flex = Device::flex();
+    for d_k in [8, 64, 256] {
+        for scale in [ScoreScale::None, ScoreScale::SqrtDk] {
+            let a = measure_init(d_k, scale, 16, 4, 3, &flex.clone().autodiff());
+            let b = measure_init(d_k, scale, 16, 4, 3, &wgpu.clone().autodiff());
+            for (name, x, y) in [
+                ("Var(q·k)/d_k", a.qk_var_over_dk, b.qk_var_over_dk),
+                ("Var(logits)", a.logit_var, b.logit_var),
+                ("max weight", a.max_weight, b.max_weight),
+                ("entropy", a.entropy, b.entropy),
+                ("‖∂L/∂z‖", a.grad_logits, b.grad_logits),
+                ("‖∂L/∂q‖", a.grad_q, b.grad_q),
+            ] {
+                assert!(
+                    close(x, y, 1e-3),
+                    "d_k={d_k} {scale}: {name} flex {x} vs wgpu {y}"
+                );
+            }
+        }
+    }
+    for h in [1, 4] {
+        for scale in [ScoreScale::SqrtDk, ScoreScale::SqrtDModel] {
+            let a = measure_heads(64, h, scale, 16, 4, 3, &flex).unwrap();
+            let b = measure_heads(64, h, scale, 16, 4, 3, &wgpu).unwrap();
+            assert!(
+                close(a.logit_std, b.logit_std, 1e-3),
+                "h={h} {scale}: {a:?} vs {b:?}"
+            );
+            assert!(
+                close(a.normalized_entropy, b.normalized_entropy, 1e-3),
+                "h={h} {scale}"
+            );
+        }
+    }
+}
