@@ -178,10 +178,14 @@ impl Validate for ModelConfig {
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    // The cause is in the message, so it is not also a `source`: anyhow's `{:#}` would print
+    // it twice.
+    #[error("cannot read config {path}: {error}{hint}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+        /// Where a relative path was looked for.
+        hint: String,
     },
     #[error("failed to parse {path}{place}: {message}")]
     Parse {
@@ -211,9 +215,16 @@ pub fn load<T: ExperimentConfig>(
     path: &Path,
     overrides: &[String],
 ) -> Result<Loaded<T>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        hint: match std::env::current_dir() {
+            Ok(cwd) if path.is_relative() => format!(
+                " (looked in {}; run from the repository root or pass --config)",
+                cwd.display()
+            ),
+            _ => String::new(),
+        },
+        error,
     })?;
     let parse_error = |text: &str, e: toml::de::Error, with_lines: bool| {
         let place = e

@@ -78,15 +78,14 @@ impl Default for TraceOptions {
 /// shape.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read input file '{path}': {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("input file '{path}' is not valid JSON: {source}")]
+    // The cause is in the message, so it is not also a `source`: anyhow's `{:#}` would print
+    // it twice.
+    #[error("cannot read input file '{path}': {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("input file '{path}' is not valid JSON: {error}")]
     Json {
         path: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{0}")]
     Input(String),
@@ -113,14 +112,12 @@ pub fn seed_page_example() -> TraceInput {
 
 pub fn load_input(path: &Path) -> Result<TraceInput, TraceError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| TraceError::Read {
         path: shown.clone(),
-        source,
+        error,
     })?;
-    let value: Value = serde_json::from_str(&text).map_err(|source| TraceError::Json {
-        path: shown,
-        source,
-    })?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|error| TraceError::Json { path: shown, error })?;
     parse_input(&value)
 }
 

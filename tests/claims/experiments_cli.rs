@@ -189,6 +189,23 @@ fn bad_configs_stop_before_any_folder_exists() {
         &["--config", dir.join("missing.toml").to_str().unwrap()],
         "cannot read config",
     );
+    let missing = run(
+        "scaling",
+        &[
+            "--config",
+            "no/such.toml",
+            "--out",
+            dir.join("r").to_str().unwrap(),
+        ],
+    );
+    let message = stderr(&missing);
+    assert!(
+        message.contains("run from the repository root or pass --config"),
+        "{message}"
+    );
+    // Regression: the io error was both in the message and the error's source, so `{:#}`
+    // printed it twice.
+    assert_eq!(message.matches("(os error 2)").count(), 1, "{message}");
     refused(
         "dk_vs_dmodel",
         &["--set", "sweep.n_heads=[1, 3]"],

@@ -161,6 +161,9 @@ fn missing_file_and_missing_backend_exit_2() {
         stderr.contains("cannot read input file '/no/such/file.json'"),
         "{stderr}"
     );
+    // Regression: the io error was both in the message and the error's source, so `{:#}`
+    // printed it twice.
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 
     let out = trace(&["--backend", "tpu"]);
     assert_eq!(out.status.code(), Some(2));
