@@ -8,6 +8,20 @@ use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (720, 440);
 
+/// Matplotlib's "tab10": ten colours that stay apart on white, unlike a generated palette.
+const TAB10: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
 /// A plot could not be drawn.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("cannot draw plot '{title}': {reason}")]
@@ -142,7 +156,7 @@ impl LineChart {
                 let color = if s.reference {
                     RGBColor(120, 120, 120).to_rgba()
                 } else {
-                    Palette99::pick(i).to_rgba()
+                    TAB10[i % TAB10.len()].to_rgba()
                 };
                 let style = ShapeStyle::from(color).stroke_width(if s.reference { 1 } else { 2 });
                 let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(shown).collect();
