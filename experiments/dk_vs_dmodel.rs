@@ -6,24 +6,8 @@
 
 use std::process::ExitCode;
 
-use attention_lab::cli::finish;
 use attention_lab::experiments::dk_vs_dmodel::DkVsDModel;
-use attention_lab::runner::{self, ExperimentArgs};
-use clap::Parser;
-
-/// Dividing by √d_model instead of √d_k over-scales by √h and flattens attention: measured.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: ExperimentArgs,
-}
 
 fn main() -> ExitCode {
-    finish(run())
-}
-
-fn run() -> anyhow::Result<()> {
-    runner::run::<DkVsDModel>(&Args::parse().common)?;
-    Ok(())
+    attention_lab::runner::main::<DkVsDModel>()
 }

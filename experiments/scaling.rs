@@ -6,24 +6,8 @@
 
 use std::process::ExitCode;
 
-use attention_lab::cli::finish;
 use attention_lab::experiments::scaling::Scaling;
-use attention_lab::runner::{self, ExperimentArgs};
-use clap::Parser;
-
-/// Without 1/√d_k the softmax saturates and its gradients vanish: measured, plotted, judged.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: ExperimentArgs,
-}
 
 fn main() -> ExitCode {
-    finish(run())
-}
-
-fn run() -> anyhow::Result<()> {
-    runner::run::<Scaling>(&Args::parse().common)?;
-    Ok(())
+    attention_lab::runner::main::<Scaling>()
 }

@@ -124,6 +124,20 @@ pub fn positive(key: &str, value: f64) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A step inside a run of `steps` steps (0-based), or an error naming `key`.
+pub fn within_steps(key: &str, step: Option<usize>, steps: usize) -> Result<(), Invalid> {
+    match step {
+        Some(step) if step >= steps => Err(Invalid::new(
+            key,
+            format!(
+                "step {step} is past the last step, {} (train.steps = {steps})",
+                steps.saturating_sub(1)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A non-empty list, or an error naming `key`.
 pub fn non_empty<T>(key: &str, list: &[T]) -> Result<(), Invalid> {
     if list.is_empty() {

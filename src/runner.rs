@@ -8,12 +8,15 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::prelude::Device;
+use clap::{Args, Command, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::attention::AttentionConfigError;
+use crate::cli::finish;
 use crate::config::{ConfigError, ExperimentConfig, Loaded, load};
 use crate::device::BackendError;
 use crate::plot::PlotError;
@@ -212,6 +215,18 @@ pub struct RunOutcome {
 /// Loads and checks the config an experiment binary was given.
 pub fn load_config<E: Experiment>(args: &ExperimentArgs) -> Result<Loaded<E::Config>, LabError> {
     Ok(load(&args.config_path(E::NAME), &args.overrides())?)
+}
+
+/// The whole `main` of an experiment binary: parse the flags, run, and exit 0, or 2 with one
+/// line on any error (clap's own usage errors also exit 2).
+pub fn main<E: Experiment>() -> ExitCode {
+    // About after augmenting: `ExperimentArgs`' own doc comment would otherwise replace it.
+    let command = ExperimentArgs::augment_args(Command::new(E::NAME))
+        .about(E::TITLE)
+        .version(env!("CARGO_PKG_VERSION"));
+    let matches = command.get_matches();
+    let args = ExperimentArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    finish(run::<E>(&args).map(|_| ()))
 }
 
 /// Runs `E` as its binary does: load, check, run, write, print.

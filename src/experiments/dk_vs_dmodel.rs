@@ -7,7 +7,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::attention::AttentionConfig;
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
+};
 use crate::experiments::sweep::{describe_steps, train_seeds};
 use crate::metrics::{Spread, entropy_per_head, std, to_host};
 use crate::model::ModelConfig;
@@ -58,6 +60,7 @@ impl Validate for DkVsDModelConfig {
         self.run.validate()?;
         non_empty("sweep.n_heads", &self.sweep.n_heads)?;
         non_empty("sweep.scales", &self.sweep.scales)?;
+        within_steps("sweep.early_step", self.sweep.early_step, self.train.steps)?;
         at_least("init.n_tokens", self.init.n_tokens, 2)?;
         at_least("init.batch", self.init.batch, 1)?;
         Validate::validate(&self.task).map_err(|e| e.within("task"))?;
@@ -220,14 +223,7 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
     )
     .log_x();
     for &scale in &config.sweep.scales {
-        let points = all
-            .iter()
-            .filter_map(|(h, row)| {
-                row.iter()
-                    .find(|(s, _)| *s == scale)
-                    .map(|(_, p)| (*h as f64, p.normalized_entropy))
-            })
-            .collect();
+        let points = over_heads(&all, scale, |p| p.normalized_entropy);
         chart = chart.line(format!("scale {scale}"), points);
     }
     lab.plot(
@@ -323,14 +319,7 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
         all.push((h, row));
     }
     for &scale in &config.sweep.scales {
-        let points = all
-            .iter()
-            .filter_map(|(h, row)| {
-                row.iter()
-                    .find(|(s, _)| *s == scale)
-                    .map(|(_, t)| (*h as f64, t.accuracy.mean))
-            })
-            .collect();
+        let points = over_heads(&all, scale, |t| t.accuracy.mean);
         acc_chart = acc_chart.line(format!("scale {scale}"), points);
     }
     lab.table(table);
@@ -347,6 +336,21 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
         loss_chart.to_svg(),
     )?;
     Ok(all)
+}
+
+/// (h, value) for one scale across the swept head counts, ready to plot.
+fn over_heads<T>(
+    all: &ByHeads<T>,
+    scale: ScoreScale,
+    value: impl Fn(&T) -> f64,
+) -> Vec<(f64, f64)> {
+    all.iter()
+        .filter_map(|(h, row)| {
+            row.iter()
+                .find(|(s, _)| *s == scale)
+                .map(|(_, t)| (*h as f64, value(t)))
+        })
+        .collect()
 }
 
 fn pick<T: Copy>(row: &[(ScoreScale, T)], scale: ScoreScale) -> Option<T> {

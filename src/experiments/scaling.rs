@@ -9,7 +9,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
+};
 use crate::experiments::sweep::{describe_steps, train_seeds};
 use crate::metrics::{
     self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
@@ -74,6 +76,7 @@ impl Validate for ScalingConfig {
         at_least("init.batch", self.init.batch, 1)?;
         non_empty("sweep.d_k", &self.sweep.d_k)?;
         non_empty("sweep.scales", &self.sweep.scales)?;
+        within_steps("sweep.compare_at", self.sweep.compare_at, self.train.steps)?;
         Validate::validate(&self.task).map_err(|e| e.within("task"))?;
         Validate::validate(&self.train).map_err(|e| e.within("train"))?;
         for &d_k in &self.sweep.d_k {

@@ -133,6 +133,32 @@ fn scaling_reduced_run_confirms_its_claims() {
 }
 
 #[test]
+fn seeded_runs_write_identical_metrics() {
+    let out = scratch("identical");
+    let metrics = |dir: &str| {
+        let root = out.join(dir);
+        let config = [
+            "--config",
+            "tests/configs/scaling.toml",
+            "--set",
+            "train.steps=30",
+        ];
+        let result = run(
+            "scaling",
+            &[&config[..], &["--out", root.to_str().unwrap()]].concat(),
+        );
+        assert!(result.status.success(), "{}", stderr(&result));
+        std::fs::read_to_string(run_dir(&root, "scaling").join("metrics.csv")).unwrap()
+    };
+    let (first, second) = (metrics("a"), metrics("b"));
+    assert!(first.lines().count() > 100);
+    assert!(
+        first == second,
+        "two processes with the same seed wrote different metrics"
+    );
+}
+
+#[test]
 fn dk_vs_dmodel_reduced_run_confirms_its_claims() {
     reduced_run_confirms(
         "dk_vs_dmodel",
@@ -240,6 +266,11 @@ fn bad_configs_stop_before_any_folder_exists() {
         "dk_vs_dmodel",
         &["--set", "sweep.scales=[]"],
         "sweep.scales: the list is empty",
+    );
+    refused(
+        "scaling",
+        &["--set", "sweep.compare_at=400"],
+        "sweep.compare_at: step 400 is past the last step, 399",
     );
     refused(
         "scaling",
