@@ -112,18 +112,58 @@ impl LineChart {
         }
         let x = span(points.iter().map(|p| p.0), self.log_x);
         let y = span(points.iter().map(|p| p.1), self.log_y);
+        let legend = self.emptiest_corner(&points, &x, &y);
         match (self.log_x, self.log_y) {
-            (false, false) => self.draw(x, y, &shown),
-            (true, false) => self.draw(x.log_scale(), y, &shown),
-            (false, true) => self.draw(x, y.log_scale(), &shown),
-            (true, true) => self.draw(x.log_scale(), y.log_scale(), &shown),
+            (false, false) => self.draw(x, y, legend, &shown),
+            (true, false) => self.draw(x.log_scale(), y, legend, &shown),
+            (false, true) => self.draw(x, y.log_scale(), legend, &shown),
+            (true, true) => self.draw(x.log_scale(), y.log_scale(), legend, &shown),
         }
+    }
+
+    /// The corner whose box (the outer 45 % × 40 % of the plot) covers the fewest data points,
+    /// so the legend hides as little as it can.
+    fn emptiest_corner(
+        &self,
+        points: &[(f64, f64)],
+        x: &Range<f64>,
+        y: &Range<f64>,
+    ) -> SeriesLabelPosition {
+        let unit = |v: f64, r: &Range<f64>, log: bool| {
+            let f = |v: f64| if log { v.ln() } else { v };
+            (f(v) - f(r.start)) / (f(r.end) - f(r.start))
+        };
+        let unit_points: Vec<(f64, f64)> = points
+            .iter()
+            .map(|&(px, py)| (unit(px, x, self.log_x), unit(py, y, self.log_y)))
+            .collect();
+        let corners = [
+            (SeriesLabelPosition::UpperRight, true, true),
+            (SeriesLabelPosition::UpperLeft, false, true),
+            (SeriesLabelPosition::LowerRight, true, false),
+            (SeriesLabelPosition::LowerLeft, false, false),
+        ];
+        let covered = |right: bool, upper: bool| {
+            unit_points
+                .iter()
+                .filter(|&&(u, v)| {
+                    (if right { u > 0.55 } else { u < 0.45 })
+                        && (if upper { v > 0.6 } else { v < 0.4 })
+                })
+                .count()
+        };
+        corners
+            .into_iter()
+            .min_by_key(|&(_, right, upper)| covered(right, upper))
+            .map(|(position, _, _)| position)
+            .expect("four corners")
     }
 
     fn draw<X, Y>(
         &self,
         x: X,
         y: Y,
+        legend: SeriesLabelPosition,
         shown: &dyn Fn(&(f64, f64)) -> bool,
     ) -> Result<String, PlotError>
     where
@@ -175,7 +215,7 @@ impl LineChart {
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
-                .position(SeriesLabelPosition::UpperRight)
+                .position(legend)
                 .draw()
                 .map_err(|e| self.error(e))?;
             root.present().map_err(|e| self.error(e))?;
