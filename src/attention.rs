@@ -175,12 +175,8 @@ impl AttentionConfig {
         let (d_model, n_heads) = (self.d_model, self.n_heads);
         let (d_k, d_v) = (self.head_dim(), self.value_dim());
         let mut rng = HostRng::new(self.seed);
-        let mut linear = |d_in: usize, d_out: usize| {
-            let bound = 1.0 / (d_in as f64).sqrt();
-            let weight = rng.uniform_vec(d_in * d_out, bound);
-            let bias = self.bias.then(|| rng.uniform_vec(d_out, bound));
-            seeded_linear(weight, bias, d_in, d_out, device)
-        };
+        let mut linear =
+            |d_in: usize, d_out: usize| uniform_linear(d_in, d_out, self.bias, &mut rng, device);
         let (query, key, value, output) = if self.projections {
             let query = linear(d_model, n_heads * d_k);
             let key = linear(d_model, n_heads * d_k);
@@ -216,6 +212,21 @@ impl AttentionConfig {
             causal: self.causal,
         })
     }
+}
+
+/// A `Linear` drawn on the host: W ~ U(−1/√d_in, 1/√d_in), then b from the same range when
+/// `bias` (Burn's default initialisation, but identical on every backend for one `rng`).
+pub fn uniform_linear(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    rng: &mut HostRng,
+    device: &Device,
+) -> Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let weight = rng.uniform_vec(d_in * d_out, bound);
+    let bias = bias.then(|| rng.uniform_vec(d_out, bound));
+    seeded_linear(weight, bias, d_in, d_out, device)
 }
 
 /// A `Linear` with the given row-major weight `[d_in, d_out]` (y = x·W + b).

@@ -12,7 +12,7 @@ use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{
-    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, seeded_linear,
+    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, uniform_linear,
 };
 use crate::positional::{Positional, PositionalKind};
 use crate::rng::HostRng;
@@ -142,12 +142,8 @@ impl ModelConfig {
             kind => kind,
         };
         let positional = Positional::new(absolute, d_model, d_model, max_len, &mut rng, device);
-        let linear = |d_in: usize, d_out: usize, rng: &mut HostRng| {
-            let bound = 1.0 / (d_in as f64).sqrt();
-            let weight = rng.uniform_vec(d_in * d_out, bound);
-            let bias = rng.uniform_vec(d_out, bound);
-            seeded_linear(weight, Some(bias), d_in, d_out, device)
-        };
+        let linear =
+            |d_in, d_out, rng: &mut HostRng| uniform_linear(d_in, d_out, true, rng, device);
         let mut blocks = Vec::with_capacity(self.n_layers);
         for _ in 0..self.n_layers {
             let attention = self.attention(max_len, rng.next_u64()).init(device)?;

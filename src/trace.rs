@@ -11,6 +11,7 @@ use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::attention::{AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear};
+use crate::metrics::to_host;
 use crate::rng::HostRng;
 use crate::scale::ScoreScale;
 use crate::softmax::SoftmaxAxis;
@@ -381,10 +382,7 @@ fn rows_of(data: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
 /// `[1, 1, rows, cols]` → rows.
 fn head_rows(t: Tensor<4>) -> Vec<Vec<f32>> {
     let [_, _, _, cols] = t.dims();
-    rows_of(
-        t.into_data().try_into_vec::<f32>().expect("f32 tensor"),
-        cols,
-    )
+    rows_of(to_host(t), cols)
 }
 
 impl TraceResult {
