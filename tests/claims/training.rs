@@ -63,3 +63,42 @@ device_test!(adam_lowers_the_loss, |device| {
         "loss did not fall: {losses:?}"
     );
 });
+
+device_test!(the_tiny_transformer_trains_with_every_probe, |device| {
+    use attention_lab::model::ModelConfig;
+    use attention_lab::positional::PositionalKind;
+    use attention_lab::tasks::{Task, TaskConfig, TaskKind};
+    use attention_lab::train::{PROBED, TrainConfig, train};
+
+    let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();
+    let mut model = ModelConfig::new(16, 2);
+    model.n_layers = 2;
+    model.causal = true;
+    model.positional = PositionalKind::Rotary;
+    let config = TrainConfig {
+        steps: 20,
+        batch_size: 16,
+        lr: 1e-2,
+        log_every: 1,
+    };
+    let run = train(&model, &task, &config, 3, &device.autodiff(), &mut |_| {}).unwrap();
+    assert!(run.divergence.is_none(), "{:?}", run.divergence);
+    let (first, last) = (&run.records[0], run.last().unwrap());
+    for name in PROBED {
+        assert!(first.grad_norm(name) > 0.0, "no gradient on {name}");
+    }
+    assert_eq!(first.heads.len(), 2 * 2, "one probe per head per layer");
+    assert!(
+        first
+            .heads
+            .iter()
+            .all(|h| h.entropy > 0.0 && h.max_weight <= 1.0)
+    );
+    let early = run.records[..5].iter().map(|r| r.loss).sum::<f64>() / 5.0;
+    let late = run.records[15..].iter().map(|r| r.loss).sum::<f64>() / 5.0;
+    assert!(
+        late < early,
+        "loss did not fall: {early} → {late} (last {})",
+        last.loss
+    );
+});
