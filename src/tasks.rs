@@ -204,10 +204,6 @@ impl Task {
         self.config.kind
     }
 
-    pub fn config(&self) -> &TaskConfig {
-        &self.config
-    }
-
     /// Number of distinct token ids.
     pub fn vocab(&self) -> usize {
         let (m, a) = (self.config.length, self.config.symbols);

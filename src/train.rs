@@ -133,15 +133,12 @@ impl TrainRun {
         self.records.last()
     }
 
-    /// Mean of `value` over the last `k` records: final numbers from single noisy batches.
-    pub fn tail_mean(&self, k: usize, value: impl Fn(&StepRecord) -> f64) -> f64 {
-        let tail = &self.records[self.records.len().saturating_sub(k)..];
+    /// Mean of `value` over the last `k` records at or before `step` (`usize::MAX` for the end):
+    /// numbers read off single noisy batches, smoothed.
+    pub fn window_mean(&self, step: usize, k: usize, value: impl Fn(&StepRecord) -> f64) -> f64 {
+        let upto = self.records.partition_point(|r| r.step <= step);
+        let tail = &self.records[upto.saturating_sub(k)..upto];
         tail.iter().map(value).sum::<f64>() / tail.len().max(1) as f64
-    }
-
-    /// The record nearest to `step` (at or before it).
-    pub fn at_step(&self, step: usize) -> Option<&StepRecord> {
-        self.records.iter().rev().find(|r| r.step <= step)
     }
 }
 

@@ -12,9 +12,7 @@ use crate::train::{TrainConfig, TrainRun, train};
 /// The runs of one configuration, one per seed.
 #[derive(Debug, Clone)]
 pub struct SeedRuns {
-    pub label: String,
     pub runs: Vec<TrainRun>,
-    pub seeds: Vec<u64>,
 }
 
 impl SeedRuns {
@@ -38,8 +36,7 @@ impl SeedRuns {
         k: usize,
         value: impl Fn(&crate::train::StepRecord) -> f64 + Copy,
     ) -> Spread {
-        let values: Vec<f64> = self.runs.iter().map(|r| r.tail_mean(k, value)).collect();
-        Spread::of(&values)
+        self.spread_at(usize::MAX, k, value)
     }
 
     /// Spread over seeds of the mean of `value` over the `k` records up to `step`.
@@ -52,11 +49,7 @@ impl SeedRuns {
         let values: Vec<f64> = self
             .runs
             .iter()
-            .map(|r| {
-                let upto: Vec<_> = r.records.iter().filter(|rec| rec.step <= step).collect();
-                let tail = &upto[upto.len().saturating_sub(k)..];
-                tail.iter().map(|rec| value(rec)).sum::<f64>() / tail.len().max(1) as f64
-            })
+            .map(|r| r.window_mean(step, k, value))
             .collect();
         Spread::of(&values)
     }
@@ -134,11 +127,7 @@ pub fn train_seeds(
         }
         runs.push(run);
     }
-    Ok(SeedRuns {
-        label: label.to_string(),
-        runs,
-        seeds: seeds.to_vec(),
-    })
+    Ok(SeedRuns { runs })
 }
 
 /// Every probe of a run as metric rows.
