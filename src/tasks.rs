@@ -420,6 +420,16 @@ mod tests {
     }
 
     #[test]
+    fn only_order_free_tasks_do_without_position() {
+        let free: Vec<&str> = TaskKind::ALL
+            .into_iter()
+            .filter(|k| !k.needs_position())
+            .map(TaskKind::name)
+            .collect();
+        assert_eq!(free, ["recall", "majority", "count"]);
+    }
+
+    #[test]
     fn same_seed_same_batch() {
         let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 8)).unwrap();
         assert_eq!(
