@@ -14,6 +14,7 @@ pub mod config;
 pub mod device;
 pub mod experiments;
 pub mod mask;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -127,6 +127,96 @@ impl std::fmt::Display for Spread {
     }
 }
 
+/// One head's `[n_q, n_k]` weight matrix of sequence `b`, on the host: a heatmap's values.
+pub fn head_matrix(weights: Tensor<4>, b: usize, head: usize) -> Vec<Vec<f64>> {
+    let [_, _, n_q, n_k] = weights.dims();
+    let one = weights.slice([b..b + 1, head..head + 1, 0..n_q, 0..n_k]); // [1, 1, n_q, n_k]
+    to_host(one)
+        .chunks(n_k)
+        .map(|row| row.iter().map(|&w| f64::from(w)).collect())
+        .collect()
+}
+
+/// A linear probe fitted by ridge least squares on the host (f64): W minimises
+/// ‖[X 1]·W − Y‖² + λ‖W‖² with Y the one-hot targets, solved by Cholesky on the normal equations.
+/// Returns the class predicted (argmax of [x 1]·W) for each row of `test`.
+pub fn linear_probe(
+    train: &[Vec<f64>],
+    labels: &[usize],
+    classes: usize,
+    test: &[Vec<f64>],
+) -> Vec<usize> {
+    const RIDGE: f64 = 1e-3;
+    let p = train.first().map_or(0, Vec::len) + 1;
+    let with_bias = |x: &[f64]| {
+        x.iter()
+            .copied()
+            .chain(std::iter::once(1.0))
+            .collect::<Vec<_>>()
+    };
+    // A = XᵀX + λI  [p, p];  B = XᵀY  [p, classes]
+    let mut a = vec![vec![0.0; p]; p];
+    let mut b = vec![vec![0.0; classes]; p];
+    for (x, &y) in train.iter().zip(labels) {
+        let x = with_bias(x);
+        for i in 0..p {
+            for j in 0..=i {
+                a[i][j] += x[i] * x[j];
+            }
+            b[i][y] += x[i];
+        }
+    }
+    for i in 0..p {
+        a[i][i] += RIDGE * train.len() as f64;
+    }
+    // Cholesky A = L·Lᵀ (lower triangle of `a` only).
+    let mut l = vec![vec![0.0; p]; p];
+    for i in 0..p {
+        for j in 0..=i {
+            let s = a[i][j] - (0..j).map(|k| l[i][k] * l[j][k]).sum::<f64>();
+            l[i][j] = if i == j {
+                s.max(1e-300).sqrt()
+            } else {
+                s / l[j][j]
+            };
+        }
+    }
+    // Solve L·Z = B, then Lᵀ·W = Z, column by column.
+    let mut w = vec![vec![0.0; classes]; p];
+    for c in 0..classes {
+        let mut z = vec![0.0; p];
+        for i in 0..p {
+            z[i] = (b[i][c] - (0..i).map(|k| l[i][k] * z[k]).sum::<f64>()) / l[i][i];
+        }
+        for i in (0..p).rev() {
+            w[i][c] = (z[i] - (i + 1..p).map(|k| l[k][i] * w[k][c]).sum::<f64>()) / l[i][i];
+        }
+    }
+    test.iter()
+        .map(|x| {
+            let x = with_bias(x);
+            (0..classes)
+                .map(|c| (0..p).map(|i| x[i] * w[i][c]).sum::<f64>())
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(c, _)| c)
+        })
+        .collect()
+}
+
+/// Least-squares slope of ln y against ln x: the exponent k of y ∝ x^k.
+pub fn log_log_slope(points: &[(f64, f64)]) -> f64 {
+    let logs: Vec<(f64, f64)> = points.iter().map(|(x, y)| (x.ln(), y.ln())).collect();
+    let n = logs.len() as f64;
+    let (mx, my) = (
+        logs.iter().map(|p| p.0).sum::<f64>() / n,
+        logs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let var: f64 = logs.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    cov / var
+}
+
 /// The first step at which `series` (step, value) reaches `threshold`, or `None`.
 pub fn first_step_reaching(series: &[(usize, f64)], threshold: f64) -> Option<usize> {
     series
@@ -164,6 +254,23 @@ mod tests {
         assert!((softmax_jacobian_norm(&p) - 0.5).abs() < 1e-12);
         let p = softmax(&[30.0, 0.0]);
         assert!(softmax_jacobian_norm(&p) < 1e-12);
+    }
+
+    #[test]
+    fn probe_and_slope() {
+        // Class = which of the two features is larger: linearly separable.
+        let xs: Vec<Vec<f64>> = (0..40)
+            .map(|i| vec![(i % 7) as f64, (i % 5) as f64 + 0.5])
+            .collect();
+        let ys: Vec<usize> = xs.iter().map(|x| usize::from(x[0] > x[1])).collect();
+        let predicted = linear_probe(&xs, &ys, 2, &xs);
+        let right = predicted.iter().zip(&ys).filter(|(a, b)| a == b).count();
+        assert!(right >= 36, "{right}/40");
+        let cubic: Vec<(f64, f64)> = [1.0, 2.0, 4.0, 8.0]
+            .iter()
+            .map(|&x| (x, 3.0 * x * x * x))
+            .collect();
+        assert!((log_log_slope(&cubic) - 3.0).abs() < 1e-9);
     }
 
     #[test]

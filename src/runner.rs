@@ -206,7 +206,11 @@ pub fn progress_bar(len: u64) -> ProgressBar {
 pub struct RunOutcome {
     pub experiment: &'static str,
     pub title: &'static str,
+    pub claim: &'static str,
+    pub backend: &'static str,
     pub dir: PathBuf,
+    /// (file stem, title) of each plot written as `<dir>/<file>.svg`.
+    pub plots: Vec<(String, String)>,
     pub verdicts: Vec<Verdict>,
     pub findings: Vec<String>,
     pub seconds: f64,
@@ -233,16 +237,19 @@ pub fn main<E: Experiment>() -> ExitCode {
 pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, LabError> {
     let loaded = load_config::<E>(args)?;
     let progress = progress_bar(E::work(&loaded.config));
-    let outcome = run_loaded::<E>(&loaded, &args.out, progress)?;
+    let outcome = run_loaded::<E>(&loaded, &args.out, &progress);
+    progress.finish_and_clear();
+    let outcome = outcome?;
     print_outcome(&outcome);
     Ok(outcome)
 }
 
-/// Runs `E` with a loaded config, writing under `out`, reporting progress on `progress`.
+/// Runs `E` with a loaded config, writing under `out`, reporting progress on `progress` (which
+/// may be shared with other runs: it is advanced, never finished, here).
 pub fn run_loaded<E: Experiment>(
     loaded: &Loaded<E::Config>,
     out: &Path,
-    progress: ProgressBar,
+    progress: &ProgressBar,
 ) -> Result<RunOutcome, LabError> {
     let config = &loaded.config;
     let kind = config
@@ -261,7 +268,6 @@ pub fn run_loaded<E: Experiment>(
     let mut lab = Lab::new(device, autodiff, progress.clone());
     let result = E::run(config, &mut lab);
     let seconds = start.elapsed().as_secs_f64();
-    progress.finish_and_clear();
     // What was measured is kept even when the run failed part-way.
     dir.write_metrics(&lab.metrics)?;
     let run_lines = vec![
@@ -307,7 +313,14 @@ pub fn run_loaded<E: Experiment>(
     Ok(RunOutcome {
         experiment: E::NAME,
         title: E::TITLE,
+        claim: E::CLAIM,
+        backend: kind.name(),
         dir: dir.path,
+        plots: lab
+            .plots
+            .iter()
+            .map(|p| (p.file.clone(), p.title.clone()))
+            .collect(),
         verdicts: lab.verdicts,
         findings: lab.findings,
         seconds,

@@ -14,11 +14,17 @@
 //! | `majority` | x₁ … x_m, then a query token | the most frequent symbol (ties: the smallest) | no |
 //! | `count` | x₁ … x_m, then a query naming symbol s | how many times s occurs (0 … m) | no |
 //! | `position-lookup` | x₁ … x_m, then a query naming position p | x_p | yes |
+//! | `next-token-copy` | x₁ … x_m SEP x₁ … x_{m−1} | the next token at every position: x₂ … x_m SEP x₁ … x_m | yes |
 //!
 //! `recall` is the one-layer-solvable form of associative recall: one attention layer answers
 //! it by matching the query to the key inside a token. `recall-adjacent` is the classic form,
 //! which needs a value to be read *next to* its key, an induction-style circuit of two layers
 //! (Olsson et al. 2022, "In-context Learning and Induction Heads").
+//!
+//! `next-token-copy` is language modelling in miniature: every position predicts the token after
+//! it. Its first half is random, so a model that sees only the past cannot beat ln(V) there, while
+//! its second half repeats the first and can be predicted exactly. A model that sees the future
+//! (no causal mask) reads every answer one position ahead (see the `causal_mask` experiment).
 
 use std::fmt;
 use std::str::FromStr;
@@ -41,10 +47,11 @@ pub enum TaskKind {
     Majority,
     Count,
     PositionLookup,
+    NextTokenCopy,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 8] = [
+    pub const ALL: [TaskKind; 9] = [
         TaskKind::Recall,
         TaskKind::RecallAdjacent,
         TaskKind::Copy,
@@ -53,6 +60,7 @@ impl TaskKind {
         TaskKind::Majority,
         TaskKind::Count,
         TaskKind::PositionLookup,
+        TaskKind::NextTokenCopy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +73,7 @@ impl TaskKind {
             TaskKind::Majority => "majority",
             TaskKind::Count => "count",
             TaskKind::PositionLookup => "position-lookup",
+            TaskKind::NextTokenCopy => "next-token-copy",
         }
     }
 
@@ -96,7 +105,7 @@ impl FromStr for TaskKind {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TaskError {
     #[error(
-        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count or position-lookup"
+        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count, position-lookup or next-token-copy"
     )]
     UnknownKind(String),
     #[error("{field} must be at least {min}, got {value}")]
@@ -204,6 +213,13 @@ impl Task {
         self.config.kind
     }
 
+    /// The configured length: pairs for recall, symbols otherwise. In every task but
+    /// `recall-adjacent`, the first `length` positions hold items drawn independently of where
+    /// they are.
+    pub fn length(&self) -> usize {
+        self.config.length
+    }
+
     /// Number of distinct token ids.
     pub fn vocab(&self) -> usize {
         let (m, a) = (self.config.length, self.config.symbols);
@@ -220,6 +236,8 @@ impl Task {
             TaskKind::Count => 2 * a,
             // symbols, then one query per position
             TaskKind::PositionLookup => a + m,
+            // symbols, then the separator
+            TaskKind::NextTokenCopy => a + 1,
         }
     }
 
@@ -227,6 +245,8 @@ impl Task {
     pub fn classes(&self) -> usize {
         match self.config.kind {
             TaskKind::Count => self.config.length + 1,
+            // the separator is a target too
+            TaskKind::NextTokenCopy => self.config.symbols + 1,
             _ => self.config.symbols,
         }
     }
@@ -236,7 +256,7 @@ impl Task {
         let m = self.config.length;
         match self.config.kind {
             TaskKind::RecallAdjacent => 2 * m + 1,
-            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 * m,
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort | TaskKind::NextTokenCopy => 2 * m,
             _ => m + 1,
         }
     }
@@ -245,6 +265,7 @@ impl Task {
     pub fn n_out(&self) -> usize {
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => self.config.length,
+            TaskKind::NextTokenCopy => 2 * self.config.length,
             _ => 1,
         }
     }
@@ -252,6 +273,30 @@ impl Task {
     /// Accuracy of guessing uniformly among the classes.
     pub fn chance(&self) -> f64 {
         1.0 / self.classes() as f64
+    }
+
+    /// The best accuracy a model blind to order can reach, estimated on `samples` fresh
+    /// examples. In position-lookup, copy, reverse and sort, such a model sees only the multiset
+    /// of x₁ … x_m (and, for position-lookup, which p is asked), so its best guess at every answer
+    /// is the most frequent symbol, right with probability (largest count) / m. `None` for the
+    /// other tasks, which either need no order or are not worked out here.
+    pub fn order_blind_accuracy(&self, samples: usize, rng: &mut HostRng) -> Option<f64> {
+        use TaskKind as K;
+        if !matches!(
+            self.kind(),
+            K::PositionLookup | K::Copy | K::Reverse | K::Sort
+        ) {
+            return None;
+        }
+        let (m, a) = (self.config.length, self.config.symbols);
+        let mut total = 0.0;
+        for _ in 0..samples {
+            let (seq, _) = self.example(rng);
+            let mut counts = vec![0usize; a];
+            seq[..m].iter().for_each(|&s| counts[s] += 1);
+            total += *counts.iter().max().expect("symbols >= 2") as f64 / m as f64;
+        }
+        Some(total / samples.max(1) as f64)
     }
 
     /// `batch` fresh sequences drawn from `rng`.
@@ -341,6 +386,14 @@ impl Task {
                 seq.push(a + p);
                 (seq, vec![answer])
             }
+            TaskKind::NextTokenCopy => {
+                let x = symbols(rng);
+                let mut full = x.clone();
+                full.push(a);
+                full.extend(&x);
+                // Inputs are all but the last token; targets are all but the first.
+                (full[..2 * m].to_vec(), full[1..].to_vec())
+            }
         }
     }
 }
@@ -382,6 +435,11 @@ mod tests {
             let key = b.tokens[3] - 4 * 4;
             let pair = b.tokens[..3].iter().find(|&&t| t / 4 == key).unwrap();
             assert_eq!(b.targets, [pair % 4]);
+
+            let b = one(TaskKind::NextTokenCopy, 3, 4, seed);
+            let x = &b.tokens[..3];
+            assert_eq!(b.tokens[3..], [4, x[0], x[1]]);
+            assert_eq!(b.targets, [x[1], x[2], 4, x[0], x[1], x[2]]);
 
             let b = one(TaskKind::RecallAdjacent, 3, 4, seed);
             let key = b.tokens[6];
@@ -427,6 +485,17 @@ mod tests {
             .map(TaskKind::name)
             .collect();
         assert_eq!(free, ["recall", "majority", "count"]);
+    }
+
+    #[test]
+    fn order_blind_guessing_beats_chance_only_by_the_mode() {
+        let mut rng = HostRng::new(1);
+        // m = 2 symbols out of 2: the mode covers both with probability 1/2, one otherwise: 3/4.
+        let task = Task::new(TaskConfig::new(TaskKind::PositionLookup, 2, 2)).unwrap();
+        let p = task.order_blind_accuracy(20_000, &mut rng).unwrap();
+        assert!((p - 0.75).abs() < 0.01, "{p}");
+        let free = Task::new(TaskConfig::new(TaskKind::Majority, 4, 3)).unwrap();
+        assert_eq!(free.order_blind_accuracy(10, &mut rng), None);
     }
 
     #[test]

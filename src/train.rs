@@ -120,6 +120,8 @@ pub struct TrainRun {
     pub records: Vec<StepRecord>,
     pub divergence: Option<Divergence>,
     pub seconds: f64,
+    /// The model as training left it, still on the autodiff device (`model.valid()` strips it).
+    pub model: TinyTransformer,
 }
 
 impl TrainRun {
@@ -230,6 +232,7 @@ pub fn train(
         records,
         divergence,
         seconds: start.elapsed().as_secs_f64(),
+        model: net,
     })
 }
 

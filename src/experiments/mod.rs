@@ -2,10 +2,13 @@
 //! binaries in `experiments/` only hand their command line to [`crate::runner`].
 
 pub mod dk_vs_dmodel;
+pub mod permutation;
 pub mod scaling;
 pub mod sweep;
 
 use std::path::Path;
+
+use indicatif::ProgressBar;
 
 use crate::config::{ConfigError, load};
 use crate::runner::{self, Experiment, ExperimentArgs, LabError, RunOutcome};
@@ -19,8 +22,12 @@ pub struct Entry {
     pub title: &'static str,
     /// Loads and validates a config file for this experiment (with `--set` overrides).
     pub check: fn(&Path, &[String]) -> Result<(), ConfigError>,
+    /// Loads a config and says how many units of progress its run will report.
+    pub work: fn(&Path, &[String]) -> Result<u64, ConfigError>,
     /// Runs it as its binary does.
     pub run: fn(&ExperimentArgs) -> Result<RunOutcome, LabError>,
+    /// Runs it on a progress bar shared with other runs, without printing the outcome.
+    pub run_on: fn(&ExperimentArgs, &ProgressBar) -> Result<RunOutcome, LabError>,
 }
 
 const fn entry<E: Experiment>() -> Entry {
@@ -28,7 +35,9 @@ const fn entry<E: Experiment>() -> Entry {
         name: E::NAME,
         title: E::TITLE,
         check: check::<E>,
+        work: work::<E>,
         run: runner::run::<E>,
+        run_on: run_on::<E>,
     }
 }
 
@@ -36,10 +45,23 @@ fn check<E: Experiment>(path: &Path, overrides: &[String]) -> Result<(), ConfigE
     load::<E::Config>(path, overrides).map(|_| ())
 }
 
+fn work<E: Experiment>(path: &Path, overrides: &[String]) -> Result<u64, ConfigError> {
+    load::<E::Config>(path, overrides).map(|l| E::work(&l.config))
+}
+
+fn run_on<E: Experiment>(
+    args: &ExperimentArgs,
+    progress: &ProgressBar,
+) -> Result<RunOutcome, LabError> {
+    let loaded = runner::load_config::<E>(args)?;
+    runner::run_loaded::<E>(&loaded, &args.out, progress)
+}
+
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 2] = [
+pub const ALL: [Entry; 3] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
+    entry::<permutation::Permutation>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).
