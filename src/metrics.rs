@@ -116,6 +116,20 @@ impl Spread {
     }
 }
 
+impl Spread {
+    /// Twice the standard error of the difference of two means, √(s_a²/n_a + s_b²/n_b): a gap
+    /// larger than this is unlikely to be seed noise.
+    pub fn margin_against(&self, other: &Spread) -> f64 {
+        2.0 * (self.std.powi(2) / self.n.max(1) as f64 + other.std.powi(2) / other.n.max(1) as f64)
+            .sqrt()
+    }
+
+    /// Whether this mean lies below `other`'s by more than [`Spread::margin_against`].
+    pub fn clearly_below(&self, other: &Spread) -> bool {
+        self.mean + self.margin_against(other) < other.mean
+    }
+}
+
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = f.precision().unwrap_or(3);
@@ -277,6 +291,9 @@ mod tests {
     fn spread_and_std() {
         let s = Spread::of(&[1.0, 2.0, 3.0]);
         assert_eq!((s.mean, s.min, s.max, s.std), (2.0, 1.0, 3.0, 1.0));
+        // 2·√(1/3 + 1/3) = 1.633: 2 vs 3.5 is clear, 2 vs 3.5 with a wider spread is not.
+        assert!(s.clearly_below(&Spread::of(&[2.5, 3.5, 4.5])));
+        assert!(!s.clearly_below(&Spread::of(&[1.5, 3.5, 5.5])));
         let device = Device::flex();
         let t = Tensor::<1>::from_floats([1.0, 3.0], &device);
         assert!((std(t) - 1.0).abs() < 1e-6);

@@ -4,6 +4,7 @@
 pub mod dk_vs_dmodel;
 pub mod permutation;
 pub mod scaling;
+pub mod softmax_axis;
 pub mod sweep;
 
 use std::path::Path;
@@ -58,10 +59,11 @@ fn run_on<E: Experiment>(
 }
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 3] = [
+pub const ALL: [Entry; 4] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
+    entry::<softmax_axis::SoftmaxAxisExperiment>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).

@@ -4,7 +4,8 @@
 
 use crate::metrics::{Spread, first_step_reaching};
 use crate::model::ModelConfig;
-use crate::report::MetricRow;
+use crate::plot::LineChart;
+use crate::report::{MetricRow, Table};
 use crate::runner::{Lab, LabError};
 use crate::tasks::Task;
 use crate::train::{TrainConfig, TrainRun, train};
@@ -92,6 +93,104 @@ pub fn describe_steps(steps: &[Option<usize>], cap: usize) -> (String, f64) {
     let mean =
         steps.iter().map(|s| s.unwrap_or(cap) as f64).sum::<f64>() / steps.len().max(1) as f64;
     (text, mean)
+}
+
+/// One trained variant of a comparison, summarised over seeds.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub label: String,
+    pub runs: SeedRuns,
+    /// Loss and accuracy over each seed's last records.
+    pub loss: Spread,
+    pub accuracy: Spread,
+    /// Steps to 90 % accuracy per seed ("412/never/388") and their mean (a never counts as the
+    /// step budget).
+    pub to90: String,
+    pub to90_mean: f64,
+}
+
+/// Records averaged for "final" numbers.
+pub const FINAL_WINDOW: usize = 5;
+
+/// Trains each (label, model) on `task` over `seeds`, and reports them side by side: a line per
+/// variant, a table (final loss, final accuracy, steps to 90 %), and loss and accuracy curves
+/// written as `<part>_loss_vs_step.svg` and `<part>_accuracy_vs_step.svg`.
+pub fn compare(
+    lab: &mut Lab,
+    part: &str,
+    title: &str,
+    variants: &[(String, ModelConfig)],
+    task: &Task,
+    config: &TrainConfig,
+    seeds: &[u64],
+) -> Result<Vec<Variant>, LabError> {
+    let mut table = Table::new(
+        format!(
+            "{title}: `{}`, Adam lr {}, {} steps, {} seed{}",
+            task.kind(),
+            config.lr,
+            config.steps,
+            seeds.len(),
+            if seeds.len() == 1 { "" } else { "s" }
+        ),
+        &["variant", "final loss", "final accuracy", "steps to 90 %"],
+    );
+    let mut loss_chart = LineChart::new(format!("{title}: loss (mean over seeds)"), "step", "loss");
+    let mut acc_chart = LineChart::new(
+        format!("{title}: accuracy (mean over seeds)"),
+        "step",
+        "accuracy",
+    );
+    let mut out = Vec::with_capacity(variants.len());
+    for (label, model) in variants {
+        let runs = train_seeds(lab, part, label, model, task, config, seeds)?;
+        let loss = runs.final_spread(FINAL_WINDOW, |r| r.loss);
+        let accuracy = runs.final_spread(FINAL_WINDOW, |r| r.accuracy);
+        let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), config.steps);
+        lab.say(format!(
+            "{label}: final loss {loss}, final accuracy {accuracy}, steps to 90 % {to90}"
+        ));
+        table.row(vec![
+            label.clone(),
+            format!("{loss}"),
+            format!("{accuracy}"),
+            to90.clone(),
+        ]);
+        loss_chart = loss_chart.line(label, runs.mean_series(|r| r.loss));
+        acc_chart = acc_chart.line(label, runs.mean_series(|r| r.accuracy));
+        out.push(Variant {
+            label: label.clone(),
+            runs,
+            loss,
+            accuracy,
+            to90,
+            to90_mean,
+        });
+    }
+    lab.table(table);
+    lab.plot(
+        &format!("{part}_loss_vs_step"),
+        &format!("{title}: loss vs step"),
+        loss_chart.to_svg(),
+    )?;
+    lab.plot(
+        &format!("{part}_accuracy_vs_step"),
+        &format!("{title}: accuracy vs step"),
+        acc_chart.to_svg(),
+    )?;
+    lab.summarize(
+        part,
+        out.iter()
+            .map(|v| {
+                serde_json::json!({
+                    "variant": v.label, "final_loss": v.loss, "final_accuracy": v.accuracy,
+                    "steps_to_90": v.to90, "steps_to_90_mean": v.to90_mean,
+                    "diverged": v.runs.diverged(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(out)
 }
 
 /// Trains `model` on `task` once per seed, recording every probe under `part`/`label`, and

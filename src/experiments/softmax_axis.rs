@@ -1,0 +1,327 @@
+//! `softmax_axis`: the softmax must run over keys, one distribution per query.
+//!
+//! weights[i, j] = exp(s_ij) / Σ_j' exp(s_ij') makes row i a distribution over keys, so query i
+//! reads a convex combination of values (Vaswani et al. 2017, eq. 1). Normalising each column
+//! (over queries) instead, or the whole matrix at once, is a bug that still runs: the shapes are
+//! the same, but a query's weights no longer sum to 1.
+
+use burn::module::Module;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::AttentionConfig;
+use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::experiments::sweep::compare;
+use crate::metrics::{head_matrix, to_host};
+use crate::model::ModelConfig;
+use crate::plot::Heatmap;
+use crate::report::{MetricRow, Table, Verdict};
+use crate::rng::HostRng;
+use crate::runner::{Experiment, Lab, LabError};
+use crate::softmax::SoftmaxAxis;
+use crate::tasks::{Task, TaskConfig};
+use crate::train::TrainConfig;
+
+/// `configs/softmax_axis.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftmaxAxisConfig {
+    #[serde(default)]
+    pub run: RunConfig,
+    /// The axes compared; `row` is the correct one.
+    pub axes: Vec<SoftmaxAxis>,
+    pub sums: SumsConfig,
+    pub task: TaskConfig,
+    /// The model; its `softmax_axis` is set by `axes`.
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+/// Part A: row and column sums of an untrained block's weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SumsConfig {
+    pub n_tokens: usize,
+    pub batch: usize,
+}
+
+impl Validate for SoftmaxAxisConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.run.validate()?;
+        non_empty("axes", &self.axes)?;
+        at_least("sums.n_tokens", self.sums.n_tokens, 2)?;
+        at_least("sums.batch", self.sums.batch, 1)?;
+        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        Validate::validate(&self.model).map_err(|e| e.within("model"))
+    }
+}
+
+impl ExperimentConfig for SoftmaxAxisConfig {
+    fn run(&self) -> &RunConfig {
+        &self.run
+    }
+}
+
+/// How far each query's and each key's weights are from summing to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sums {
+    pub row_min: f64,
+    pub row_max: f64,
+    pub col_min: f64,
+    pub col_max: f64,
+}
+
+impl Sums {
+    /// max |Σ_j w_ij − 1| over queries.
+    pub fn row_error(&self) -> f64 {
+        (self.row_min - 1.0).abs().max((self.row_max - 1.0).abs())
+    }
+}
+
+/// Row and column sums of `weights: [batch, heads, n_q, n_k]`, over every head.
+pub fn sums(weights: Tensor<4>) -> Sums {
+    let rows = to_host(weights.clone().sum_dim(3)); // [batch, heads, n_q, 1]
+    let cols = to_host(weights.sum_dim(2)); // [batch, heads, 1, n_k]
+    let range = |v: &[f32]| {
+        v.iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(f64::from(x)), hi.max(f64::from(x)))
+            })
+    };
+    let ((row_min, row_max), (col_min, col_max)) = (range(&rows), range(&cols));
+    Sums {
+        row_min,
+        row_max,
+        col_min,
+        col_max,
+    }
+}
+
+/// The experiment.
+pub struct SoftmaxAxisExperiment;
+
+impl Experiment for SoftmaxAxisExperiment {
+    const NAME: &'static str = "softmax_axis";
+    const TITLE: &'static str =
+        "the softmax must normalise each query's row, not columns or the whole matrix";
+    const CLAIM: &'static str = "The seed pages claim that the softmax must run row by row, over \
+        keys, so that each query gets a distribution; a column-wise or whole-matrix softmax gives \
+        wrong weights. Part A measures the row and column sums of an untrained block's weights \
+        for each axis; Part B trains a one-layer transformer (Adam) on one-token-per-pair \
+        associative recall with each axis and shows one example's trained weights.";
+    type Config = SoftmaxAxisConfig;
+
+    fn work(config: &SoftmaxAxisConfig) -> u64 {
+        (config.axes.len() * (1 + config.run.seeds * config.train.steps)) as u64
+    }
+
+    fn run(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
+        part_a(config, lab)?;
+        part_b(config, lab)
+    }
+}
+
+fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
+    let (n, batch, d) = (
+        config.sums.n_tokens,
+        config.sums.batch,
+        config.model.d_model,
+    );
+    let mut table = Table::new(
+        format!(
+            "Part A: weight sums of an untrained block ({batch} sequences of {n} tokens, x ~ N(0, 1))"
+        ),
+        &[
+            "axis",
+            "row sums (per query)",
+            "column sums (per key)",
+            "max |row sum − 1|",
+        ],
+    );
+    let mut measured = Vec::new();
+    for &axis in &config.axes {
+        let block = AttentionConfig::new(d, config.model.n_heads)
+            .with_softmax_axis(axis)
+            .with_seed(config.run.seed)
+            .init(&lab.device)?;
+        let x = HostRng::new(config.run.seed).normal_tensor([batch, n, d], 1.0, &lab.device);
+        let s = sums(block.forward(x).weights);
+        for (metric, value) in [
+            ("row_sum_min", s.row_min),
+            ("row_sum_max", s.row_max),
+            ("col_sum_min", s.col_min),
+            ("col_sum_max", s.col_max),
+        ] {
+            lab.metric(
+                MetricRow::new("sums", &format!("axis={axis}"), metric, value)
+                    .seed(config.run.seed),
+            );
+        }
+        table.row(vec![
+            axis.to_string(),
+            format!("{:.4}–{:.4}", s.row_min, s.row_max),
+            format!("{:.4}–{:.4}", s.col_min, s.col_max),
+            format!("{:.1e}", s.row_error()),
+        ]);
+        lab.advance(1);
+        measured.push((axis, s));
+    }
+    lab.table(table);
+    lab.summarize(
+        "sums",
+        measured
+            .iter()
+            .map(|(a, s)| (a.to_string(), *s))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    let row = measured.iter().find(|(a, _)| *a == SoftmaxAxis::Row);
+    let wrong: Vec<&(SoftmaxAxis, Sums)> = measured
+        .iter()
+        .filter(|(a, _)| *a != SoftmaxAxis::Row)
+        .collect();
+    match row {
+        Some((_, r)) if !wrong.is_empty() => {
+            let closest = wrong
+                .iter()
+                .min_by(|a, b| a.1.row_error().total_cmp(&b.1.row_error()))
+                .expect("non-empty");
+            lab.verdict(Verdict::new(
+                "only the row softmax gives each query a distribution (weights summing to 1)",
+                r.row_error() < 1e-5 && closest.1.row_error() > 1e-2,
+                format!(
+                    "max |row sum − 1|: row {:.1e}; {}; the closest wrong axis is {} at {:.2}",
+                    r.row_error(),
+                    wrong
+                        .iter()
+                        .map(|(a, s)| format!(
+                            "{a} {:.2} (row sums {:.3}–{:.3})",
+                            s.row_error(),
+                            s.row_min,
+                            s.row_max
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    closest.0,
+                    closest.1.row_error()
+                ),
+            ));
+        }
+        _ => lab.finding("the axes need `row` and at least one other for the verdicts"),
+    }
+    Ok(())
+}
+
+fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
+    let task = Task::new(config.task.clone())?;
+    let seeds = config.run.seed_list();
+    let variants: Vec<(String, ModelConfig)> = config
+        .axes
+        .iter()
+        .map(|&axis| {
+            (
+                format!("axis={axis}"),
+                ModelConfig {
+                    softmax_axis: axis,
+                    ..config.model.clone()
+                },
+            )
+        })
+        .collect();
+    let trained = compare(
+        lab,
+        "train",
+        "Part B: training with each axis",
+        &variants,
+        &task,
+        &config.train,
+        &seeds,
+    )?;
+    // One example, the same for every axis, through each first-seed model; and how the answer
+    // query (the last position) spreads its weight over a larger batch.
+    let example = task.batch(1, &mut HostRng::new(config.run.seed ^ 0xE8A4_F1E0));
+    let eval = task.batch(64, &mut HostRng::new(config.run.seed ^ 0x0E7A_1BA7));
+    let mut answer = Table::new(
+        "Part B: the answer query's weights after training (64 sequences, first seed)",
+        &[
+            "axis",
+            "its row sum (mean, min–max)",
+            "share of its largest weight",
+        ],
+    );
+    for (axis, v) in config.axes.iter().zip(&trained) {
+        let model = v.runs.runs[0].model.valid();
+        let out = model.forward(example.tokens(&lab.device), task.n_out());
+        lab.plot(
+            &format!("weights_{axis}"),
+            &format!("Trained weights, {axis} softmax (one example, head 0)"),
+            Heatmap {
+                title: format!("{axis} softmax: weights after training"),
+                row_label: "query position".into(),
+                col_label: "key position".into(),
+                values: head_matrix(out.attention[0].weights.clone(), 0, 0),
+            }
+            .to_svg(),
+        )?;
+        let weights = model
+            .forward(eval.tokens(&lab.device), task.n_out())
+            .attention
+            .swap_remove(0)
+            .weights; // [64, heads, n, n]
+        let [b, h, n, _] = weights.dims();
+        let last = weights.slice([0..b, 0..h, n - 1..n, 0..n]); // [64, heads, 1, n]
+        let sums = to_host(last.clone().sum_dim(3)); // [64, heads, 1, 1]
+        let maxes = to_host(last.max_dim(3)); // [64, heads, 1, 1]
+        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let share: Vec<f32> = maxes
+            .iter()
+            .zip(&sums)
+            .map(|(m, s)| m / s.max(f32::MIN_POSITIVE))
+            .collect();
+        let (lo, hi) = sums
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        answer.row(vec![
+            axis.to_string(),
+            format!("{:.3} ({lo:.3}–{hi:.3})", mean(&sums)),
+            format!("{:.3}", mean(&share)),
+        ]);
+        let label = format!("axis={axis}");
+        lab.metric(
+            MetricRow::new("answer_query", &label, "row_sum", mean(&sums)).seed(config.run.seed),
+        );
+        lab.metric(
+            MetricRow::new("answer_query", &label, "largest_share", mean(&share))
+                .seed(config.run.seed),
+        );
+    }
+    lab.table(answer);
+
+    let Some(row) = config
+        .axes
+        .iter()
+        .position(|a| *a == SoftmaxAxis::Row)
+        .map(|i| &trained[i])
+    else {
+        return Ok(());
+    };
+    for (o, axis) in trained.iter().zip(&config.axes) {
+        if *axis == SoftmaxAxis::Row {
+            continue;
+        }
+        // Better means a lower final loss, by more than twice the standard error of the gap,
+        // and an accuracy at least as high.
+        let margin = row.loss.margin_against(&o.loss);
+        lab.verdict(Verdict::new(
+            format!("the row softmax learns better than the {axis} softmax"),
+            row.loss.clearly_below(&o.loss) && row.accuracy.mean >= o.accuracy.mean,
+            format!(
+                "final loss / accuracy over {} seeds: row {} / {}, {axis} {} / {} (better = lower loss by more than {margin:.3}, twice the standard error of the gap)",
+                seeds.len(), row.loss, row.accuracy, o.loss, o.accuracy
+            ),
+        ));
+    }
+    Ok(())
+}
