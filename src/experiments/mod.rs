@@ -2,6 +2,7 @@
 //! binaries in `experiments/` only hand their command line to [`crate::runner`].
 
 pub mod dk_vs_dmodel;
+pub mod no_projections;
 pub mod permutation;
 pub mod scaling;
 pub mod softmax_axis;
@@ -59,11 +60,12 @@ fn run_on<E: Experiment>(
 }
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 4] = [
+pub const ALL: [Entry; 5] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
     entry::<softmax_axis::SoftmaxAxisExperiment>(),
+    entry::<no_projections::NoProjections>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).
