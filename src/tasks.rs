@@ -14,17 +14,20 @@
 //! | `majority` | x₁ … x_m, then a query token | the most frequent symbol (ties: the smallest) | no |
 //! | `count` | x₁ … x_m, then a query naming symbol s | how many times s occurs (0 … m) | no |
 //! | `position-lookup` | x₁ … x_m, then a query naming position p | x_p | yes |
-//! | `next-token-copy` | x₁ … x_m SEP x₁ … x_{m−1} | the next token at every position: x₂ … x_m SEP x₁ … x_m | yes |
+//! | `next-token-shift` | x₁ … x_m SEP y₁ … y_m, y_k = x_k + 1 (mod V) | the next token at every position: x₂ … x_m SEP y₁ … y_m END | yes |
 //!
 //! `recall` is the one-layer-solvable form of associative recall: one attention layer answers
 //! it by matching the query to the key inside a token. `recall-adjacent` is the classic form,
 //! which needs a value to be read *next to* its key, an induction-style circuit of two layers
 //! (Olsson et al. 2022, "In-context Learning and Induction Heads").
 //!
-//! `next-token-copy` is language modelling in miniature: every position predicts the token after
+//! `next-token-shift` is language modelling in miniature: every position predicts the token after
 //! it. Its first half is random, so a model that sees only the past cannot beat ln(V) there, while
-//! its second half repeats the first and can be predicted exactly. A model that sees the future
-//! (no causal mask) reads every answer one position ahead (see the `causal_mask` experiment).
+//! its second half is the first shifted by one symbol, y_k = x_k + 1 (mod V), and can be predicted
+//! exactly from the past. A model that sees the future (no causal mask) reads every answer one
+//! position ahead instead (see the `causal_mask` experiment); the closing END makes that true at
+//! every position, and the shift keeps the earlier copy from holding the same answer, so nothing
+//! rewards it for learning the rule.
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,7 +50,7 @@ pub enum TaskKind {
     Majority,
     Count,
     PositionLookup,
-    NextTokenCopy,
+    NextTokenShift,
 }
 
 impl TaskKind {
@@ -60,7 +63,7 @@ impl TaskKind {
         TaskKind::Majority,
         TaskKind::Count,
         TaskKind::PositionLookup,
-        TaskKind::NextTokenCopy,
+        TaskKind::NextTokenShift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,7 +76,7 @@ impl TaskKind {
             TaskKind::Majority => "majority",
             TaskKind::Count => "count",
             TaskKind::PositionLookup => "position-lookup",
-            TaskKind::NextTokenCopy => "next-token-copy",
+            TaskKind::NextTokenShift => "next-token-shift",
         }
     }
 
@@ -105,7 +108,7 @@ impl FromStr for TaskKind {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TaskError {
     #[error(
-        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count, position-lookup or next-token-copy"
+        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count, position-lookup or next-token-shift"
     )]
     UnknownKind(String),
     #[error("{field} must be at least {min}, got {value}")]
@@ -236,8 +239,8 @@ impl Task {
             TaskKind::Count => 2 * a,
             // symbols, then one query per position
             TaskKind::PositionLookup => a + m,
-            // symbols, then the separator
-            TaskKind::NextTokenCopy => a + 1,
+            // symbols, then the separator and the end
+            TaskKind::NextTokenShift => a + 2,
         }
     }
 
@@ -245,8 +248,8 @@ impl Task {
     pub fn classes(&self) -> usize {
         match self.config.kind {
             TaskKind::Count => self.config.length + 1,
-            // the separator is a target too
-            TaskKind::NextTokenCopy => self.config.symbols + 1,
+            // the separator and the end are targets too
+            TaskKind::NextTokenShift => self.config.symbols + 2,
             _ => self.config.symbols,
         }
     }
@@ -256,7 +259,8 @@ impl Task {
         let m = self.config.length;
         match self.config.kind {
             TaskKind::RecallAdjacent => 2 * m + 1,
-            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort | TaskKind::NextTokenCopy => 2 * m,
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 * m,
+            TaskKind::NextTokenShift => 2 * m + 1,
             _ => m + 1,
         }
     }
@@ -265,7 +269,7 @@ impl Task {
     pub fn n_out(&self) -> usize {
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => self.config.length,
-            TaskKind::NextTokenCopy => 2 * self.config.length,
+            TaskKind::NextTokenShift => 2 * self.config.length + 1,
             _ => 1,
         }
     }
@@ -386,13 +390,14 @@ impl Task {
                 seq.push(a + p);
                 (seq, vec![answer])
             }
-            TaskKind::NextTokenCopy => {
+            TaskKind::NextTokenShift => {
                 let x = symbols(rng);
                 let mut full = x.clone();
                 full.push(a);
-                full.extend(&x);
+                full.extend(x.iter().map(|s| (s + 1) % a));
+                full.push(a + 1);
                 // Inputs are all but the last token; targets are all but the first.
-                (full[..2 * m].to_vec(), full[1..].to_vec())
+                (full[..=2 * m].to_vec(), full[1..].to_vec())
             }
         }
     }
@@ -436,10 +441,11 @@ mod tests {
             let pair = b.tokens[..3].iter().find(|&&t| t / 4 == key).unwrap();
             assert_eq!(b.targets, [pair % 4]);
 
-            let b = one(TaskKind::NextTokenCopy, 3, 4, seed);
+            let b = one(TaskKind::NextTokenShift, 3, 4, seed);
             let x = &b.tokens[..3];
-            assert_eq!(b.tokens[3..], [4, x[0], x[1]]);
-            assert_eq!(b.targets, [x[1], x[2], 4, x[0], x[1], x[2]]);
+            let y: Vec<i64> = x.iter().map(|s| (s + 1) % 4).collect();
+            assert_eq!(b.tokens[3..], [4, y[0], y[1], y[2]]);
+            assert_eq!(b.targets, [x[1], x[2], 4, y[0], y[1], y[2], 5]);
 
             let b = one(TaskKind::RecallAdjacent, 3, 4, seed);
             let key = b.tokens[6];

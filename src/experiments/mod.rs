@@ -1,6 +1,7 @@
 //! The demonstrations: each one measures a claim and tests it against its own data. The
 //! binaries in `experiments/` only hand their command line to [`crate::runner`].
 
+pub mod causal_mask;
 pub mod dk_vs_dmodel;
 pub mod no_projections;
 pub mod permutation;
@@ -60,12 +61,13 @@ fn run_on<E: Experiment>(
 }
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 5] = [
+pub const ALL: [Entry; 6] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
     entry::<softmax_axis::SoftmaxAxisExperiment>(),
     entry::<no_projections::NoProjections>(),
+    entry::<causal_mask::CausalMask>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).
