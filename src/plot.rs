@@ -268,7 +268,8 @@ fn short(v: f64) -> String {
     }
 }
 
-/// A matrix drawn as coloured cells, e.g. one head's attention weights (rows: queries).
+/// A matrix drawn as coloured cells, e.g. one head's attention weights (rows: queries), with
+/// each cell's value written in it when the matrix is small enough to read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heatmap {
     pub title: String,
@@ -276,11 +277,41 @@ pub struct Heatmap {
     pub col_label: String,
     /// Row-major values; rows are drawn top to bottom.
     pub values: Vec<Vec<f64>>,
+    /// Tick names of the rows and columns; empty means their indices.
+    pub row_names: Vec<String>,
+    pub col_names: Vec<String>,
 }
 
+/// Cells are annotated with their values up to this many rows and columns.
+const ANNOTATE_UP_TO: usize = 12;
+
 impl Heatmap {
+    pub fn new(
+        title: impl Into<String>,
+        row_label: impl Into<String>,
+        col_label: impl Into<String>,
+        values: Vec<Vec<f64>>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            row_label: row_label.into(),
+            col_label: col_label.into(),
+            values,
+            row_names: Vec::new(),
+            col_names: Vec::new(),
+        }
+    }
+
+    /// Names the rows and the columns (e.g. the words of a sentence).
+    pub fn names(mut self, rows: Vec<String>, cols: Vec<String>) -> Self {
+        self.row_names = rows;
+        self.col_names = cols;
+        self
+    }
+
     /// The heatmap as an SVG document; white is the smallest value, dark blue the largest.
     pub fn to_svg(&self) -> Result<String, PlotError> {
+        use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
         let error = |reason: String| PlotError {
             title: self.title.clone(),
             reason,
@@ -289,6 +320,17 @@ impl Heatmap {
         let cols = self.values.first().map_or(0, Vec::len);
         if rows == 0 || cols == 0 || self.values.iter().any(|r| r.len() != cols) {
             return Err(error("the matrix is empty or ragged".into()));
+        }
+        for (names, n, what) in [
+            (&self.row_names, rows, "row"),
+            (&self.col_names, cols, "column"),
+        ] {
+            if !names.is_empty() && names.len() != n {
+                return Err(error(format!(
+                    "{} {what} names for {n} {what}s",
+                    names.len()
+                )));
+            }
         }
         let (lo, hi) = self
             .values
@@ -299,42 +341,77 @@ impl Heatmap {
                 (lo.min(v), hi.max(v))
             });
         let range = if hi > lo { hi - lo } else { 1.0 };
+        let name =
+            |names: &[String], i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        let annotate = rows <= ANNOTATE_UP_TO && cols <= ANNOTATE_UP_TO;
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (520, 500)).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, (560, 520)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| error(e.to_string()))?;
-            let caption = format!("{} (max {:.3}, min {:.3})", self.title, hi, lo);
+            let caption = format!("{} (max {}, min {})", self.title, short(hi), short(lo));
             let mut chart = ChartBuilder::on(&root)
                 .caption(caption, ("sans-serif", 16))
                 .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(44)
-                .build_cartesian_2d(0..cols, 0..rows)
+                .x_label_area_size(40)
+                .y_label_area_size(84)
+                // Integer ranges are inclusive here: 0..n − 1 gives n segments.
+                .build_cartesian_2d(
+                    (0..cols - 1).into_segmented(),
+                    (0..rows - 1).into_segmented(),
+                )
                 .map_err(|e| error(e.to_string()))?;
+            // Row r is drawn at y = rows − 1 − r, so the first row is on top.
+            let x_name = |v: &SegmentValue<usize>| match v {
+                SegmentValue::CenterOf(c) if *c < cols => name(&self.col_names, *c),
+                _ => String::new(),
+            };
+            let y_name = |v: &SegmentValue<usize>| match v {
+                SegmentValue::CenterOf(y) if *y < rows => name(&self.row_names, rows - 1 - y),
+                _ => String::new(),
+            };
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_desc(&self.col_label)
                 .y_desc(&self.row_label)
-                .x_labels(cols.min(16))
-                .y_labels(rows.min(16))
-                .y_label_formatter(&|r| format!("{}", rows.saturating_sub(*r + 1)))
+                .x_labels(cols.min(24) + 1)
+                .y_labels(rows.min(24) + 1)
+                .x_label_formatter(&x_name)
+                .y_label_formatter(&y_name)
                 .draw()
                 .map_err(|e| error(e.to_string()))?;
-            let cells = self
+            let cells: Vec<(usize, usize, f64)> = self
                 .values
                 .iter()
                 .enumerate()
-                .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, &v)| (r, c, v)));
+                .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, &v)| (r, c, v)))
+                .collect();
+            let shade = |v: f64| if v.is_finite() { (v - lo) / range } else { 0.0 };
             chart
-                .draw_series(cells.map(|(r, c, v)| {
-                    let t = if v.is_finite() { (v - lo) / range } else { 0.0 };
-                    let shade = |full: f64| (255.0 - t * (255.0 - full)).round() as u8;
-                    let color = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+                .draw_series(cells.iter().map(|&(r, c, v)| {
+                    let t = shade(v);
+                    let tone = |full: f64| (255.0 - t * (255.0 - full)).round() as u8;
+                    let color = RGBColor(tone(8.0), tone(48.0), tone(107.0));
                     let y = rows - 1 - r;
-                    Rectangle::new([(c, y), (c + 1, y + 1)], color.filled())
+                    Rectangle::new(
+                        [
+                            (SegmentValue::Exact(c), SegmentValue::Exact(y + 1)),
+                            (SegmentValue::Exact(c + 1), SegmentValue::Exact(y)),
+                        ],
+                        color.filled(),
+                    )
                 }))
                 .map_err(|e| error(e.to_string()))?;
+            if annotate {
+                chart
+                    .draw_series(cells.iter().map(|&(r, c, v)| {
+                        let ink = if shade(v) > 0.55 { WHITE } else { BLACK };
+                        let style = ("sans-serif", 11).into_font().color(&ink);
+                        let corner = (SegmentValue::Exact(c), SegmentValue::Exact(rows - r));
+                        EmptyElement::at(corner) + Text::new(short(v), (4, 4), style)
+                    }))
+                    .map_err(|e| error(e.to_string()))?;
+            }
             root.present().map_err(|e| error(e.to_string()))?;
         }
         Ok(svg)
@@ -367,18 +444,28 @@ mod tests {
 
     #[test]
     fn heatmap() {
-        let map = Heatmap {
-            title: "weights".into(),
-            row_label: "query".into(),
-            col_label: "key".into(),
-            values: vec![vec![1.0, 0.0], vec![0.5, 0.5]],
-        };
-        assert!(map.to_svg().unwrap().contains("<rect"));
+        let map = Heatmap::new(
+            "weights",
+            "query",
+            "key",
+            vec![vec![1.0, 0.0], vec![0.5, 0.5]],
+        )
+        .names(
+            vec!["the".into(), "cat".into()],
+            vec!["the".into(), "cat".into()],
+        );
+        let svg = map.to_svg().unwrap();
+        assert!(
+            svg.contains("<rect") && svg.contains(">cat<") && svg.contains(">0.5<"),
+            "{svg}"
+        );
         let ragged = Heatmap {
             values: vec![vec![1.0], vec![]],
-            ..map
+            ..map.clone()
         };
         assert!(ragged.to_svg().is_err());
+        let misnamed = map.names(vec!["one".into()], vec![]);
+        assert!(misnamed.to_svg().is_err());
     }
 
     #[test]

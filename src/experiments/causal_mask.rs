@@ -246,12 +246,12 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
         lab.plot(
             &format!("jacobian_{name}"),
             &format!("‖∂output_i/∂x_j‖, mask = {name}"),
-            Heatmap {
-                title: format!("‖∂out_i/∂x_j‖, mask = {name}"),
-                row_label: "output position i".into(),
-                col_label: "input position j".into(),
-                values: norms.clone(),
-            }
+            Heatmap::new(
+                format!("‖∂out_i/∂x_j‖, mask = {name}"),
+                "output position i",
+                "input position j",
+                norms.clone(),
+            )
             .to_svg(),
         )?;
         lab.advance(1);

@@ -8,6 +8,7 @@ pub mod permutation;
 pub mod scaling;
 pub mod softmax_axis;
 pub mod sweep;
+pub mod temperature;
 
 use std::path::Path;
 
@@ -61,13 +62,14 @@ fn run_on<E: Experiment>(
 }
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 6] = [
+pub const ALL: [Entry; 7] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
     entry::<softmax_axis::SoftmaxAxisExperiment>(),
     entry::<no_projections::NoProjections>(),
     entry::<causal_mask::CausalMask>(),
+    entry::<temperature::Temperature>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).

@@ -303,12 +303,12 @@ fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
         lab.plot(
             file,
             &format!("Trained weights, {name} (one example)"),
-            Heatmap {
-                title: format!("{name}: weights after training"),
-                row_label: "query position".into(),
-                col_label: "key position".into(),
-                values: head_matrix(out.attention[0].weights.clone(), 0, 0),
-            }
+            Heatmap::new(
+                format!("{name}: weights after training"),
+                "query position",
+                "key position",
+                head_matrix(out.attention[0].weights.clone(), 0, 0),
+            )
             .to_svg(),
         )?;
     }

@@ -339,21 +339,26 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             })
             .collect::<Vec<_>>(),
     );
-    let rows = e
-        .positionals
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
     lab.plot(
         "equivariance",
         "log10 of the equivariance error per encoding and mask",
-        Heatmap {
-            title: "log10 max |f(Px) − Pf(x)| / max |f(x)|".into(),
-            row_label: format!("encoding ({rows})"),
-            col_label: "init: no mask, causal | trained: no mask, causal".into(),
-            values: heat,
-        }
+        Heatmap::new(
+            "log10 max |f(Px) − Pf(x)| / max |f(x)|",
+            "encoding",
+            "when and which mask",
+            heat,
+        )
+        .names(
+            e.positionals.iter().map(|p| p.to_string()).collect(),
+            [
+                "init, none",
+                "init, causal",
+                "trained, none",
+                "trained, causal",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
         .to_svg(),
     )?;
 
@@ -379,7 +384,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .cloned()
-            .unwrap_or(("(none measured)".into(), f64::NAN));
+            .unwrap_or(("(none measured)".to_string(), f64::NAN));
         lab.verdict(Verdict::new(
             format!("{when}, only the model with no encoding and no mask is permutation-equivariant"),
             plain < EQUIVARIANT_BELOW && weakest.1 > BROKEN_ABOVE,

@@ -255,12 +255,12 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
         lab.plot(
             &format!("weights_{axis}"),
             &format!("Trained weights, {axis} softmax (one example, head 0)"),
-            Heatmap {
-                title: format!("{axis} softmax: weights after training"),
-                row_label: "query position".into(),
-                col_label: "key position".into(),
-                values: head_matrix(out.attention[0].weights.clone(), 0, 0),
-            }
+            Heatmap::new(
+                format!("{axis} softmax: weights after training"),
+                "query position",
+                "key position",
+                head_matrix(out.attention[0].weights.clone(), 0, 0),
+            )
             .to_svg(),
         )?;
         let weights = model
