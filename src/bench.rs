@@ -109,7 +109,7 @@ pub fn run(
 }
 
 /// Milliseconds per iteration of `step`, waiting for the device to finish.
-fn time_iters(device: &Device, step: &impl Fn(), iters: usize) -> f64 {
+pub fn time_iters(device: &Device, step: &impl Fn(), iters: usize) -> f64 {
     let start = Instant::now();
     for _ in 0..iters {
         step();
@@ -118,7 +118,8 @@ fn time_iters(device: &Device, step: &impl Fn(), iters: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e3 / iters as f64
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median of `xs` (the mean of the middle two for an even count).
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let mid = xs.len() / 2;
     if xs.len() % 2 == 0 {

@@ -2,6 +2,7 @@
 //! binaries in `experiments/` only hand their command line to [`crate::runner`].
 
 pub mod causal_mask;
+pub mod complexity;
 pub mod dk_vs_dmodel;
 pub mod no_projections;
 pub mod permutation;
@@ -62,7 +63,7 @@ fn run_on<E: Experiment>(
 }
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 7] = [
+pub const ALL: [Entry; 8] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
@@ -70,6 +71,7 @@ pub const ALL: [Entry; 7] = [
     entry::<no_projections::NoProjections>(),
     entry::<causal_mask::CausalMask>(),
     entry::<temperature::Temperature>(),
+    entry::<complexity::Complexity>(),
 ];
 
 /// The experiment called `name` (`_` and `-` alike, any case).

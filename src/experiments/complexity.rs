@@ -1,0 +1,473 @@
+//! `complexity`: attention costs O(n²·d) time and O(n² + n·d) memory.
+//!
+//! The scores Q·Kᵀ are an n × n matrix per head: computing them and the weighted sum W·V takes
+//! 2·2·n²·d flops, and holding them n² numbers. The projections X·W_Q, X·W_K, X·W_V and the output
+//! W_O take 4·2·n·d² flops, so the n² term overtakes them at n = 2d (Vaswani et al. 2017, Table 1).
+//! Fused "flash" kernels (Dao et al. 2022) never hold the n × n matrix, so their memory is O(n·d).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::AttentionConfig;
+use crate::bench::{median, time_iters};
+use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::device::BackendKind;
+use crate::memory::peak_during;
+use crate::metrics::log_log_slope;
+use crate::model::ModelConfig;
+use crate::plot::LineChart;
+use crate::report::{MetricRow, Table, Verdict};
+use crate::rng::HostRng;
+use crate::runner::{Experiment, Lab, LabError};
+use crate::softmax::{SoftmaxAxis, masked_softmax};
+
+/// `configs/complexity.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplexityConfig {
+    #[serde(default)]
+    pub run: RunConfig,
+    /// Sequence lengths n, ascending.
+    pub sizes: Vec<usize>,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub batch: usize,
+    /// Slopes are fitted over n ≥ this.
+    pub fit_from: usize,
+    /// Timed repetitions per measurement (after one warm-up); the median is kept.
+    pub repeats: usize,
+}
+
+impl Validate for ComplexityConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.run.validate()?;
+        non_empty("sizes", &self.sizes)?;
+        for &n in &self.sizes {
+            at_least("sizes", n, 2)?;
+        }
+        if !self.sizes.windows(2).all(|w| w[0] < w[1]) {
+            return Err(Invalid::new("sizes", "must be strictly ascending"));
+        }
+        at_least("batch", self.batch, 1)?;
+        at_least("repeats", self.repeats, 1)?;
+        let fitted = self.sizes.iter().filter(|&&n| n >= self.fit_from).count();
+        if fitted < 2 {
+            return Err(Invalid::new(
+                "fit_from",
+                format!(
+                    "leaves {fitted} size(s) to fit a slope to; at least 2 of {:?} must be ≥ {}",
+                    self.sizes, self.fit_from
+                ),
+            ));
+        }
+        Validate::validate(&ModelConfig::new(self.d_model, self.n_heads))
+    }
+}
+
+impl ExperimentConfig for ComplexityConfig {
+    fn run(&self) -> &RunConfig {
+        &self.run
+    }
+}
+
+/// Everything measured at one n. Times in milliseconds, memory in bytes (`None` where the
+/// backend keeps tensors outside the host heap).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    pub n: usize,
+    /// The block's forward pass: projections, scores, softmax, weighted sum, W_O.
+    pub forward_ms: f64,
+    /// Forward and backward through the block.
+    pub train_ms: f64,
+    /// The four projections alone (the n·d² term).
+    pub projections_ms: f64,
+    /// Scores, softmax and weighted sum alone (the n²·d term).
+    pub core_ms: f64,
+    /// Burn's fused `attention` op on the same q, k, v, forward only.
+    pub fused_ms: f64,
+    pub forward_bytes: Option<usize>,
+    pub train_bytes: Option<usize>,
+    pub fused_bytes: Option<usize>,
+}
+
+/// Measures one n. `device` is plain, `autodiff` the same device with autodiff.
+pub fn measure(
+    config: &ComplexityConfig,
+    n: usize,
+    device: &Device,
+    autodiff: &Device,
+    host_memory: bool,
+) -> Result<Point, LabError> {
+    let (b, d, h) = (config.batch, config.d_model, config.n_heads);
+    let d_k = d / h;
+    let block = AttentionConfig::new(d, h)
+        .with_seed(config.run.seed)
+        .init(device)?;
+    let trainable = AttentionConfig::new(d, h)
+        .with_seed(config.run.seed)
+        .init(autodiff)?;
+    let mut rng = HostRng::new(config.run.seed ^ n as u64);
+    let x = rng.normal_tensor([b, n, d], 1.0, device); // [b, n, d_model]
+    let x_train = Tensor::<3>::from_data(x.clone().into_data(), autodiff); // [b, n, d_model]
+    let q = rng.normal_tensor([b, h, n, d_k], 1.0, device); // [b, heads, n, d_k]
+    let k = rng.normal_tensor([b, h, n, d_k], 1.0, device); // [b, heads, n, d_k]
+    let v = rng.normal_tensor([b, h, n, d_k], 1.0, device); // [b, heads, n, d_k]
+    let scale = (d_k as f64).sqrt();
+    let heads = Tensor::<3>::zeros([b, n, h * d_k], device); // [b, n, heads·d_k]
+
+    let forward = || {
+        let _ = block.forward(x.clone()).context;
+    };
+    let train = || {
+        let out = trainable.forward(x_train.clone()).context;
+        let _ = out.powf_scalar(2.0).mean().backward();
+    };
+    let projections = || {
+        for w in [&block.query, &block.key, &block.value]
+            .into_iter()
+            .flatten()
+        {
+            let _ = w.forward(x.clone()); // [b, n, heads·d_k]
+        }
+        if let Some(w_o) = &block.output {
+            let _ = w_o.forward(heads.clone()); // [b, n, d_model]
+        }
+    };
+    let core = || {
+        let scores = q
+            .clone()
+            .matmul(k.clone().swap_dims(2, 3))
+            .div_scalar(scale); // [b, heads, n, n]
+        let _ = masked_softmax(scores, None, SoftmaxAxis::Row).matmul(v.clone()); // [b, heads, n, d_k]
+    };
+    let fused = || {
+        let _ = attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        ); // [b, heads, n, d_k]
+    };
+    let time = |step: &dyn Fn(), on: &Device| {
+        time_iters(on, &step, 1); // warm-up
+        median(
+            (0..config.repeats)
+                .map(|_| time_iters(on, &step, 1))
+                .collect(),
+        )
+    };
+    let bytes = |step: &dyn Fn(), on: &Device| {
+        host_memory.then(|| {
+            peak_during(|| {
+                step();
+                on.sync().expect("device sync");
+            })
+            .1
+        })
+    };
+    Ok(Point {
+        n,
+        forward_ms: time(&forward, device),
+        train_ms: time(&train, autodiff),
+        projections_ms: time(&projections, device),
+        core_ms: time(&core, device),
+        fused_ms: time(&fused, device),
+        forward_bytes: bytes(&forward, device),
+        train_bytes: bytes(&train, autodiff),
+        fused_bytes: bytes(&fused, device),
+    })
+}
+
+/// The n at which `above` first exceeds `below`, interpolated on log–log axes between the two
+/// sizes that bracket the crossing; `None` if it never does (or already does at the first n).
+pub fn crossover(points: &[(f64, f64, f64)]) -> Option<f64> {
+    points.windows(2).find_map(|w| {
+        let ((n0, a0, b0), (n1, a1, b1)) = (w[0], w[1]);
+        let (g0, g1) = ((a0 / b0).ln(), (a1 / b1).ln());
+        (g0 <= 0.0 && g1 > 0.0).then(|| (n0.ln() + (n1.ln() - n0.ln()) * (-g0) / (g1 - g0)).exp())
+    })
+}
+
+/// The experiment.
+pub struct Complexity;
+
+impl Experiment for Complexity {
+    const NAME: &'static str = "complexity";
+    const TITLE: &'static str = "attention costs O(n²·d) time and O(n² + n·d) memory";
+    const CLAIM: &'static str = "The seed pages claim that self-attention takes O(n²·d) time and \
+        O(n² + n·d) memory in the sequence length n. This measures the block's forward and \
+        forward+backward time and its peak memory over n at a fixed d, fits the log–log slope \
+        over the large-n range (2 means quadratic), finds where the n² part (scores, softmax, \
+        weighted sum) overtakes the n·d² projections (expected near n = 2d), and times Burn's \
+        fused attention op next to the block.";
+    type Config = ComplexityConfig;
+
+    fn work(config: &ComplexityConfig) -> u64 {
+        config.sizes.iter().map(|&n| (n as u64).pow(2)).sum::<u64>() / 1024
+    }
+
+    fn run(config: &ComplexityConfig, lab: &mut Lab) -> Result<(), LabError> {
+        let kind = config.run.backend_kind().unwrap_or_default();
+        let host_memory = matches!(kind, BackendKind::Flex | BackendKind::Ndarray);
+        let mut points = Vec::with_capacity(config.sizes.len());
+        for &n in &config.sizes {
+            lab.status(format!("n = {n}"));
+            let started = Instant::now();
+            let p = measure(config, n, &lab.device, &lab.autodiff, host_memory)?;
+            lab.say(format!(
+                "n = {n}: forward {:.3} ms, forward+backward {:.3} ms, fused {:.3} ms ({:.1} s)",
+                p.forward_ms,
+                p.train_ms,
+                p.fused_ms,
+                started.elapsed().as_secs_f64()
+            ));
+            record(lab, config, &p);
+            lab.advance((n as u64).pow(2) / 1024);
+            points.push(p);
+        }
+        if !host_memory {
+            lab.finding(format!(
+                "memory is not measured on {kind}: its tensors live in device memory, which the host allocator cannot see"
+            ));
+        }
+        report(config, &points, lab)
+    }
+}
+
+fn record(lab: &mut Lab, config: &ComplexityConfig, p: &Point) {
+    let label = format!("n={}", p.n);
+    let mut row = |metric: &str, value: f64| {
+        lab.metric(MetricRow::new("cost", &label, metric, value).seed(config.run.seed));
+    };
+    row("forward_ms", p.forward_ms);
+    row("train_ms", p.train_ms);
+    row("projections_ms", p.projections_ms);
+    row("core_ms", p.core_ms);
+    row("fused_ms", p.fused_ms);
+    for (metric, bytes) in [
+        ("forward_bytes", p.forward_bytes),
+        ("train_bytes", p.train_bytes),
+        ("fused_bytes", p.fused_bytes),
+    ] {
+        if let Some(bytes) = bytes {
+            row(metric, bytes as f64);
+        }
+    }
+}
+
+fn mib(bytes: Option<usize>) -> String {
+    bytes.map_or("–".into(), |b| {
+        format!("{:.2}", b as f64 / (1 << 20) as f64)
+    })
+}
+
+fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<(), LabError> {
+    let d = config.d_model;
+    let mut table = Table::new(
+        format!(
+            "Time (ms, median of {}) and peak memory (MiB) per n; d_model = {d}, {} head(s), batch {}",
+            config.repeats, config.n_heads, config.batch
+        ),
+        &[
+            "n",
+            "forward",
+            "forward+backward",
+            "projections (n·d²)",
+            "scores+softmax+sum (n²·d)",
+            "fused op (forward)",
+            "memory, forward",
+            "memory, forward+backward",
+            "memory, fused op",
+        ],
+    );
+    for p in points {
+        table.row(vec![
+            p.n.to_string(),
+            format!("{:.3}", p.forward_ms),
+            format!("{:.3}", p.train_ms),
+            format!("{:.3}", p.projections_ms),
+            format!("{:.3}", p.core_ms),
+            format!("{:.3}", p.fused_ms),
+            mib(p.forward_bytes),
+            mib(p.train_bytes),
+            mib(p.fused_bytes),
+        ]);
+    }
+    lab.table(table);
+    lab.summarize("points", points);
+
+    let large: Vec<&Point> = points.iter().filter(|p| p.n >= config.fit_from).collect();
+    let slope = |f: &dyn Fn(&Point) -> Option<f64>| {
+        let pts: Option<Vec<(f64, f64)>> = large
+            .iter()
+            .map(|p| f(p).map(|y| (p.n as f64, y)))
+            .collect();
+        pts.map(|pts| log_log_slope(&pts))
+    };
+    let slopes = [
+        ("forward time", slope(&|p| Some(p.forward_ms))),
+        ("forward+backward time", slope(&|p| Some(p.train_ms))),
+        ("fused op time", slope(&|p| Some(p.fused_ms))),
+        ("scores+softmax+sum time", slope(&|p| Some(p.core_ms))),
+        ("projections time", slope(&|p| Some(p.projections_ms))),
+        (
+            "forward memory",
+            slope(&|p| p.forward_bytes.map(|b| b as f64)),
+        ),
+        (
+            "forward+backward memory",
+            slope(&|p| p.train_bytes.map(|b| b as f64)),
+        ),
+        (
+            "fused op memory",
+            slope(&|p| p.fused_bytes.map(|b| b as f64)),
+        ),
+    ];
+    let mut slope_table = Table::new(
+        format!(
+            "Log–log slopes over n ≥ {} (2 = quadratic, 1 = linear)",
+            config.fit_from
+        ),
+        &["quantity", "slope"],
+    );
+    for (name, s) in &slopes {
+        slope_table.row(vec![
+            name.to_string(),
+            s.map_or("not measured".into(), |s| format!("{s:.2}")),
+        ]);
+    }
+    lab.table(slope_table);
+    lab.summarize(
+        "slopes",
+        slopes
+            .iter()
+            .map(|(n, s)| (n.to_string(), *s))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+
+    let ns: Vec<f64> = points.iter().map(|p| p.n as f64).collect();
+    // An n² line through the largest measurement, for the eye.
+    let quadratic = |y_last: f64| {
+        let n_last = ns[ns.len() - 1];
+        ns.iter()
+            .map(|&n| (n, y_last * (n / n_last).powi(2)))
+            .collect::<Vec<_>>()
+    };
+    let series = |f: fn(&Point) -> f64| {
+        points
+            .iter()
+            .map(|p| (p.n as f64, f(p)))
+            .collect::<Vec<_>>()
+    };
+    let last = points[points.len() - 1];
+    lab.plot(
+        "time_vs_n",
+        "Time vs n (log–log)",
+        LineChart::new(format!("Time per call, d_model = {d}"), "n", "ms")
+            .log_x()
+            .log_y()
+            .line("forward+backward", series(|p| p.train_ms))
+            .line("forward", series(|p| p.forward_ms))
+            .line("fused op (forward)", series(|p| p.fused_ms))
+            .line("scores+softmax+sum", series(|p| p.core_ms))
+            .line("projections", series(|p| p.projections_ms))
+            .reference("∝ n²", quadratic(last.train_ms))
+            .to_svg(),
+    )?;
+    if let (Some(_), Some(train_last)) = (last.forward_bytes, last.train_bytes) {
+        let bytes = |f: fn(&Point) -> Option<usize>| {
+            points
+                .iter()
+                .filter_map(|p| f(p).map(|b| (p.n as f64, b as f64 / (1 << 20) as f64)))
+                .collect::<Vec<_>>()
+        };
+        lab.plot(
+            "memory_vs_n",
+            "Peak memory vs n (log–log)",
+            LineChart::new(
+                format!("Peak host memory per call, d_model = {d}"),
+                "n",
+                "MiB",
+            )
+            .log_x()
+            .log_y()
+            .line("forward+backward", bytes(|p| p.train_bytes))
+            .line("forward", bytes(|p| p.forward_bytes))
+            .line("fused op (forward)", bytes(|p| p.fused_bytes))
+            .reference("∝ n²", quadratic(train_last as f64 / (1 << 20) as f64))
+            .to_svg(),
+        )?;
+    }
+
+    let time_slope = slopes[1].1.expect("times are always measured");
+    lab.verdict(Verdict::new(
+        "time grows quadratically in n at large n",
+        (1.7..=2.3).contains(&time_slope),
+        format!(
+            "forward+backward slope {time_slope:.2} over n = {}…{} (quadratic = within 2 ± 0.3); forward {:.2}",
+            large[0].n,
+            last.n,
+            slopes[0].1.expect("measured")
+        ),
+    ));
+    match slopes[6].1 {
+        Some(memory_slope) => lab.verdict(Verdict::new(
+            "memory grows quadratically in n at large n",
+            (1.7..=2.3).contains(&memory_slope),
+            format!(
+                "forward+backward peak-memory slope {memory_slope:.2} (quadratic = within 2 ± 0.3); {:.1} bytes per score entry at n = {}",
+                last.train_bytes.unwrap_or(0) as f64
+                    / (config.batch * config.n_heads * last.n * last.n) as f64,
+                last.n
+            ),
+        )),
+        None => {}
+    }
+    let cross = crossover(
+        &points
+            .iter()
+            .map(|p| (p.n as f64, p.core_ms, p.projections_ms))
+            .collect::<Vec<_>>(),
+    );
+    let expected = 2.0 * d as f64;
+    lab.summarize(
+        "crossover",
+        serde_json::json!({"measured": cross, "flop_count": expected}),
+    );
+    lab.verdict(Verdict::new(
+        format!("the n² part overtakes the projections near n = 2·d_model = {expected}"),
+        cross.is_some_and(|c| c / expected > 0.25 && c / expected < 4.0),
+        match cross {
+            Some(c) => format!(
+                "scores+softmax+sum first takes longer than the projections at n ≈ {c:.0} (interpolated), {:.2}× the flop-count estimate 2d = {expected} (near = within 4×)",
+                c / expected
+            ),
+            None => format!(
+                "no crossing inside n = {}…{}: the n² part is {} throughout",
+                points[0].n,
+                last.n,
+                if points[0].core_ms > points[0].projections_ms { "slower" } else { "faster" }
+            ),
+        },
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossover_interpolates_on_log_axes() {
+        // a/b goes 0.5 → 2 between n = 100 and 400: equal at the geometric midpoint, 200.
+        let c = crossover(&[(100.0, 1.0, 2.0), (400.0, 4.0, 2.0)]).unwrap();
+        assert!((c - 200.0).abs() < 1e-9, "{c}");
+        assert_eq!(crossover(&[(1.0, 3.0, 2.0), (2.0, 4.0, 2.0)]), None);
+    }
+}
