@@ -1,0 +1,318 @@
+//! The index `reproduce` writes over every run: `results/index.md` and one self-contained
+//! `results/index.html` (plots inlined), each listing every claim, its verdicts with their
+//! numbers, its findings, its plots and links into its run folder.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::report::{WriteError, write_atomic};
+use crate::runner::RunOutcome;
+
+/// One experiment as `reproduce` saw it.
+#[derive(Debug, Clone)]
+pub enum Ran {
+    Done(RunOutcome),
+    /// It stopped with an error; whatever it wrote stays in `dir` when there is one.
+    Failed {
+        experiment: &'static str,
+        title: &'static str,
+        error: String,
+    },
+}
+
+impl Ran {
+    pub fn experiment(&self) -> &'static str {
+        match self {
+            Ran::Done(o) => o.experiment,
+            Ran::Failed { experiment, .. } => experiment,
+        }
+    }
+}
+
+/// What the index says about the whole run.
+#[derive(Debug, Clone)]
+pub struct IndexPage<'a> {
+    pub runs: &'a [Ran],
+    /// Where the index goes; run folders are linked relative to it.
+    pub root: &'a Path,
+    pub backend: &'a str,
+    pub wall_seconds: f64,
+    pub stamp: &'a str,
+    pub command: &'a str,
+}
+
+/// Files every run folder has, linked from the index.
+pub const RUN_FILES: [&str; 4] = ["report.md", "summary.json", "metrics.csv", "config.toml"];
+
+impl IndexPage<'_> {
+    /// `dir` relative to the index, with `/` separators.
+    fn link(&self, dir: &Path, file: &str) -> String {
+        let rel = dir.strip_prefix(self.root).unwrap_or(dir).join(file);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        let mut confirmed = 0;
+        let mut not = 0;
+        let mut failed = 0;
+        for r in self.runs {
+            match r {
+                Ran::Done(o) => {
+                    for v in &o.verdicts {
+                        if v.confirmed {
+                            confirmed += 1;
+                        } else {
+                            not += 1;
+                        }
+                    }
+                }
+                Ran::Failed { .. } => failed += 1,
+            }
+        }
+        (confirmed, not, failed)
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let (confirmed, not, failed) = self.counts();
+        let mut md = format!(
+            "# attention-lab: every claim, measured\n\n{} experiments on `{}`, {:.1} s in all ({}); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.\n\nRepeat: `{}`\n\n## Claims and verdicts\n\n| experiment | verdict | claim |\n|---|---|---|\n",
+            self.runs.len(),
+            self.backend,
+            self.wall_seconds,
+            self.stamp,
+            self.command
+        );
+        for r in self.runs {
+            match r {
+                Ran::Done(o) => {
+                    let report = self.link(&o.dir, "report.md");
+                    for v in &o.verdicts {
+                        md += &format!(
+                            "| [`{}`]({report}) | {} | {} |\n",
+                            o.experiment,
+                            v.word(),
+                            v.claim
+                        );
+                    }
+                }
+                Ran::Failed {
+                    experiment, error, ..
+                } => md += &format!("| `{experiment}` | ERROR | {error} |\n"),
+            }
+        }
+        for r in self.runs {
+            match r {
+                Ran::Done(o) => {
+                    md += &format!("\n## `{}`: {}\n\n{}\n\n", o.experiment, o.title, o.claim);
+                    for v in &o.verdicts {
+                        md += &format!("- **{}**: {}. {}\n", v.word(), v.claim, v.evidence);
+                    }
+                    for f in &o.findings {
+                        md += &format!("- finding: {f}\n");
+                    }
+                    md += &format!(
+                        "\nRun folder: {} ({:.1} s on `{}`)\n",
+                        RUN_FILES
+                            .iter()
+                            .map(|f| format!("[{f}]({})", self.link(&o.dir, f)))
+                            .collect::<Vec<_>>()
+                            .join(" · "),
+                        o.seconds,
+                        o.backend
+                    );
+                    for (file, title) in &o.plots {
+                        md += &format!(
+                            "\n![{title}]({})\n",
+                            self.link(&o.dir, &format!("{file}.svg"))
+                        );
+                    }
+                }
+                Ran::Failed {
+                    experiment,
+                    title,
+                    error,
+                } => {
+                    md += &format!("\n## `{experiment}`: {title}\n\n**ERROR**: {error}\n");
+                }
+            }
+        }
+        md
+    }
+
+    /// One HTML page with every plot inlined; `read_svg` supplies each plot's SVG text.
+    pub fn to_html(&self, read_svg: impl Fn(&Path) -> Option<String>) -> String {
+        let (confirmed, not, failed) = self.counts();
+        let mut h = String::from(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>attention-lab results</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#1a7f37;font-weight:bold}.no{color:#cf222e;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0}.plots svg{max-width:540px;height:auto;border:1px solid #eee}code{background:#f4f4f4;padding:1px 4px}</style></head><body>\n",
+        );
+        let _ = write!(
+            h,
+            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all ({}); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
+            self.runs.len(),
+            escape(self.backend),
+            self.wall_seconds,
+            escape(self.stamp),
+            escape(self.command)
+        );
+        for r in self.runs {
+            match r {
+                Ran::Done(o) => {
+                    for v in &o.verdicts {
+                        let _ = writeln!(
+                            h,
+                            "<tr><td><a href=\"#{}\">{}</a></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+                            o.experiment,
+                            o.experiment,
+                            if v.confirmed { "ok" } else { "no" },
+                            v.word(),
+                            escape(&v.claim),
+                            escape(&v.evidence)
+                        );
+                    }
+                }
+                Ran::Failed {
+                    experiment, error, ..
+                } => {
+                    let _ = writeln!(
+                        h,
+                        "<tr><td>{experiment}</td><td class=\"no\">ERROR</td><td colspan=\"2\">{}</td></tr>",
+                        escape(error)
+                    );
+                }
+            }
+        }
+        h += "</table>\n";
+        for r in self.runs {
+            match r {
+                Ran::Done(o) => {
+                    let _ = write!(
+                        h,
+                        "<h2 id=\"{}\"><code>{}</code>: {}</h2>\n<p>{}</p>\n<ul>\n",
+                        o.experiment,
+                        o.experiment,
+                        escape(o.title),
+                        escape(o.claim)
+                    );
+                    for v in &o.verdicts {
+                        let _ = writeln!(
+                            h,
+                            "<li><span class=\"{}\">{}</span>: {}. {}</li>",
+                            if v.confirmed { "ok" } else { "no" },
+                            v.word(),
+                            escape(&v.claim),
+                            escape(&v.evidence)
+                        );
+                    }
+                    for f in &o.findings {
+                        let _ = writeln!(h, "<li>finding: {}</li>", escape(f));
+                    }
+                    let links = RUN_FILES
+                        .iter()
+                        .map(|f| format!("<a href=\"{}\">{f}</a>", self.link(&o.dir, f)))
+                        .collect::<Vec<_>>()
+                        .join(" · ");
+                    let _ = write!(
+                        h,
+                        "</ul>\n<p>Run folder: {links} ({:.1} s on <code>{}</code>)</p>\n<div class=\"plots\">\n",
+                        o.seconds,
+                        escape(o.backend)
+                    );
+                    for (file, title) in &o.plots {
+                        let svg = read_svg(&o.dir.join(format!("{file}.svg")))
+                            .map(|s| strip_prolog(&s).to_string())
+                            .unwrap_or_else(|| format!("<p>({file}.svg could not be read)</p>"));
+                        let _ = writeln!(
+                            h,
+                            "<figure>{svg}<figcaption>{}</figcaption></figure>",
+                            escape(title)
+                        );
+                    }
+                    h += "</div>\n";
+                }
+                Ran::Failed {
+                    experiment,
+                    title,
+                    error,
+                } => {
+                    let _ = writeln!(
+                        h,
+                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"no\">ERROR: {}</p>",
+                        escape(title),
+                        escape(error)
+                    );
+                }
+            }
+        }
+        h += "</body></html>\n";
+        h
+    }
+
+    /// Writes `index.md` and `index.html` under the root; returns their paths.
+    pub fn write(&self) -> Result<(PathBuf, PathBuf), WriteError> {
+        let md = write_atomic(&self.root.join("index.md"), self.to_markdown().as_bytes())?;
+        let html = self.to_html(|p| std::fs::read_to_string(p).ok());
+        let html = write_atomic(&self.root.join("index.html"), html.as_bytes())?;
+        Ok((md, html))
+    }
+}
+
+/// Text made safe inside HTML elements and attributes.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An SVG document without its XML declaration, ready to inline.
+fn strip_prolog(svg: &str) -> &str {
+    match svg.find("<svg") {
+        Some(at) => &svg[at..],
+        None => svg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Verdict;
+
+    #[test]
+    fn links_are_relative_and_text_is_escaped() {
+        let root = Path::new("/tmp/out");
+        let outcome = RunOutcome {
+            experiment: "demo",
+            title: "a < b",
+            claim: "claim",
+            backend: "flex",
+            dir: root.join("demo").join("20260101-000000"),
+            plots: vec![("p".into(), "P".into())],
+            verdicts: vec![Verdict::new("x & y", true, "1 < 2")],
+            findings: vec![],
+            seconds: 1.0,
+        };
+        let runs = [Ran::Done(outcome)];
+        let page = IndexPage {
+            runs: &runs,
+            root,
+            backend: "flex",
+            wall_seconds: 1.0,
+            stamp: "now",
+            command: "cargo run",
+        };
+        let md = page.to_markdown();
+        assert!(md.contains("(demo/20260101-000000/report.md)"), "{md}");
+        let html = page.to_html(|_| Some("<?xml version=\"1.0\"?><svg>plot</svg>".into()));
+        assert!(
+            html.contains("x &amp; y") && html.contains("1 &lt; 2"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<figure><svg>plot</svg>") && !html.contains("<?xml"),
+            "{html}"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! `reproduce`: every experiment (or a chosen few) with its config, on one progress bar, then
+//! one index over all of them.
+//!
+//! Every config is loaded and checked before anything runs, so a typo stops the whole job at
+//! once, with no folder written. An experiment that fails later does not stop the others: its
+//! error goes into the index and the job exits non-zero at the end. A NOT CONFIRMED verdict is a
+//! result, not an error.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use crate::experiments::{ALL, Entry, find};
+use crate::index::{IndexPage, Ran};
+use crate::report::{Table, WriteError, utc_stamp};
+use crate::runner::{ExperimentArgs, print_outcome, progress_bar};
+
+/// `reproduce`'s command line.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "reproduce",
+    version,
+    about = "Run every attention-lab experiment (or the ones named) and write results/index.md and results/index.html"
+)]
+pub struct ReproduceArgs {
+    /// Experiments to run, in this order [default: all]
+    #[arg(value_name = "EXPERIMENT")]
+    pub names: Vec<String>,
+    /// Folder holding <experiment>.toml for each experiment
+    #[arg(long, value_name = "DIR", default_value = "configs")]
+    pub configs: PathBuf,
+    /// Backend for every experiment: flex, ndarray, wgpu, wgpu-cpu, cuda, remote
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Base seed for every experiment
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Results root: runs go to <DIR>/<experiment>/<run-id>/, the index to <DIR>/index.*
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+    /// List the experiments and exit
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Why `reproduce` stopped or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ReproduceError {
+    #[error("unknown experiment '{name}': expected one of {}", names())]
+    Unknown { name: String },
+    #[error("{experiment}: {source}")]
+    Config {
+        experiment: &'static str,
+        source: crate::config::ConfigError,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{} of {total} experiments failed: {}", failed.len(), failed.join("; "))]
+    Failed { failed: Vec<String>, total: usize },
+}
+
+fn names() -> String {
+    ALL.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The experiments named (all when none are), in the order given.
+pub fn select(names: &[String]) -> Result<Vec<Entry>, ReproduceError> {
+    if names.is_empty() {
+        return Ok(ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| find(n).ok_or_else(|| ReproduceError::Unknown { name: n.clone() }))
+        .collect()
+}
+
+/// What one `reproduce` run did.
+#[derive(Debug, Clone)]
+pub struct Reproduced {
+    pub runs: Vec<Ran>,
+    pub index_md: PathBuf,
+    pub index_html: PathBuf,
+    pub seconds: f64,
+}
+
+/// Runs the selection, writes the index, prints the final table.
+pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
+    if args.list {
+        for e in ALL {
+            println!("{:<16} {}", e.name, e.title);
+        }
+        return Ok(Reproduced {
+            runs: Vec::new(),
+            index_md: PathBuf::new(),
+            index_html: PathBuf::new(),
+            seconds: 0.0,
+        });
+    }
+    let entries = select(&args.names)?;
+    let mut planned = Vec::with_capacity(entries.len());
+    let mut total = 0;
+    for entry in entries {
+        let exp_args = ExperimentArgs {
+            config: Some(args.configs.join(format!("{}.toml", entry.name))),
+            backend: args.backend.clone(),
+            seed: args.seed,
+            out: args.out.clone(),
+            set: Vec::new(),
+        };
+        total += (entry.work)(&exp_args.config_path(entry.name), &exp_args.overrides()).map_err(
+            |source| ReproduceError::Config {
+                experiment: entry.name,
+                source,
+            },
+        )?;
+        planned.push((entry, exp_args));
+    }
+
+    let started = Instant::now();
+    let bar = progress_bar(total);
+    let mut runs = Vec::with_capacity(planned.len());
+    for (i, (entry, exp_args)) in planned.iter().enumerate() {
+        let line = format!(
+            "\n== [{}/{}] {}: {}",
+            i + 1,
+            planned.len(),
+            entry.name,
+            entry.title
+        );
+        bar.suspend(|| println!("{line}"));
+        match (entry.run_on)(exp_args, &bar) {
+            Ok(outcome) => {
+                bar.suspend(|| print_outcome(&outcome));
+                runs.push(Ran::Done(outcome));
+            }
+            Err(e) => {
+                let error = format!("{e:#}").replace('\n', " ");
+                bar.suspend(|| eprintln!("error: {}: {error}", entry.name));
+                runs.push(Ran::Failed {
+                    experiment: entry.name,
+                    title: entry.title,
+                    error,
+                });
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+
+    std::fs::create_dir_all(&args.out).map_err(|e| WriteError {
+        path: args.out.clone(),
+        reason: e.to_string(),
+    })?;
+    let backend = args
+        .backend
+        .clone()
+        .unwrap_or_else(|| "as configured".into());
+    let command = command_line(args);
+    let stamp = utc_stamp(SystemTime::now());
+    let page = IndexPage {
+        runs: &runs,
+        root: &args.out,
+        backend: &backend,
+        wall_seconds: seconds,
+        stamp: &stamp,
+        command: &command,
+    };
+    let (index_md, index_html) = page.write()?;
+    print_table(&runs, seconds);
+    println!("index: {} and {}", index_md.display(), index_html.display());
+
+    let failed: Vec<String> = runs
+        .iter()
+        .filter_map(|r| match r {
+            Ran::Failed {
+                experiment, error, ..
+            } => Some(format!("{experiment} ({error})")),
+            Ran::Done(_) => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(ReproduceError::Failed {
+            failed,
+            total: runs.len(),
+        });
+    }
+    Ok(Reproduced {
+        runs,
+        index_md,
+        index_html,
+        seconds,
+    })
+}
+
+/// How to repeat this run.
+fn command_line(args: &ReproduceArgs) -> String {
+    let mut parts = vec!["cargo run --release --bin reproduce --".to_string()];
+    parts.extend(args.names.iter().cloned());
+    if args.configs != PathBuf::from("configs") {
+        parts.push(format!("--configs {}", args.configs.display()));
+    }
+    if let Some(b) = &args.backend {
+        parts.push(format!("--backend {b}"));
+    }
+    if let Some(s) = args.seed {
+        parts.push(format!("--seed {s}"));
+    }
+    if args.out != PathBuf::from("results") {
+        parts.push(format!("--out {}", args.out.display()));
+    }
+    if parts.len() == 1 {
+        return "cargo run --release --bin reproduce".into();
+    }
+    parts.join(" ")
+}
+
+/// The final table: every claim and its verdict, and the total time.
+fn print_table(runs: &[Ran], seconds: f64) {
+    let mut table = Table::new(
+        format!(
+            "Claims and verdicts ({} experiments, {seconds:.1} s)",
+            runs.len()
+        ),
+        &["experiment", "verdict", "claim", "time"],
+    );
+    for r in runs {
+        match r {
+            Ran::Done(o) => {
+                for (i, v) in o.verdicts.iter().enumerate() {
+                    table.row(vec![
+                        if i == 0 {
+                            o.experiment.to_string()
+                        } else {
+                            String::new()
+                        },
+                        v.word().to_string(),
+                        v.claim.clone(),
+                        if i == 0 {
+                            format!("{:.1} s", o.seconds)
+                        } else {
+                            String::new()
+                        },
+                    ]);
+                }
+            }
+            Ran::Failed {
+                experiment, error, ..
+            } => table.row(vec![
+                experiment.to_string(),
+                "ERROR".into(),
+                error.clone(),
+                String::new(),
+            ]),
+        }
+    }
+    println!("\n{}\n", table.to_text());
+    println!("total wall time: {seconds:.1} s");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_keeps_order_and_refuses_unknown_names() {
+        let picked = select(&["temperature".into(), "Scaling".into()]).unwrap();
+        assert_eq!(
+            picked.iter().map(|e| e.name).collect::<Vec<_>>(),
+            ["temperature", "scaling"]
+        );
+        let err = select(&["scalling".into()]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("unknown experiment 'scalling': expected one of scaling, "),
+            "{err}"
+        );
+        assert_eq!(select(&[]).unwrap().len(), ALL.len());
+    }
+}
