@@ -291,8 +291,8 @@ mod tests {
     fn spread_and_std() {
         let s = Spread::of(&[1.0, 2.0, 3.0]);
         assert_eq!((s.mean, s.min, s.max, s.std), (2.0, 1.0, 3.0, 1.0));
-        // 2·√(1/3 + 1/3) = 1.633: 2 vs 3.5 is clear, 2 vs 3.5 with a wider spread is not.
-        assert!(s.clearly_below(&Spread::of(&[2.5, 3.5, 4.5])));
+        // 2·√(1/3 + 1/3) = 1.633: 2 vs 4.5 is clear; 2 vs 3.5 with std 2 (margin 2.58) is not.
+        assert!(s.clearly_below(&Spread::of(&[3.5, 4.5, 5.5])));
         assert!(!s.clearly_below(&Spread::of(&[1.5, 3.5, 5.5])));
         let device = Device::flex();
         let t = Tensor::<1>::from_floats([1.0, 3.0], &device);

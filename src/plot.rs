@@ -456,7 +456,7 @@ mod tests {
         );
         let svg = map.to_svg().unwrap();
         assert!(
-            svg.contains("<rect") && svg.contains(">cat<") && svg.contains(">0.5<"),
+            svg.contains("<rect") && svg.contains("\ncat\n") && svg.contains("\n0.5\n"),
             "{svg}"
         );
         let ragged = Heatmap {

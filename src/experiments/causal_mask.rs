@@ -364,3 +364,56 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batched_jacobian_matches_one_backward_per_coordinate() {
+        let device = Device::flex().autodiff();
+        let c = JacobianConfig {
+            n_tokens: 4,
+            d_model: 8,
+            n_heads: 2,
+        };
+        let masked = jacobian_norms(&c, true, 3, &device).unwrap();
+        for (i, row) in masked.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert!(if j > i { v == 0.0 } else { v > 0.0 }, "({i}, {j}) = {v}");
+            }
+        }
+        // Row i = 1 of the unmasked Jacobian, one backward pass per output coordinate.
+        let open = jacobian_norms(&c, false, 3, &device).unwrap();
+        let block = AttentionConfig::new(8, 2)
+            .with_seed(3)
+            .init(&device)
+            .unwrap();
+        let x = HostRng::new(3 ^ 0x7AC0_B1A4).normal_vec(4 * 8, 1.0);
+        let mut squares = [0.0f64; 4];
+        for coordinate in 0..8 {
+            let leaf = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 4, 8]), &device)
+                .require_grad();
+            let out = block.forward(leaf.clone()).context;
+            let grads = out
+                .slice([0..1, 1..2, coordinate..coordinate + 1])
+                .sum()
+                .backward();
+            let g = to_host(leaf.grad(&grads).unwrap()); // [1·4·8]
+            for (j, s) in squares.iter_mut().enumerate() {
+                *s += g[j * 8..(j + 1) * 8]
+                    .iter()
+                    .map(|v| f64::from(v * v))
+                    .sum::<f64>();
+            }
+        }
+        for j in 0..4 {
+            let direct = squares[j].sqrt();
+            assert!(
+                (open[1][j] - direct).abs() < 1e-4 * direct.max(1.0),
+                "{j}: {} vs {direct}",
+                open[1][j]
+            );
+        }
+    }
+}

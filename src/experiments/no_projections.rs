@@ -328,3 +328,17 @@ fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagonal_mass_of_identity_and_uniform() {
+        let device = Device::flex();
+        let eye = Tensor::<2>::eye(4, &device).reshape([1, 1, 4, 4]);
+        assert!((diagonal_mass(eye) - 1.0).abs() < 1e-6);
+        let uniform = Tensor::<4>::full([2, 3, 4, 4], 0.25, &device);
+        assert!((diagonal_mass(uniform) - 0.25).abs() < 1e-6);
+    }
+}

@@ -325,3 +325,19 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_read_rows_and_columns() {
+        let device = Device::flex();
+        // Rows sum to 1 and 0.5; columns to 0.75 and 0.75.
+        let w = Tensor::<1>::from_floats([0.5, 0.5, 0.25, 0.25], &device).reshape([1, 1, 2, 2]);
+        let s = sums(w);
+        assert_eq!((s.row_min, s.row_max), (0.5, 1.0));
+        assert_eq!((s.col_min, s.col_max), (0.75, 0.75));
+        assert_eq!(s.row_error(), 0.5);
+    }
+}

@@ -104,13 +104,3 @@ pub fn column_sums(weights: &[f32], n_q: usize, n_k: usize) -> Vec<f32> {
         .flat_map(|head| (0..n_k).map(move |j| (0..n_q).map(|i| head[i * n_k + j]).sum()))
         .collect()
 }
-
-/// Reorders the rows (axis 1) of `[batch, n, d]` so that row i of the result is row perm[i].
-pub fn permute_rows(x: Tensor<3>, perm: &[usize]) -> Tensor<3> {
-    let device = x.device();
-    let idx: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
-    x.select(
-        1,
-        Tensor::<1, Int>::from_data(TensorData::new(idx, [perm.len()]), &device),
-    )
-}

@@ -11,6 +11,13 @@ fn binary(name: &str) -> &'static str {
     match name {
         "scaling" => env!("CARGO_BIN_EXE_scaling"),
         "dk_vs_dmodel" => env!("CARGO_BIN_EXE_dk_vs_dmodel"),
+        "permutation" => env!("CARGO_BIN_EXE_permutation"),
+        "softmax_axis" => env!("CARGO_BIN_EXE_softmax_axis"),
+        "no_projections" => env!("CARGO_BIN_EXE_no_projections"),
+        "causal_mask" => env!("CARGO_BIN_EXE_causal_mask"),
+        "temperature" => env!("CARGO_BIN_EXE_temperature"),
+        "complexity" => env!("CARGO_BIN_EXE_complexity"),
+        "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         other => panic!("no binary for {other}"),
     }
 }
@@ -63,8 +70,14 @@ fn every_config_file_parses_and_validates() {
     assert!(seen >= 2 * ALL.len(), "only {seen} config files checked");
 }
 
-/// Runs a reduced config and checks the folder and the verdicts.
+/// Runs a reduced config and checks the folder and that every verdict is confirmed.
 fn reduced_run_confirms(name: &str, plots: &[&str]) {
+    reduced_run(name, plots, &[]);
+}
+
+/// Runs a reduced config and checks the folder and the verdicts: every one confirmed except
+/// those whose claim contains one of `unasserted` (printed, either way).
+fn reduced_run(name: &str, plots: &[&str], unasserted: &[&str]) {
     let out = scratch(&format!("e2e-{name}"));
     let config = format!("tests/configs/{name}.toml");
     let result = run(name, &["--config", &config, "--out", out.to_str().unwrap()]);
@@ -95,7 +108,7 @@ fn reduced_run_confirms(name: &str, plots: &[&str]) {
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("part,config,seed,step,layer,head,metric,value\n"));
     assert!(
-        csv.lines().count() > 100,
+        csv.lines().count() > 10,
         "metrics.csv has {} lines",
         csv.lines().count()
     );
@@ -104,10 +117,18 @@ fn reduced_run_confirms(name: &str, plots: &[&str]) {
     let verdicts = summary["verdicts"].as_array().unwrap();
     assert!(!verdicts.is_empty(), "no verdicts");
     for v in verdicts {
-        assert_eq!(v["confirmed"], Value::Bool(true), "not confirmed: {v}");
+        let claim = v["claim"].as_str().unwrap();
+        assert!(stdout.contains(&format!("CONFIRMED: {claim}")), "{stdout}");
+        if !unasserted.iter().any(|u| claim.contains(u)) {
+            assert_eq!(v["confirmed"], Value::Bool(true), "not confirmed: {v}");
+        }
+    }
+    for u in unasserted {
         assert!(
-            stdout.contains(&format!("CONFIRMED: {}", v["claim"].as_str().unwrap())),
-            "{stdout}"
+            verdicts
+                .iter()
+                .any(|v| v["claim"].as_str().unwrap().contains(u)),
+            "no verdict mentions {u:?}"
         );
     }
     // The resolved config repeats the run: it loads and validates as it is.
@@ -163,6 +184,186 @@ fn dk_vs_dmodel_reduced_run_confirms_its_claims() {
     reduced_run_confirms(
         "dk_vs_dmodel",
         &["entropy_vs_heads", "accuracy_vs_heads", "loss_vs_step"],
+    );
+}
+
+#[test]
+fn permutation_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "permutation",
+        &[
+            "equivariance",
+            "order_accuracy_vs_step",
+            "probe_accuracy_by_position",
+        ],
+    );
+}
+
+#[test]
+fn softmax_axis_reduced_run() {
+    // Row against column is what this experiment measures, not what it assumes: on recall the
+    // two learn alike (see the README), so that verdict is left to the data.
+    reduced_run(
+        "softmax_axis",
+        &[
+            "weights_row",
+            "weights_column",
+            "weights_whole",
+            "train_loss_vs_step",
+            "train_accuracy_vs_step",
+        ],
+        &["better than the column softmax"],
+    );
+}
+
+#[test]
+fn no_projections_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "no_projections",
+        &[
+            "diagonal_vs_dmodel",
+            "weights_projections",
+            "weights_raw",
+            "train_loss_vs_step",
+        ],
+    );
+}
+
+#[test]
+fn causal_mask_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "causal_mask",
+        &["jacobian_causal", "jacobian_none", "train_loss_vs_step"],
+    );
+}
+
+#[test]
+fn temperature_reduced_run_confirms_its_claims() {
+    reduced_run_confirms(
+        "temperature",
+        &[
+            "entropy_vs_tau",
+            "max_weight_vs_tau",
+            "sentence_tau_0_3",
+            "sentence_tau_3",
+        ],
+    );
+}
+
+#[test]
+fn complexity_reduced_run() {
+    // Timing verdicts are not asserted: tests share the cores (speed lives in the benchmark).
+    reduced_run(
+        "complexity",
+        &["time_vs_n", "memory_vs_n"],
+        &["time grows", "overtakes the projections"],
+    );
+}
+
+/// Every relative link target in an index file (markdown `](…)` and HTML `href="…"`/`src`).
+fn links(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (open, close) in [("](", ")"), ("href=\"", "\"")] {
+        let mut rest = text;
+        while let Some(at) = rest.find(open) {
+            rest = &rest[at + open.len()..];
+            let end = rest.find(close).unwrap();
+            let target = &rest[..end];
+            if !target.starts_with('#') && !target.contains("://") {
+                found.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn reproduce_writes_an_index_whose_links_resolve() {
+    let out = scratch("reproduce");
+    let result = run(
+        "reproduce",
+        &["--configs", "tests/configs", "--out", out.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
+    assert!(
+        stdout.contains("Claims and verdicts (8 experiments"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("total wall time:"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("index.md")).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for e in ALL {
+        assert!(
+            md.contains(&format!("## `{}`", e.name)),
+            "{} missing",
+            e.name
+        );
+        assert!(
+            html.contains(&format!("id=\"{}\"", e.name)),
+            "{} missing",
+            e.name
+        );
+        assert_eq!(
+            std::fs::read_dir(out.join(e.name)).unwrap().count(),
+            1,
+            "{} ran once",
+            e.name
+        );
+    }
+    let (md_links, html_links) = (links(&md), links(&html));
+    // Each experiment links its four run files, and the markdown its plots too.
+    assert!(md_links.len() > 4 * ALL.len(), "{md_links:?}");
+    assert!(html_links.len() >= 4 * ALL.len(), "{html_links:?}");
+    for target in md_links.iter().chain(&html_links) {
+        assert!(out.join(target).is_file(), "broken link {target}");
+    }
+    // Self-contained: the plots are inline, not linked.
+    assert!(html.matches("<svg").count() > 2 * ALL.len());
+    assert!(!html.contains("<img"));
+}
+
+#[test]
+fn reproduce_refuses_bad_input_before_running_anything() {
+    let dir = scratch("reproduce-bad");
+    let results = dir.join("results");
+    let out = ["--out", results.to_str().unwrap()];
+    let check = |args: &[&str], needle: &str| {
+        let result = run("reproduce", &[args, &out[..]].concat());
+        let message = stderr(&result);
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.contains(needle),
+            "{args:?}: {needle:?} not in {message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(!results.exists(), "{args:?} wrote {}", results.display());
+    };
+    check(
+        &["temperature", "scalling"],
+        "unknown experiment 'scalling': expected one of scaling, dk_vs_dmodel",
+    );
+    let configs = dir.join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    for file in std::fs::read_dir("tests/configs").unwrap() {
+        let path = file.unwrap().path();
+        std::fs::copy(&path, configs.join(path.file_name().unwrap())).unwrap();
+    }
+    let broken = configs.join("causal_mask.toml");
+    let text = std::fs::read_to_string(&broken).unwrap();
+    std::fs::write(
+        &broken,
+        text.replace("generate = 32", "generate = \"many\""),
+    )
+    .unwrap();
+    check(
+        &["--configs", configs.to_str().unwrap()],
+        "causal_mask: failed to parse",
+    );
+    check(
+        &["--configs", dir.join("none").to_str().unwrap()],
+        "cannot read config",
     );
 }
 
@@ -282,5 +483,35 @@ fn bad_configs_stop_before_any_folder_exists() {
         "scaling",
         &["--set", "task.kind=\"sorting\""],
         "unknown variant `sorting`",
+    );
+    refused(
+        "permutation",
+        &["--set", "order.order_task.kind=\"majority\""],
+        "order.order_task.kind: `majority` does not depend on order",
+    );
+    refused(
+        "causal_mask",
+        &["--set", "task.kind=\"recall\""],
+        "task.kind: must be next-token-shift",
+    );
+    refused(
+        "softmax_axis",
+        &["--set", "axes=[\"diagonal\"]"],
+        "unknown variant `diagonal`",
+    );
+    refused(
+        "temperature",
+        &["--set", "logits.temperatures=[1.0, 0.0]"],
+        "logits.temperatures: must be a positive number, got 0",
+    );
+    refused(
+        "complexity",
+        &["--set", "sizes=[64, 32]"],
+        "sizes: must be strictly ascending",
+    );
+    refused(
+        "no_projections",
+        &["--set", "diagonal.d_model=[]"],
+        "diagonal.d_model: the list is empty",
     );
 }

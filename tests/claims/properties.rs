@@ -1,6 +1,7 @@
 //! Property tests: for random batch, length, width, heads and masks, the invariants hold.
 
 use attention_lab::attention::{AttentionConfig, AttentionInput};
+use attention_lab::experiments::permutation::permute_rows;
 use attention_lab::mask::padding_mask;
 use attention_lab::rng::HostRng;
 use burn::prelude::*;
