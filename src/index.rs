@@ -78,7 +78,7 @@ impl IndexPage<'_> {
     pub fn to_markdown(&self) -> String {
         let (confirmed, not, failed) = self.counts();
         let mut md = format!(
-            "# attention-lab: every claim, measured\n\n{} experiments on `{}`, {:.1} s in all ({}); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.\n\nRepeat: `{}`\n\n## Claims and verdicts\n\n| experiment | verdict | claim |\n|---|---|---|\n",
+            "# attention-lab: every claim, measured\n\n{} experiments on `{}`, {:.1} s in all (finished {} UTC); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.\n\nRepeat: `{}`\n\n## Claims and verdicts\n\n| experiment | verdict | claim |\n|---|---|---|\n",
             self.runs.len(),
             self.backend,
             self.wall_seconds,
@@ -150,7 +150,7 @@ impl IndexPage<'_> {
         );
         let _ = write!(
             h,
-            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all ({}); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
+            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all (finished {} UTC); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
             self.runs.len(),
             escape(self.backend),
             self.wall_seconds,

@@ -150,10 +150,22 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
         path: args.out.clone(),
         reason: e.to_string(),
     })?;
-    let backend = args
-        .backend
-        .clone()
-        .unwrap_or_else(|| "as configured".into());
+    let mut backends: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| match r {
+            Ran::Done(o) => Some(o.backend),
+            Ran::Failed { .. } => None,
+        })
+        .collect();
+    backends.sort_unstable();
+    backends.dedup();
+    let backend = if backends.is_empty() {
+        args.backend
+            .clone()
+            .unwrap_or_else(|| "the configured backends".into())
+    } else {
+        backends.join(", ")
+    };
     let command = command_line(args);
     let stamp = utc_stamp(SystemTime::now());
     let page = IndexPage {
