@@ -12,7 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
-use crate::experiments::sweep::train_seeds;
+use crate::experiments::sweep::{FINAL_WINDOW, train_seeds};
 use crate::metrics::{Spread, linear_probe, to_host};
 use crate::model::{ModelConfig, TinyTransformer};
 use crate::plot::{Heatmap, LineChart};
@@ -399,7 +399,6 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
 
 fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
     let seeds = config.run.seed_list();
-    let window = 5;
     let mut table = Table::new(
         format!(
             "Part B: final accuracy with and without an encoding (Adam lr {}, {} steps, {} seeds)",
@@ -427,7 +426,7 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             let label = format!("task={} pe={pe}", task.kind());
             let model = config.model_for(pe, false, config.model.n_layers);
             let runs = train_seeds(lab, "order", &label, &model, &task, &config.train, &seeds)?;
-            let acc = runs.final_spread(window, |r| r.accuracy);
+            let acc = runs.final_spread(FINAL_WINDOW, |r| r.accuracy);
             lab.say(format!(
                 "{label}: final accuracy {acc} (chance {:.3})",
                 task.chance()

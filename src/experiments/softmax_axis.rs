@@ -5,16 +5,16 @@
 //! (over queries) instead, or the whole matrix at once, is a bug that still runs: the shapes are
 //! the same, but a query's weights no longer sum to 1.
 
-use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::attention::AttentionConfig;
 use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
-use crate::experiments::sweep::compare;
-use crate::metrics::{head_matrix, to_host};
+use crate::experiments::sweep::{
+    compare, eval_batch, example_batch, trained_weights, weights_heatmap,
+};
+use crate::metrics::to_host;
 use crate::model::ModelConfig;
-use crate::plot::Heatmap;
 use crate::report::{MetricRow, Table, Verdict};
 use crate::rng::HostRng;
 use crate::runner::{Experiment, Lab, LabError};
@@ -239,8 +239,8 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
     )?;
     // One example, the same for every axis, through each first-seed model; and how the answer
     // query (the last position) spreads its weight over a larger batch.
-    let example = task.batch(1, &mut HostRng::new(config.run.seed ^ 0xE8A4_F1E0));
-    let eval = task.batch(64, &mut HostRng::new(config.run.seed ^ 0x0E7A_1BA7));
+    let example = example_batch(&task, config.run.seed);
+    let eval = eval_batch(&task, 64, config.run.seed);
     let mut answer = Table::new(
         "Part B: the answer query's weights after training (64 sequences, first seed)",
         &[
@@ -250,24 +250,17 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
         ],
     );
     for (axis, v) in config.axes.iter().zip(&trained) {
-        let model = v.runs.runs[0].model.valid();
-        let out = model.forward(example.tokens(&lab.device), task.n_out());
+        let run = &v.runs.runs[0];
         lab.plot(
             &format!("weights_{axis}"),
             &format!("Trained weights, {axis} softmax (one example, head 0)"),
-            Heatmap::new(
+            weights_heatmap(
                 format!("{axis} softmax: weights after training"),
-                "query position",
-                "key position",
-                head_matrix(out.attention[0].weights.clone(), 0, 0),
+                trained_weights(run, &task, &example, &lab.device),
             )
             .to_svg(),
         )?;
-        let weights = model
-            .forward(eval.tokens(&lab.device), task.n_out())
-            .attention
-            .swap_remove(0)
-            .weights; // [64, heads, n, n]
+        let weights = trained_weights(run, &task, &eval, &lab.device); // [64, heads, n, n]
         let [b, h, n, _] = weights.dims();
         let last = weights.slice([0..b, 0..h, n - 1..n, 0..n]); // [64, heads, 1, n]
         let sums = to_host(last.clone().sum_dim(3)); // [64, heads, 1, 1]

@@ -2,12 +2,16 @@
 //! records every probe into the lab's metrics, reports a diverged run as a finding, and
 //! summarises curves over seeds.
 
-use crate::metrics::{Spread, first_step_reaching};
+use burn::module::Module;
+use burn::prelude::*;
+
+use crate::metrics::{Spread, first_step_reaching, head_matrix};
 use crate::model::ModelConfig;
-use crate::plot::LineChart;
+use crate::plot::{Heatmap, LineChart};
 use crate::report::{MetricRow, Table};
+use crate::rng::HostRng;
 use crate::runner::{Lab, LabError};
-use crate::tasks::Task;
+use crate::tasks::{Batch, Task};
 use crate::train::{TrainConfig, TrainRun, train};
 
 /// The runs of one configuration, one per seed.
@@ -191,6 +195,36 @@ pub fn compare(
             .collect::<Vec<_>>(),
     );
     Ok(out)
+}
+
+/// One sequence to draw every variant's weights on, the same for all of them.
+pub fn example_batch(task: &Task, seed: u64) -> Batch {
+    task.batch(1, &mut HostRng::new(seed ^ 0xE8A4_F1E0))
+}
+
+/// `size` fresh sequences to measure every trained variant on, the same for all of them.
+pub fn eval_batch(task: &Task, size: usize, seed: u64) -> Batch {
+    task.batch(size, &mut HostRng::new(seed ^ 0x0E7A_1BA7))
+}
+
+/// The first block's attention weights of a trained model on `batch`: `[batch, heads, n, n]`.
+pub fn trained_weights(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> Tensor<4> {
+    run.model
+        .valid()
+        .forward(batch.tokens(device), task.n_out())
+        .attention
+        .swap_remove(0)
+        .weights
+}
+
+/// Head 0 of the first sequence of `weights`, queries on rows.
+pub fn weights_heatmap(title: impl Into<String>, weights: Tensor<4>) -> Heatmap {
+    Heatmap::new(
+        title,
+        "query position",
+        "key position",
+        head_matrix(weights, 0, 0),
+    )
 }
 
 /// Trains `model` on `task` once per seed, recording every probe under `part`/`label`, and
