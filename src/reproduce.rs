@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use crate::experiments::{ALL, Entry, find};
 use crate::index::{IndexPage, Ran};
 use crate::report::{Table, WriteError, utc_stamp};
-use crate::runner::{ExperimentArgs, print_outcome, progress_bar};
+use crate::runner::{ExperimentArgs, RunOptions, print_outcome, progress_bar};
 
 /// `reproduce`'s command line.
 #[derive(clap::Parser, Debug, Clone)]
@@ -28,15 +28,9 @@ pub struct ReproduceArgs {
     /// Folder holding <experiment>.toml for each experiment
     #[arg(long, value_name = "DIR", default_value = "configs")]
     pub configs: PathBuf,
-    /// Backend for every experiment: flex, ndarray, wgpu, wgpu-cpu, cuda, remote
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Base seed for every experiment
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Results root: runs go to <DIR>/<experiment>/<run-id>/, the index to <DIR>/index.*
-    #[arg(long, value_name = "DIR", default_value = "results")]
-    pub out: PathBuf,
+    // Applied to every experiment; the index goes to <out>/index.md and <out>/index.html.
+    #[command(flatten)]
+    pub run: RunOptions,
     /// List the experiments and exit
     #[arg(long)]
     pub list: bool,
@@ -101,9 +95,7 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
     for entry in entries {
         let exp_args = ExperimentArgs {
             config: Some(args.configs.join(format!("{}.toml", entry.name))),
-            backend: args.backend.clone(),
-            seed: args.seed,
-            out: args.out.clone(),
+            run: args.run.clone(),
             set: Vec::new(),
         };
         total += (entry.work)(&exp_args.config_path(entry.name), &exp_args.overrides()).map_err(
@@ -146,8 +138,8 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
 
-    std::fs::create_dir_all(&args.out).map_err(|e| WriteError {
-        path: args.out.clone(),
+    std::fs::create_dir_all(&args.run.out).map_err(|e| WriteError {
+        path: args.run.out.clone(),
         reason: e.to_string(),
     })?;
     let mut backends: Vec<&str> = runs
@@ -160,7 +152,8 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
     backends.sort_unstable();
     backends.dedup();
     let backend = if backends.is_empty() {
-        args.backend
+        args.run
+            .backend
             .clone()
             .unwrap_or_else(|| "the configured backends".into())
     } else {
@@ -170,7 +163,7 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
     let stamp = utc_stamp(SystemTime::now());
     let page = IndexPage {
         runs: &runs,
-        root: &args.out,
+        root: &args.run.out,
         backend: &backend,
         wall_seconds: seconds,
         stamp: &stamp,
@@ -210,14 +203,14 @@ fn command_line(args: &ReproduceArgs) -> String {
     if args.configs != PathBuf::from("configs") {
         parts.push(format!("--configs {}", args.configs.display()));
     }
-    if let Some(b) = &args.backend {
+    if let Some(b) = &args.run.backend {
         parts.push(format!("--backend {b}"));
     }
-    if let Some(s) = args.seed {
+    if let Some(s) = args.run.seed {
         parts.push(format!("--seed {s}"));
     }
-    if args.out != PathBuf::from("results") {
-        parts.push(format!("--out {}", args.out.display()));
+    if args.run.out != PathBuf::from("results") {
+        parts.push(format!("--out {}", args.run.out.display()));
     }
     if parts.len() == 1 {
         return "cargo run --release --bin reproduce".into();

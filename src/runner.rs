@@ -60,21 +60,29 @@ pub enum LabError {
     Write(#[from] WriteError),
 }
 
+/// Where a run goes and what it runs on: the options every experiment binary and `reproduce`
+/// share.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, remote (overrides the config's run.backend)
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Base seed (overrides the config's run.seed)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Results root; a run goes to <DIR>/<experiment>/<run-id>/
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+}
+
 /// The options every experiment binary takes.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ExperimentArgs {
     /// Config file [default: configs/<experiment>.toml]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Backend: flex, ndarray, wgpu, wgpu-cpu, cuda, remote (overrides run.backend)
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Base seed (overrides run.seed)
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Results root; the run goes to <DIR>/<experiment>/<run-id>/
-    #[arg(long, value_name = "DIR", default_value = "results")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunOptions,
     /// Override a config value, e.g. --set train.steps=100 (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -91,8 +99,13 @@ impl ExperimentArgs {
     /// `--set` values, then `--backend` and `--seed`, which win.
     pub fn overrides(&self) -> Vec<String> {
         let mut all = self.set.clone();
-        all.extend(self.backend.iter().map(|b| format!("run.backend={b:?}")));
-        all.extend(self.seed.iter().map(|s| format!("run.seed={s}")));
+        all.extend(
+            self.run
+                .backend
+                .iter()
+                .map(|b| format!("run.backend={b:?}")),
+        );
+        all.extend(self.run.seed.iter().map(|s| format!("run.seed={s}")));
         all
     }
 }
@@ -237,7 +250,7 @@ pub fn main<E: Experiment>() -> ExitCode {
 pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, LabError> {
     let loaded = load_config::<E>(args)?;
     let progress = progress_bar(E::work(&loaded.config));
-    let outcome = run_loaded::<E>(&loaded, &args.out, &progress);
+    let outcome = run_loaded::<E>(&loaded, &args.run.out, &progress);
     progress.finish_and_clear();
     let outcome = outcome?;
     print_outcome(&outcome);

@@ -59,7 +59,7 @@ fn run_on<E: Experiment>(
     progress: &ProgressBar,
 ) -> Result<RunOutcome, LabError> {
     let loaded = runner::load_config::<E>(args)?;
-    runner::run_loaded::<E>(&loaded, &args.out, progress)
+    runner::run_loaded::<E>(&loaded, &args.run.out, progress)
 }
 
 /// Every experiment, in the order `reproduce` runs them.
