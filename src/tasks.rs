@@ -279,12 +279,12 @@ impl Task {
         1.0 / self.classes() as f64
     }
 
-    /// The best accuracy a model blind to order can reach, estimated on `samples` fresh
-    /// examples. In position-lookup, copy, reverse and sort, such a model sees only the multiset
-    /// of x₁ … x_m (and, for position-lookup, which p is asked), so its best guess at every answer
-    /// is the most frequent symbol, right with probability (largest count) / m. `None` for the
-    /// other tasks, which either need no order or are not worked out here.
-    pub fn order_blind_accuracy(&self, samples: usize, rng: &mut HostRng) -> Option<f64> {
+    /// The best accuracy a model blind to order can reach on `batch`. In position-lookup, copy,
+    /// reverse and sort, such a model sees only the multiset of x₁ … x_m (and, for
+    /// position-lookup, which p is asked), so its best guess at every answer is the most frequent
+    /// symbol, right with probability (largest count) / m. `None` for the other tasks, which either
+    /// need no order or are not worked out here.
+    pub fn order_blind_accuracy(&self, batch: &Batch) -> Option<f64> {
         use TaskKind as K;
         if !matches!(
             self.kind(),
@@ -294,13 +294,12 @@ impl Task {
         }
         let (m, a) = (self.config.length, self.config.symbols);
         let mut total = 0.0;
-        for _ in 0..samples {
-            let (seq, _) = self.example(rng);
+        for row in batch.tokens.chunks(batch.seq_len) {
             let mut counts = vec![0usize; a];
-            seq[..m].iter().for_each(|&s| counts[s] += 1);
+            row[..m].iter().for_each(|&s| counts[s as usize] += 1);
             total += *counts.iter().max().expect("symbols >= 2") as f64 / m as f64;
         }
-        Some(total / samples.max(1) as f64)
+        Some(total / batch.batch.max(1) as f64)
     }
 
     /// `batch` fresh sequences drawn from `rng`.
@@ -498,10 +497,12 @@ mod tests {
         let mut rng = HostRng::new(1);
         // m = 2 symbols out of 2: the mode covers both with probability 1/2, one otherwise: 3/4.
         let task = Task::new(TaskConfig::new(TaskKind::PositionLookup, 2, 2)).unwrap();
-        let p = task.order_blind_accuracy(20_000, &mut rng).unwrap();
+        let p = task
+            .order_blind_accuracy(&task.batch(20_000, &mut rng))
+            .unwrap();
         assert!((p - 0.75).abs() < 0.01, "{p}");
         let free = Task::new(TaskConfig::new(TaskKind::Majority, 4, 3)).unwrap();
-        assert_eq!(free.order_blind_accuracy(10, &mut rng), None);
+        assert_eq!(free.order_blind_accuracy(&free.batch(10, &mut rng)), None);
     }
 
     #[test]

@@ -217,6 +217,16 @@ pub fn trained_weights(run: &TrainRun, task: &Task, batch: &Batch, device: &Devi
         .weights
 }
 
+/// Accuracy of a trained model on `batch`: held-out sequences, unlike the training records.
+pub fn held_out_accuracy(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> f64 {
+    let logits = run
+        .model
+        .valid()
+        .forward(batch.tokens(device), task.n_out())
+        .logits; // [batch·n_out, classes]
+    crate::train::accuracy(logits, batch.targets(device))
+}
+
 /// Head 0 of the first sequence of `weights`, queries on rows.
 pub fn weights_heatmap(title: impl Into<String>, weights: Tensor<4>) -> Heatmap {
     Heatmap::new(
