@@ -47,7 +47,7 @@ const fn entry<E: Experiment>() -> Entry {
 }
 
 fn check<E: Experiment>(path: &Path, overrides: &[String]) -> Result<(), ConfigError> {
-    load::<E::Config>(path, overrides).map(|_| ())
+    work::<E>(path, overrides).map(|_| ())
 }
 
 fn work<E: Experiment>(path: &Path, overrides: &[String]) -> Result<u64, ConfigError> {
