@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use attention_lab::bench::{self, BenchSetup};
-use attention_lab::cli::finish;
-use attention_lab::device::BackendKind;
+use attention_lab::lab::bench::{self, BenchSetup};
+use attention_lab::util::cli::finish;
+use attention_lab::util::device::BackendKind;
 use clap::Parser;
 
 /// Time our block against burn-nn's MultiHeadAttention (b = 4, d_model = 64, one head) and print

@@ -10,5 +10,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::causal_mask::CausalMask;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<CausalMask>()
+    attention_lab::run::runner::main::<CausalMask>()
 }

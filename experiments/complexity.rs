@@ -9,5 +9,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::complexity::Complexity;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<Complexity>()
+    attention_lab::run::runner::main::<Complexity>()
 }

@@ -9,5 +9,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::dk_vs_dmodel::DkVsDModel;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<DkVsDModel>()
+    attention_lab::run::runner::main::<DkVsDModel>()
 }

@@ -10,5 +10,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::no_projections::NoProjections;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<NoProjections>()
+    attention_lab::run::runner::main::<NoProjections>()
 }

@@ -10,5 +10,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::permutation::Permutation;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<Permutation>()
+    attention_lab::run::runner::main::<Permutation>()
 }

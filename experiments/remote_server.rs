@@ -4,8 +4,8 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use attention_lab::cli::finish;
-use attention_lab::device::{self, BackendKind};
+use attention_lab::util::cli::finish;
+use attention_lab::util::device::{self, BackendKind};
 use clap::Parser;
 
 /// Serve a local backend over WebSocket; clients set BURN_REMOTE_ADDRESS=ws://HOST:PORT and pass

@@ -7,11 +7,12 @@
 
 use std::process::ExitCode;
 
-use attention_lab::cli::finish;
-use attention_lab::reproduce::{ReproduceArgs, run};
+use attention_lab::experiments::ALL;
+use attention_lab::run::reproduce::{ReproduceArgs, run};
+use attention_lab::util::cli::finish;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let args = ReproduceArgs::parse();
-    finish(run(&args).map(|_| ()))
+    finish(run(&args, &ALL).map(|_| ()))
 }

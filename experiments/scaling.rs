@@ -9,5 +9,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::scaling::Scaling;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<Scaling>()
+    attention_lab::run::runner::main::<Scaling>()
 }

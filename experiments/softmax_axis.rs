@@ -9,5 +9,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::softmax_axis::SoftmaxAxisExperiment;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<SoftmaxAxisExperiment>()
+    attention_lab::run::runner::main::<SoftmaxAxisExperiment>()
 }

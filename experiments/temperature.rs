@@ -9,5 +9,5 @@ use std::process::ExitCode;
 use attention_lab::experiments::temperature::Temperature;
 
 fn main() -> ExitCode {
-    attention_lab::runner::main::<Temperature>()
+    attention_lab::run::runner::main::<Temperature>()
 }

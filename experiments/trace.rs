@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use attention_lab::cli::finish;
-use attention_lab::device::BackendKind;
-use attention_lab::scale::ScoreScale;
-use attention_lab::softmax::SoftmaxAxis;
-use attention_lab::trace::{self, TraceOptions};
+use attention_lab::block::scale::ScoreScale;
+use attention_lab::block::softmax::SoftmaxAxis;
+use attention_lab::lab::trace::{self, TraceOptions};
+use attention_lab::util::cli::finish;
+use attention_lab::util::device::BackendKind;
 use clap::Parser;
 
 /// Print every step of self-attention (X, Q, K, V, Q·Kᵀ, scaling, softmax, weights·V) as tables.

@@ -10,17 +10,17 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfig;
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least};
+use crate::block::attention::AttentionConfig;
 use crate::experiments::sweep::compare;
-use crate::metrics::{Spread, to_host};
-use crate::model::{ModelConfig, TinyTransformer};
-use crate::plot::Heatmap;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::tasks::{Task, TaskConfig, TaskKind};
-use crate::train::TrainConfig;
+use crate::lab::metrics::{Spread, to_host};
+use crate::lab::model::{ModelConfig, TinyTransformer};
+use crate::lab::tasks::{Task, TaskConfig, TaskKind};
+use crate::lab::train::TrainConfig;
+use crate::output::plot::Heatmap;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// `configs/causal_mask.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

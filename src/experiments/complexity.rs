@@ -12,18 +12,18 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfig;
-use crate::bench::{median, time_iters};
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
-use crate::device::BackendKind;
-use crate::memory::peak_during;
-use crate::metrics::log_log_slope;
-use crate::model::ModelConfig;
-use crate::plot::LineChart;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::softmax::{SoftmaxAxis, masked_softmax};
+use crate::block::attention::AttentionConfig;
+use crate::block::softmax::{SoftmaxAxis, masked_softmax};
+use crate::lab::bench::{median, time_iters};
+use crate::lab::metrics::log_log_slope;
+use crate::lab::model::ModelConfig;
+use crate::output::plot::LineChart;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::device::BackendKind;
+use crate::util::memory::peak_during;
+use crate::util::rng::HostRng;
 
 /// `configs/complexity.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

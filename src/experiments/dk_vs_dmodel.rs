@@ -6,20 +6,20 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfig;
-use crate::config::{
+use crate::block::attention::AttentionConfig;
+use crate::block::scale::ScoreScale;
+use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::lab::metrics::{Spread, entropy_per_head, std, to_host};
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::train::TrainConfig;
+use crate::output::plot::LineChart;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
 };
-use crate::experiments::sweep::{describe_steps, train_seeds};
-use crate::metrics::{Spread, entropy_per_head, std, to_host};
-use crate::model::ModelConfig;
-use crate::plot::LineChart;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::scale::ScoreScale;
-use crate::tasks::{Task, TaskConfig};
-use crate::train::TrainConfig;
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// `configs/dk_vs_dmodel.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

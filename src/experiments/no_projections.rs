@@ -8,19 +8,19 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfig;
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::block::attention::AttentionConfig;
 use crate::experiments::sweep::{
     compare, eval_batch, example_batch, trained_weights, weights_heatmap,
 };
-use crate::metrics::{Spread, to_host};
-use crate::model::ModelConfig;
-use crate::plot::LineChart;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::tasks::{Task, TaskConfig};
-use crate::train::TrainConfig;
+use crate::lab::metrics::{Spread, to_host};
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::train::TrainConfig;
+use crate::output::plot::LineChart;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// `configs/no_projections.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,17 +11,17 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::block::positional::PositionalKind;
 use crate::experiments::sweep::{eval_batch, held_out_accuracy, train_seeds};
-use crate::metrics::{Spread, linear_probe, to_host};
-use crate::model::{ModelConfig, TinyTransformer};
-use crate::plot::{Heatmap, LineChart};
-use crate::positional::PositionalKind;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::tasks::{Task, TaskConfig};
-use crate::train::TrainConfig;
+use crate::lab::metrics::{Spread, linear_probe, to_host};
+use crate::lab::model::{ModelConfig, TinyTransformer};
+use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::train::TrainConfig;
+use crate::output::plot::{Heatmap, LineChart};
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// Below this relative error a model counts as equivariant (float noise), above
 /// [`BROKEN_ABOVE`] as not; in between the verdict fails.

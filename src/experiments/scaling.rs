@@ -9,21 +9,21 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
-};
+use crate::block::scale::ScoreScale;
 use crate::experiments::sweep::{describe_steps, train_seeds};
-use crate::metrics::{
+use crate::lab::metrics::{
     self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
 };
-use crate::model::ModelConfig;
-use crate::plot::LineChart;
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
-use crate::scale::ScoreScale;
-use crate::tasks::{Task, TaskConfig};
-use crate::train::TrainConfig;
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::train::TrainConfig;
+use crate::output::plot::LineChart;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
+};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// `configs/scaling.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,14 +5,14 @@
 use burn::module::Module;
 use burn::prelude::*;
 
-use crate::metrics::{Spread, first_step_reaching, head_matrix};
-use crate::model::ModelConfig;
-use crate::plot::{Heatmap, LineChart};
-use crate::report::{MetricRow, Table};
-use crate::rng::HostRng;
-use crate::runner::{Lab, LabError};
-use crate::tasks::{Batch, Task};
-use crate::train::{TrainConfig, TrainRun, train};
+use crate::lab::metrics::{Spread, first_step_reaching, head_matrix};
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{Batch, Task};
+use crate::lab::train::{TrainConfig, TrainRun, train};
+use crate::output::plot::{Heatmap, LineChart};
+use crate::output::report::{MetricRow, Table};
+use crate::run::runner::{Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// The runs of one configuration, one per seed.
 #[derive(Debug, Clone)]
@@ -23,7 +23,10 @@ pub struct SeedRuns {
 impl SeedRuns {
     /// (step, mean over seeds of `value`) at each recorded step that every run reached, ready
     /// to plot.
-    pub fn mean_series(&self, value: impl Fn(&crate::train::StepRecord) -> f64) -> Vec<(f64, f64)> {
+    pub fn mean_series(
+        &self,
+        value: impl Fn(&crate::lab::train::StepRecord) -> f64,
+    ) -> Vec<(f64, f64)> {
         let shortest = self.runs.iter().map(|r| r.records.len()).min().unwrap_or(0);
         (0..shortest)
             .map(|i| {
@@ -39,7 +42,7 @@ impl SeedRuns {
     pub fn final_spread(
         &self,
         k: usize,
-        value: impl Fn(&crate::train::StepRecord) -> f64 + Copy,
+        value: impl Fn(&crate::lab::train::StepRecord) -> f64 + Copy,
     ) -> Spread {
         self.spread_at(usize::MAX, k, value)
     }
@@ -49,7 +52,7 @@ impl SeedRuns {
         &self,
         step: usize,
         k: usize,
-        value: impl Fn(&crate::train::StepRecord) -> f64 + Copy,
+        value: impl Fn(&crate::lab::train::StepRecord) -> f64 + Copy,
     ) -> Spread {
         let values: Vec<f64> = self
             .runs
@@ -224,7 +227,7 @@ pub fn held_out_accuracy(run: &TrainRun, task: &Task, batch: &Batch, device: &De
         .valid()
         .forward(batch.tokens(device), task.n_out())
         .logits; // [batch·n_out, classes]
-    crate::train::accuracy(logits, batch.targets(device))
+    crate::lab::train::accuracy(logits, batch.targets(device))
 }
 
 /// Head 0 of the first sequence of `weights`, queries on rows.

@@ -8,16 +8,16 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfig;
-use crate::config::{
+use crate::block::attention::AttentionConfig;
+use crate::lab::metrics::{entropy_per_head, head_matrix, max_weight_per_head};
+use crate::lab::model::ModelConfig;
+use crate::output::plot::{Heatmap, LineChart};
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive,
 };
-use crate::metrics::{entropy_per_head, head_matrix, max_weight_per_head};
-use crate::model::ModelConfig;
-use crate::plot::{Heatmap, LineChart};
-use crate::report::{MetricRow, Table, Verdict};
-use crate::rng::HostRng;
-use crate::runner::{Experiment, Lab, LabError};
+use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::rng::HostRng;
 
 /// `configs/temperature.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

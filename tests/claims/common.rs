@@ -1,6 +1,6 @@
 //! Shared helpers: running one test body on every device, and reading tensors back.
 
-use attention_lab::device::BackendKind;
+use attention_lab::util::device::BackendKind;
 use burn::prelude::*;
 
 /// Which wgpu adapter the wgpu tests use: `wgpu-cpu` (a software adapter such as Mesa's
@@ -49,14 +49,14 @@ macro_rules! device_test {
 
             #[test]
             fn flex() {
-                if let Some(d) = $crate::common::device_or_skip(attention_lab::device::BackendKind::Flex) {
+                if let Some(d) = $crate::common::device_or_skip(attention_lab::util::device::BackendKind::Flex) {
                     body(d)
                 }
             }
 
             #[test]
             fn ndarray() {
-                if let Some(d) = $crate::common::device_or_skip(attention_lab::device::BackendKind::Ndarray) {
+                if let Some(d) = $crate::common::device_or_skip(attention_lab::util::device::BackendKind::Ndarray) {
                     body(d)
                 }
             }
@@ -71,7 +71,7 @@ macro_rules! device_test {
             #[cfg(feature = "cuda")]
             #[test]
             fn cuda() {
-                if let Some(d) = $crate::common::device_or_skip(attention_lab::device::BackendKind::Cuda) {
+                if let Some(d) = $crate::common::device_or_skip(attention_lab::util::device::BackendKind::Cuda) {
                     body(d)
                 }
             }

@@ -1,8 +1,8 @@
 //! The same seeded weights and input give the same numbers on every backend.
 
-use attention_lab::attention::AttentionConfig;
-use attention_lab::positional::PositionalKind;
-use attention_lab::rng::HostRng;
+use attention_lab::block::attention::AttentionConfig;
+use attention_lab::block::positional::PositionalKind;
+use attention_lab::util::rng::HostRng;
 
 use crate::common::*;
 

@@ -1,15 +1,15 @@
 //! The block's defining properties, on every device.
 
-use attention_lab::attention::{AttentionConfig, AttentionInput};
+use attention_lab::block::attention::{AttentionConfig, AttentionInput};
+use attention_lab::block::mask::padding_mask;
+use attention_lab::block::positional::PositionalKind;
+use attention_lab::block::scale::ScoreScale;
+use attention_lab::block::softmax::SoftmaxAxis;
 use attention_lab::experiments::permutation::{
     BROKEN_ABOVE, EQUIVARIANT_BELOW, equivariance, model_equivariance,
 };
-use attention_lab::mask::padding_mask;
-use attention_lab::model::ModelConfig;
-use attention_lab::positional::PositionalKind;
-use attention_lab::rng::HostRng;
-use attention_lab::scale::ScoreScale;
-use attention_lab::softmax::SoftmaxAxis;
+use attention_lab::lab::model::ModelConfig;
+use attention_lab::util::rng::HostRng;
 use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 

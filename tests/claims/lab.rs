@@ -3,13 +3,13 @@
 
 use std::process::Command;
 
-use attention_lab::device::BackendKind;
+use attention_lab::block::scale::ScoreScale;
 use attention_lab::experiments::dk_vs_dmodel::measure_heads;
 use attention_lab::experiments::scaling::measure_init;
-use attention_lab::model::ModelConfig;
-use attention_lab::scale::ScoreScale;
-use attention_lab::tasks::{Task, TaskConfig, TaskKind};
-use attention_lab::train::{TrainConfig, train};
+use attention_lab::lab::model::ModelConfig;
+use attention_lab::lab::tasks::{Task, TaskConfig, TaskKind};
+use attention_lab::lab::train::{TrainConfig, train};
+use attention_lab::util::device::BackendKind;
 use burn::prelude::*;
 
 use crate::common::*;

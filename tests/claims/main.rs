@@ -8,6 +8,7 @@ mod cross_backend;
 mod experiments_cli;
 mod invariants;
 mod lab;
+mod layout;
 mod parity;
 mod properties;
 #[cfg(feature = "remote-server")]

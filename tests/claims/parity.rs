@@ -1,8 +1,8 @@
 //! Parity with burn-nn's `MultiHeadAttention`: with the same weights, no dropout and the same
 //! mask, our block computes the same thing.
 
-use attention_lab::attention::AttentionConfig;
-use attention_lab::rng::HostRng;
+use attention_lab::block::attention::AttentionConfig;
+use attention_lab::util::rng::HostRng;
 use burn::nn::attention::{MhaInput, generate_autoregressive_mask};
 
 use crate::common::*;

@@ -1,9 +1,9 @@
 //! Property tests: for random batch, length, width, heads and masks, the invariants hold.
 
-use attention_lab::attention::{AttentionConfig, AttentionInput};
+use attention_lab::block::attention::{AttentionConfig, AttentionInput};
+use attention_lab::block::mask::padding_mask;
 use attention_lab::experiments::permutation::permute_rows;
-use attention_lab::mask::padding_mask;
-use attention_lab::rng::HostRng;
+use attention_lab::util::rng::HostRng;
 use burn::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};

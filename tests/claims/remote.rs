@@ -3,9 +3,9 @@
 
 use std::net::TcpListener;
 
-use attention_lab::attention::AttentionConfig;
-use attention_lab::device::{self, BackendKind};
-use attention_lab::rng::HostRng;
+use attention_lab::block::attention::AttentionConfig;
+use attention_lab::util::device::{self, BackendKind};
+use attention_lab::util::rng::HostRng;
 
 use crate::common::*;
 

@@ -1,7 +1,7 @@
 //! The block trains: gradients reach every projection, and Adam lowers a loss.
 
-use attention_lab::attention::AttentionConfig;
-use attention_lab::rng::HostRng;
+use attention_lab::block::attention::AttentionConfig;
+use attention_lab::util::rng::HostRng;
 use burn::optim::{AdamConfig, GradientsParams};
 
 use crate::common::*;
@@ -65,10 +65,10 @@ device_test!(adam_lowers_the_loss, |device| {
 });
 
 device_test!(the_tiny_transformer_trains_with_every_probe, |device| {
-    use attention_lab::model::ModelConfig;
-    use attention_lab::positional::PositionalKind;
-    use attention_lab::tasks::{Task, TaskConfig, TaskKind};
-    use attention_lab::train::{PROBED, TrainConfig, train};
+    use attention_lab::block::positional::PositionalKind;
+    use attention_lab::lab::model::ModelConfig;
+    use attention_lab::lab::tasks::{Task, TaskConfig, TaskKind};
+    use attention_lab::lab::train::{PROBED, TrainConfig, train};
 
     let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();
     let mut model = ModelConfig::new(16, 2);

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::report::{WriteError, write_atomic};
-use crate::runner::RunOutcome;
+use crate::output::report::RunOutcome;
+use crate::output::report::{WriteError, write_atomic};
 
 /// One experiment as `reproduce` saw it.
 #[derive(Debug, Clone)]
@@ -278,7 +278,7 @@ fn strip_prolog(svg: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Verdict;
+    use crate::output::report::Verdict;
 
     #[test]
     fn links_are_relative_and_text_is_escaped() {

@@ -15,11 +15,11 @@ use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 
-use crate::mask::attention_mask;
-use crate::positional::{Positional, PositionalKind};
-use crate::rng::HostRng;
-use crate::scale::ScoreScale;
-use crate::softmax::{SoftmaxAxis, masked_softmax};
+use crate::block::mask::attention_mask;
+use crate::block::positional::{Positional, PositionalKind};
+use crate::block::scale::ScoreScale;
+use crate::block::softmax::{SoftmaxAxis, masked_softmax};
+use crate::util::rng::HostRng;
 
 /// Builds an [`Attention`] block with [`AttentionConfig::init`].
 #[derive(Config, Debug)]

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 
-use crate::cli::find_by_name;
+use crate::util::cli::find_by_name;
 
 /// The backends attention-lab can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

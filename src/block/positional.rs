@@ -18,8 +18,8 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::find_by_name;
-use crate::rng::HostRng;
+use crate::util::cli::find_by_name;
+use crate::util::rng::HostRng;
 
 /// Which positional encoding a block or model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -322,6 +322,21 @@ impl ReportPage<'_> {
     }
 }
 
+/// What a finished run left behind.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub experiment: &'static str,
+    pub title: &'static str,
+    pub claim: &'static str,
+    pub backend: &'static str,
+    pub dir: PathBuf,
+    /// (file stem, title) of each plot written as `<dir>/<file>.svg`.
+    pub plots: Vec<(String, String)>,
+    pub verdicts: Vec<Verdict>,
+    pub findings: Vec<String>,
+    pub seconds: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

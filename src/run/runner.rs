@@ -15,14 +15,16 @@ use burn::prelude::Device;
 use clap::{Args, Command, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::attention::AttentionConfigError;
-use crate::cli::finish;
-use crate::config::{ConfigError, ExperimentConfig, Loaded, load};
-use crate::device::BackendError;
-use crate::plot::PlotError;
-use crate::report::{MetricRow, Plot, ReportPage, RunDir, Table, Verdict, WriteError};
-use crate::tasks::TaskError;
-use crate::train::TrainError;
+use crate::block::attention::AttentionConfigError;
+use crate::lab::tasks::TaskError;
+use crate::lab::train::TrainError;
+use crate::output::plot::PlotError;
+use crate::output::report::{
+    MetricRow, Plot, ReportPage, RunDir, RunOutcome, Table, Verdict, WriteError,
+};
+use crate::run::config::{ConfigError, ExperimentConfig, Loaded, load};
+use crate::util::cli::finish;
+use crate::util::device::BackendError;
 
 /// One demonstration.
 pub trait Experiment {
@@ -212,21 +214,6 @@ pub fn progress_bar(len: u64) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar
-}
-
-/// What a finished run left behind.
-#[derive(Debug, Clone)]
-pub struct RunOutcome {
-    pub experiment: &'static str,
-    pub title: &'static str,
-    pub claim: &'static str,
-    pub backend: &'static str,
-    pub dir: PathBuf,
-    /// (file stem, title) of each plot written as `<dir>/<file>.svg`.
-    pub plots: Vec<(String, String)>,
-    pub verdicts: Vec<Verdict>,
-    pub findings: Vec<String>,
-    pub seconds: f64,
 }
 
 /// Loads and checks the config an experiment binary was given.

@@ -10,11 +10,13 @@ use std::path::Path;
 use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::attention::{AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear};
-use crate::metrics::to_host;
-use crate::rng::HostRng;
-use crate::scale::ScoreScale;
-use crate::softmax::SoftmaxAxis;
+use crate::block::attention::{
+    AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear,
+};
+use crate::block::scale::ScoreScale;
+use crate::block::softmax::SoftmaxAxis;
+use crate::lab::metrics::to_host;
+use crate::util::rng::HostRng;
 
 /// A dense row-major matrix read from the input file.
 #[derive(Debug, Clone, PartialEq)]

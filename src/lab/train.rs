@@ -13,11 +13,11 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfigError;
-use crate::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
-use crate::model::{ModelConfig, TinyTransformer};
-use crate::rng::HostRng;
-use crate::tasks::Task;
+use crate::block::attention::AttentionConfigError;
+use crate::lab::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
+use crate::lab::model::{ModelConfig, TinyTransformer};
+use crate::lab::tasks::Task;
+use crate::util::rng::HostRng;
 
 /// How to train, as written in a config's `[train]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,7 +307,7 @@ fn grad_probes(net: &TinyTransformer, grads: &burn::tensor::Gradients) -> Vec<Gr
 }
 
 /// Entropy and peak weight of every head of every layer.
-fn head_probes(attention: &[crate::attention::AttentionOutput]) -> Vec<HeadProbe> {
+fn head_probes(attention: &[crate::block::attention::AttentionOutput]) -> Vec<HeadProbe> {
     let mut probes = Vec::new();
     for (layer, out) in attention.iter().enumerate() {
         let weights = out.weights.clone().inner();
@@ -328,7 +328,7 @@ fn head_probes(attention: &[crate::attention::AttentionOutput]) -> Vec<HeadProbe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::{TaskConfig, TaskKind};
+    use crate::lab::tasks::{TaskConfig, TaskKind};
 
     fn setup() -> (ModelConfig, Task, TrainConfig) {
         let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();

@@ -11,13 +11,13 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::{
+use crate::block::attention::{
     Attention, AttentionConfig, AttentionConfigError, AttentionOutput, uniform_linear,
 };
-use crate::positional::{Positional, PositionalKind};
-use crate::rng::HostRng;
-use crate::scale::ScoreScale;
-use crate::softmax::SoftmaxAxis;
+use crate::block::positional::{Positional, PositionalKind};
+use crate::block::scale::ScoreScale;
+use crate::block::softmax::SoftmaxAxis;
+use crate::util::rng::HostRng;
 
 /// The model's shape and its attention options, as written in a config's `[model]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,7 +198,7 @@ pub struct TinyTransformer {
 #[derive(Debug, Clone)]
 pub struct ModelOutput {
     /// `[batch·n_out, classes]`: the logits at the last `n_out` positions, flattened in the
-    /// order of [`crate::tasks::Batch::targets`].
+    /// order of [`crate::lab::tasks::Batch::targets`].
     pub logits: Tensor<2>,
     /// `[batch, seq_len, d_model]`: the residual stream after the last block (before the norm).
     pub hidden: Tensor<3>,
@@ -244,7 +244,7 @@ impl TinyTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::{Task, TaskConfig, TaskKind};
+    use crate::lab::tasks::{Task, TaskConfig, TaskKind};
 
     #[test]
     fn shapes_follow_the_task() {

@@ -11,11 +11,11 @@ use std::str::FromStr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::attention::AttentionConfigError;
-use crate::device::BackendKind;
-use crate::model::ModelConfig;
-use crate::tasks::{TaskConfig, TaskError};
-use crate::train::TrainConfig;
+use crate::block::attention::AttentionConfigError;
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{TaskConfig, TaskError};
+use crate::lab::train::TrainConfig;
+use crate::util::device::BackendKind;
 
 /// The `[run]` table every experiment shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

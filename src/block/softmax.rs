@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::find_by_name;
+use crate::util::cli::find_by_name;
 
 /// Which entries of a head's `[n_q, n_k]` score matrix one softmax normalises together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -35,8 +35,8 @@ use std::str::FromStr;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::find_by_name;
-use crate::rng::HostRng;
+use crate::util::cli::find_by_name;
+use crate::util::rng::HostRng;
 
 /// Which task to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
-use crate::attention::AttentionConfig;
-use crate::rng::HostRng;
+use crate::block::attention::AttentionConfig;
+use crate::util::rng::HostRng;
 
 /// One line of the benchmark table.
 #[derive(Debug, Clone, PartialEq)]

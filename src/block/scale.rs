@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::cli::normalize_name;
+use crate::util::cli::normalize_name;
 
 /// What the scores are divided by.
 ///

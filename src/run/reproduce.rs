@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use crate::experiments::{ALL, Entry, find};
-use crate::index::{IndexPage, Ran};
-use crate::report::{Table, WriteError, utc_stamp};
-use crate::runner::{ExperimentArgs, RunOptions, print_outcome, progress_bar};
+use crate::output::index::{IndexPage, Ran};
+use crate::output::report::{Table, WriteError, utc_stamp};
+use crate::run::registry::{Entry, find};
+use crate::run::runner::{ExperimentArgs, RunOptions, print_outcome, progress_bar};
 
 /// `reproduce`'s command line.
 #[derive(clap::Parser, Debug, Clone)]
@@ -39,12 +39,12 @@ pub struct ReproduceArgs {
 /// Why `reproduce` stopped or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ReproduceError {
-    #[error("unknown experiment '{name}': expected one of {}", names())]
-    Unknown { name: String },
+    #[error("unknown experiment '{name}': expected one of {expected}")]
+    Unknown { name: String, expected: String },
     #[error("{experiment}: {source}")]
     Config {
         experiment: &'static str,
-        source: crate::config::ConfigError,
+        source: crate::run::config::ConfigError,
     },
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -52,18 +52,19 @@ pub enum ReproduceError {
     Failed { failed: Vec<String>, total: usize },
 }
 
-fn names() -> String {
-    ALL.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
-}
-
-/// The experiments named (all when none are), in the order given.
-pub fn select(names: &[String]) -> Result<Vec<Entry>, ReproduceError> {
+/// The experiments of `all` named in `names` (all when none are), in the order given.
+pub fn select(all: &[Entry], names: &[String]) -> Result<Vec<Entry>, ReproduceError> {
     if names.is_empty() {
-        return Ok(ALL.to_vec());
+        return Ok(all.to_vec());
     }
     names
         .iter()
-        .map(|n| find(n).ok_or_else(|| ReproduceError::Unknown { name: n.clone() }))
+        .map(|n| {
+            find(all, n).ok_or_else(|| ReproduceError::Unknown {
+                name: n.clone(),
+                expected: all.iter().map(|e| e.name).collect::<Vec<_>>().join(", "),
+            })
+        })
         .collect()
 }
 
@@ -76,10 +77,11 @@ pub struct Reproduced {
     pub seconds: f64,
 }
 
-/// Runs the selection, writes the index, prints the final table.
-pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
+/// Runs the selection from `all` (the binary passes `experiments::ALL`), writes the index, prints
+/// the final table.
+pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceError> {
     if args.list {
-        for e in ALL {
+        for e in all {
             println!("{:<16} {}", e.name, e.title);
         }
         return Ok(Reproduced {
@@ -89,7 +91,7 @@ pub fn run(args: &ReproduceArgs) -> Result<Reproduced, ReproduceError> {
             seconds: 0.0,
         });
     }
-    let entries = select(&args.names)?;
+    let entries = select(all, &args.names)?;
     let mut planned = Vec::with_capacity(entries.len());
     let mut total = 0;
     for entry in entries {
@@ -259,24 +261,4 @@ fn print_table(runs: &[Ran], seconds: f64) {
     }
     println!("\n{}\n", table.to_text());
     println!("total wall time: {seconds:.1} s");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selection_keeps_order_and_refuses_unknown_names() {
-        let picked = select(&["temperature".into(), "Scaling".into()]).unwrap();
-        assert_eq!(
-            picked.iter().map(|e| e.name).collect::<Vec<_>>(),
-            ["temperature", "scaling"]
-        );
-        let err = select(&["scalling".into()]).unwrap_err().to_string();
-        assert!(
-            err.starts_with("unknown experiment 'scalling': expected one of scaling, "),
-            "{err}"
-        );
-        assert_eq!(select(&[]).unwrap().len(), ALL.len());
-    }
 }

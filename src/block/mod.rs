@@ -1,0 +1,11 @@
+//! The attention block and its parts: [`attention`] (projections, heads, forward, outputs) built
+//! from the scaling rule ([`scale`]), the softmax over a chosen axis ([`softmax`]), the masks
+//! ([`mask`]) and the positional encodings ([`positional`]). This is what the claims are about.
+//!
+//! May use: util.
+
+pub mod attention;
+pub mod mask;
+pub mod positional;
+pub mod scale;
+pub mod softmax;

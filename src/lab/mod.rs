@@ -1,0 +1,12 @@
+//! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]), the
+//! training loop with its probes ([`train`]), the measurements ([`metrics`]), the step-by-step
+//! walkthrough ([`trace`]) and the speed benchmark ([`bench`]).
+//!
+//! May use: block, util.
+
+pub mod bench;
+pub mod metrics;
+pub mod model;
+pub mod tasks;
+pub mod trace;
+pub mod train;

@@ -1,0 +1,64 @@
+//! Experiments as values: an [`Entry`] holds one experiment's names, its config check and the
+//! ways to run it, so that `reproduce` can run any list of them without naming a single one.
+//! The list itself (`experiments::ALL`) lives with the experiments, one layer up.
+
+use std::path::Path;
+
+use indicatif::ProgressBar;
+
+use crate::output::report::RunOutcome;
+use crate::run::config::{ConfigError, load};
+use crate::run::runner::{self, Experiment, ExperimentArgs, LabError};
+
+/// One experiment as a value: its names, a config check and a way to run it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// Binary, config and results-folder name.
+    pub name: &'static str,
+    /// The claim in one line.
+    pub title: &'static str,
+    /// Loads and validates a config file for this experiment (with `--set` overrides).
+    pub check: fn(&Path, &[String]) -> Result<(), ConfigError>,
+    /// Loads a config and says how many units of progress its run will report.
+    pub work: fn(&Path, &[String]) -> Result<u64, ConfigError>,
+    /// Runs it as its binary does.
+    pub run: fn(&ExperimentArgs) -> Result<RunOutcome, LabError>,
+    /// Runs it on a progress bar shared with other runs, without printing the outcome.
+    pub run_on: fn(&ExperimentArgs, &ProgressBar) -> Result<RunOutcome, LabError>,
+}
+
+/// The entry of experiment `E`.
+pub const fn entry<E: Experiment>() -> Entry {
+    Entry {
+        name: E::NAME,
+        title: E::TITLE,
+        check: check::<E>,
+        work: work::<E>,
+        run: runner::run::<E>,
+        run_on: run_on::<E>,
+    }
+}
+
+fn check<E: Experiment>(path: &Path, overrides: &[String]) -> Result<(), ConfigError> {
+    work::<E>(path, overrides).map(|_| ())
+}
+
+fn work<E: Experiment>(path: &Path, overrides: &[String]) -> Result<u64, ConfigError> {
+    load::<E::Config>(path, overrides).map(|l| E::work(&l.config))
+}
+
+fn run_on<E: Experiment>(
+    args: &ExperimentArgs,
+    progress: &ProgressBar,
+) -> Result<RunOutcome, LabError> {
+    let loaded = runner::load_config::<E>(args)?;
+    runner::run_loaded::<E>(&loaded, &args.run.out, progress)
+}
+
+/// The entry in `all` called `name` (`_` and `-` alike, any case).
+pub fn find(all: &[Entry], name: &str) -> Option<Entry> {
+    let wanted = crate::util::cli::normalize_name(name);
+    all.iter()
+        .copied()
+        .find(|e| crate::util::cli::normalize_name(e.name) == wanted)
+}
