@@ -6,6 +6,7 @@ use std::time::Duration;
 use attention_lab::lab::bench::{self, BenchSetup};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
+use attention_lab::util::limits::check_memory;
 use clap::Parser;
 
 /// Time our block against burn-nn's MultiHeadAttention (b = 4, d_model = 64, one head) and print
@@ -19,10 +20,17 @@ struct Args {
     /// Sequence lengths to time.
     #[arg(long, value_delimiter = ',', default_value = "16,64,128,512,1024")]
     sizes: Vec<usize>,
-    /// Seconds spent timing each implementation at each length.
+    /// Seconds spent timing each implementation at each length (at most an hour).
     #[arg(long, default_value_t = 1.5)]
     seconds: f64,
+    /// Run even when the estimated memory exceeds what the machine has available.
+    #[arg(long)]
+    force: bool,
 }
+
+/// The longest `--seconds` taken: one implementation at one size for an hour is already a
+/// benchmark nobody waits for, and past about 1.8e19 s a Duration overflows.
+const MAX_SECONDS: f64 = 3600.0;
 
 fn main() -> ExitCode {
     finish(run(Args::parse()))
@@ -34,16 +42,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         "--sizes: every length must be at least 1"
     );
     anyhow::ensure!(
-        args.seconds.is_finite() && args.seconds > 0.0,
-        "--seconds must be positive, got {}",
+        args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= MAX_SECONDS,
+        "--seconds must be a positive number of at most {MAX_SECONDS}, got {}",
         args.seconds
     );
-    let device = args.backend.device()?;
     let setup = BenchSetup {
         sizes: args.sizes,
-        budget: Duration::from_secs_f64(args.seconds),
+        budget: Duration::try_from_secs_f64(args.seconds)?,
         ..BenchSetup::default()
     };
+    let needs = setup.footprint();
+    check_memory(needs.bytes, &needs.what, args.force)?;
+    let device = args.backend.device()?;
     println!(
         "forward+backward, batch {}, d_model {}, {} head(s), backend {}:",
         setup.batch, setup.d_model, setup.n_heads, args.backend

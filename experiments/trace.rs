@@ -9,6 +9,7 @@ use attention_lab::block::softmax::SoftmaxAxis;
 use attention_lab::lab::trace::{self, TraceOptions};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
+use attention_lab::util::limits::check_memory;
 use clap::Parser;
 
 /// Print every step of self-attention (X, Q, K, V, Q·Kᵀ, scaling, softmax, weights·V) as tables.
@@ -44,6 +45,9 @@ struct Args {
     /// Width d_k of the seeded W_Q, W_K, W_V (default: d_model).
     #[arg(long)]
     d_k: Option<usize>,
+    /// Run even when the estimated memory exceeds what the machine has available.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let (Some(input), Some(json)) = (&args.input, &args.json) {
+        anyhow::ensure!(
+            !trace::same_file(input, json),
+            "--json {} is the --input file: writing it would overwrite the input; choose another path",
+            json.display()
+        );
+    }
     let input = match &args.input {
         Some(path) => trace::load_input(path)?,
         None => trace::seed_page_example(),
@@ -63,6 +74,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         d_k: args.d_k,
     };
+    let needs = trace::footprint(&input, &options);
+    check_memory(needs.bytes, &needs.what, args.force)?;
     let device = args.backend.device()?;
     let result = trace::run(&input, &options, &device)?;
     print!("{}", result.render());

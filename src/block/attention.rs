@@ -91,8 +91,20 @@ pub enum AttentionConfigError {
     Temperature(f64),
     #[error("the scale's divisor must be a positive finite number, got {0}")]
     Scale(f64),
+    #[error(
+        "the scores are divided by the scale's divisor × temperature = {divisor:e} × {temperature:e} = {:e}, which must lie in f32's normal range (about 1.2e-38 to 3.4e38)",
+        divisor * temperature
+    )]
+    Divisor { divisor: f64, temperature: f64 },
     #[error("dropout must be in [0, 1), got {0}")]
     Dropout(f64),
+    #[error("{field} must be at most {max} ({why}), got {value}")]
+    TooMany {
+        field: &'static str,
+        max: usize,
+        value: usize,
+        why: &'static str,
+    },
     #[error("{kind} positional encoding needs an even {field}, got {value}")]
     Odd {
         kind: PositionalKind,
@@ -150,6 +162,15 @@ impl AttentionConfig {
         let divisor = self.scale.divisor(self.head_dim(), self.d_model);
         if !(divisor.is_finite() && divisor > 0.0) {
             return Err(E::Scale(divisor));
+        }
+        // Each is checked alone above; their product is what the f32 scores are divided by, and
+        // 1e-300 × 1e-300 underflows to 0 (then inf and NaN weights).
+        let product = divisor * self.temperature;
+        if !(product > 0.0 && (product as f32).is_normal()) {
+            return Err(E::Divisor {
+                divisor,
+                temperature: self.temperature,
+            });
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(E::Dropout(self.dropout));

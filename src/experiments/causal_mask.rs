@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
 use crate::experiments::sweep::compare;
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::tasks::{Task, TaskConfig, TaskKind};
@@ -179,6 +180,14 @@ impl Experiment for CausalMask {
         teacher-forced loss with free-running generation, where the model must produce the \
         second half from its own outputs.";
     type Config = CausalMaskConfig;
+
+    fn footprint(config: &CausalMaskConfig) -> Footprint {
+        let j = &config.jacobian;
+        // The Jacobian's batch holds one copy of the input per output coordinate.
+        let part_a = footprint::block("Part A", j.d_model, j.n_heads, j.d_model, j.n_tokens);
+        let batch = config.train.batch_size.max(config.generate);
+        part_a.max(footprint::training_on(&config.model, &config.task, batch))
+    }
 
     fn work(config: &CausalMaskConfig) -> u64 {
         (2 + 2 * config.run.seeds * config.train.steps) as u64

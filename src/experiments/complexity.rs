@@ -15,11 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::block::attention::AttentionConfig;
 use crate::block::softmax::{SoftmaxAxis, masked_softmax};
 use crate::lab::bench::{median, time_iters};
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::log_log_slope;
 use crate::lab::model::ModelConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty,
+};
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::device::BackendKind;
 use crate::util::memory::peak_during;
@@ -46,6 +49,7 @@ impl Validate for ComplexityConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
         non_empty("sizes", &self.sizes)?;
+        increasing("sizes", &self.sizes)?;
         for &n in &self.sizes {
             at_least("sizes", n, 2)?;
         }
@@ -207,6 +211,17 @@ impl Experiment for Complexity {
         weighted sum) overtakes the n·d² projections (expected near n = 2d), and times Burn's \
         fused attention op next to the block.";
     type Config = ComplexityConfig;
+
+    fn footprint(config: &ComplexityConfig) -> Footprint {
+        let largest = config.sizes.iter().copied().max().unwrap_or(0);
+        footprint::block(
+            "the largest n",
+            config.d_model,
+            config.n_heads,
+            config.batch,
+            largest,
+        )
+    }
 
     fn work(config: &ComplexityConfig) -> u64 {
         config.sizes.iter().map(|&n| (n as u64).pow(2)).sum::<u64>() / 1024

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::attention::AttentionConfig;
 use crate::block::scale::ScoreScale;
 use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, entropy_per_head, std, to_host};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
@@ -16,7 +17,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::rng::HostRng;
@@ -59,6 +60,7 @@ impl Validate for DkVsDModelConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
         non_empty("sweep.n_heads", &self.sweep.n_heads)?;
+        increasing("sweep.n_heads", &self.sweep.n_heads)?;
         non_empty("sweep.scales", &self.sweep.scales)?;
         within_steps("sweep.early_step", self.sweep.early_step, self.train.steps)?;
         at_least("init.n_tokens", self.init.n_tokens, 2)?;
@@ -155,6 +157,20 @@ impl Experiment for DkVsDModel {
         std, entropy relative to uniform) and when training a one-layer transformer (Adam) on a \
         task that needs sharp attention.";
     type Config = DkVsDModelConfig;
+
+    fn footprint(config: &DkVsDModelConfig) -> Footprint {
+        let init = &config.init;
+        Footprint::largest(config.sweep.n_heads.iter().flat_map(|&h| {
+            let model = ModelConfig {
+                n_heads: h,
+                ..config.model.clone()
+            };
+            [
+                footprint::block("init", config.model.d_model, h, init.batch, init.n_tokens),
+                footprint::training_on(&model, &config.task, config.train.batch_size),
+            ]
+        }))
+    }
 
     fn work(config: &DkVsDModelConfig) -> u64 {
         let points = config.sweep.n_heads.len() * config.sweep.scales.len();

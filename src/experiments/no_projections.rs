@@ -12,13 +12,16 @@ use crate::block::attention::AttentionConfig;
 use crate::experiments::sweep::{
     compare, eval_batch, example_batch, trained_weights, weights_heatmap,
 };
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty,
+};
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::rng::HostRng;
 
@@ -48,6 +51,7 @@ impl Validate for NoProjectionsConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
         non_empty("diagonal.d_model", &self.diagonal.d_model)?;
+        increasing("diagonal.d_model", &self.diagonal.d_model)?;
         for &d in &self.diagonal.d_model {
             at_least("diagonal.d_model", d, 1)?;
         }
@@ -119,6 +123,16 @@ impl Experiment for NoProjections {
         on one-token-per-pair associative recall with and without projections and measures the \
         trained diagonal mass.";
     type Config = NoProjectionsConfig;
+
+    fn footprint(config: &NoProjectionsConfig) -> Footprint {
+        let d = &config.diagonal;
+        let part_a = d
+            .d_model
+            .iter()
+            .map(|&d_model| footprint::block("Part A", d_model, 1, d.batch, d.n_tokens));
+        let part_b = footprint::training_on(&config.model, &config.task, config.train.batch_size);
+        Footprint::largest(part_a.chain([part_b]))
+    }
 
     fn work(config: &NoProjectionsConfig) -> u64 {
         (2 * config.diagonal.d_model.len() + 2 * config.run.seeds * config.train.steps) as u64

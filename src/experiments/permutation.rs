@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::positional::PositionalKind;
 use crate::experiments::sweep::{eval_batch, held_out_accuracy, train_seeds};
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, linear_probe, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::tasks::{Task, TaskConfig};
@@ -221,6 +222,35 @@ impl Experiment for Permutation {
         2022): a causal model without any encoding can still learn absolute position, which a \
         linear probe reads from its hidden states. Part D is the seed pages' cat sentence.";
     type Config = PermutationConfig;
+
+    fn footprint(config: &PermutationConfig) -> Footprint {
+        let batch = config.train.batch_size;
+        let layers = config.probe.layers.iter().copied();
+        let probe = layers.chain([config.model.n_layers]).map(|l| {
+            let model = config.model_for(PositionalKind::None, true, l);
+            footprint::training_on(
+                &model,
+                &config.probe.task,
+                batch.max(config.probe.sequences),
+            )
+        });
+        let order = config.order.positionals.iter().flat_map(|&pe| {
+            let model = config.model_for(pe, false, config.model.n_layers);
+            [
+                footprint::training_on(&model, &config.order.order_task, batch),
+                footprint::training_on(&model, &config.order.free_task, batch),
+            ]
+        });
+        let equivariance = config.equivariance.positionals.iter().map(|&pe| {
+            let model = config.model_for(pe, false, config.model.n_layers);
+            footprint::training_on(
+                &model,
+                &config.order.free_task,
+                batch.max(config.equivariance.batch),
+            )
+        });
+        Footprint::largest(probe.chain(order).chain(equivariance))
+    }
 
     fn work(config: &PermutationConfig) -> u64 {
         let seeds = config.run.seeds;
@@ -757,7 +787,11 @@ fn part_d(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
                 .zip(b)
                 .fold(0.0f64, |m, (x, y)| m.max(f64::from((x - y).abs())));
             worst = worst.max(diff / scale);
-            let head = |v: &[f32]| format!("[{:.3}, {:.3}, {:.3}, …]", v[0], v[1], v[2]);
+            let head = |v: &[f32]| {
+                let shown: Vec<String> = v.iter().take(3).map(|x| format!("{x:.3}")).collect();
+                let more = if v.len() > 3 { ", …" } else { "" };
+                format!("[{}{more}]", shown.join(", "))
+            };
             table.row(vec![
                 pe.to_string(),
                 (*word).into(),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::scale::ScoreScale;
 use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{
     self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
 };
@@ -20,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, within_steps,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::rng::HostRng;
@@ -68,6 +69,7 @@ impl Validate for ScalingConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
         non_empty("init.d_k", &self.init.d_k)?;
+        increasing("init.d_k", &self.init.d_k)?;
         non_empty("init.scales", &self.init.scales)?;
         for &d_k in &self.init.d_k {
             at_least("init.d_k", d_k, 1)?;
@@ -75,6 +77,7 @@ impl Validate for ScalingConfig {
         at_least("init.n_tokens", self.init.n_tokens, 2)?;
         at_least("init.batch", self.init.batch, 1)?;
         non_empty("sweep.d_k", &self.sweep.d_k)?;
+        increasing("sweep.d_k", &self.sweep.d_k)?;
         non_empty("sweep.scales", &self.sweep.scales)?;
         within_steps("sweep.compare_at", self.sweep.compare_at, self.train.steps)?;
         Validate::validate(&self.task).map_err(|e| e.within("task"))?;
@@ -217,6 +220,22 @@ impl Experiment for Scaling {
         initialisation over d_k; Part B trains a one-layer transformer (Adam) on one-token-per-pair \
         associative recall with and without the scale.";
     type Config = ScalingConfig;
+
+    fn footprint(config: &ScalingConfig) -> Footprint {
+        let init = &config.init;
+        let part_a = init
+            .d_k
+            .iter()
+            .map(|&d_k| footprint::block("Part A", d_k, 1, init.batch, init.n_tokens));
+        let part_b = config.sweep.d_k.iter().map(|&d_k| {
+            footprint::training_on(
+                &config.model_for(d_k, ScoreScale::SqrtDk),
+                &config.task,
+                config.train.batch_size,
+            )
+        });
+        Footprint::largest(part_a.chain(part_b))
+    }
 
     fn work(config: &ScalingConfig) -> u64 {
         let init = config.init.d_k.len() * config.init.scales.len();

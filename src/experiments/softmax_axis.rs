@@ -13,6 +13,7 @@ use crate::block::softmax::SoftmaxAxis;
 use crate::experiments::sweep::{
     compare, eval_batch, example_batch, trained_weights, weights_heatmap,
 };
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::to_host;
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
@@ -111,6 +112,22 @@ impl Experiment for SoftmaxAxisExperiment {
         for each axis; Part B trains a one-layer transformer (Adam) on one-token-per-pair \
         associative recall with each axis and shows one example's trained weights.";
     type Config = SoftmaxAxisConfig;
+
+    fn footprint(config: &SoftmaxAxisConfig) -> Footprint {
+        let sums = &config.sums;
+        let part_a = footprint::block(
+            "Part A",
+            config.model.d_model,
+            config.model.n_heads,
+            sums.batch,
+            sums.n_tokens,
+        );
+        part_a.max(footprint::training_on(
+            &config.model,
+            &config.task,
+            config.train.batch_size,
+        ))
+    }
 
     fn work(config: &SoftmaxAxisConfig) -> u64 {
         (config.axes.len() * (1 + config.run.seeds * config.train.steps)) as u64

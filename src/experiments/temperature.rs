@@ -9,12 +9,13 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{entropy_per_head, head_matrix, max_weight_per_head};
 use crate::lab::model::ModelConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::rng::HostRng;
@@ -56,6 +57,7 @@ impl Validate for TemperatureConfig {
         for &t in &self.logits.temperatures {
             positive("logits.temperatures", t)?;
         }
+        increasing("logits.temperatures", &self.logits.temperatures)?;
         at_least("logits.n_keys", self.logits.n_keys, 2)?;
         at_least("logits.rows", self.logits.rows, 1)?;
         positive("logits.std", self.logits.std)?;
@@ -114,6 +116,19 @@ impl Experiment for Temperature {
         against the one-hot and uniform limits. Part B shows one sentence's attention through an \
         untrained block at a few temperatures.";
     type Config = TemperatureConfig;
+
+    fn footprint(config: &TemperatureConfig) -> Footprint {
+        let l = &config.logits;
+        let s = &config.sentence;
+        let logits = l.rows as f64 * l.n_keys as f64 * l.temperatures.len() as f64;
+        footprint::floats("Part A's logits", logits).max(footprint::block(
+            "Part B",
+            s.d_model,
+            s.n_heads,
+            1,
+            s.words.len(),
+        ))
+    }
 
     fn work(config: &TemperatureConfig) -> u64 {
         (config.logits.temperatures.len() + config.sentence.temperatures.len()) as u64

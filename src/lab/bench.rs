@@ -10,6 +10,7 @@ use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
 use crate::block::attention::AttentionConfig;
+use crate::lab::footprint::{self, Footprint};
 use crate::util::rng::HostRng;
 
 /// One line of the benchmark table.
@@ -40,6 +41,22 @@ pub struct BenchSetup {
     pub budget: Duration,
     /// Fewest timed iterations, however long they take.
     pub min_iters: usize,
+}
+
+impl BenchSetup {
+    /// The memory of the largest size: our block and burn-nn's side by side, each through
+    /// forward and backward.
+    pub fn footprint(&self) -> Footprint {
+        let largest = self.sizes.iter().copied().max().unwrap_or(0);
+        let one = footprint::block(
+            "the largest size",
+            self.d_model,
+            self.n_heads,
+            self.batch,
+            largest,
+        );
+        Footprint::new(2.0 * one.bytes, one.what)
+    }
 }
 
 impl Default for BenchSetup {

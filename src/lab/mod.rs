@@ -5,6 +5,7 @@
 //! May use: block, util.
 
 pub mod bench;
+pub mod footprint;
 pub mod metrics;
 pub mod model;
 pub mod tasks;

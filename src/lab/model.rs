@@ -17,6 +17,7 @@ use crate::block::attention::{
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
+use crate::util::limits::MAX_LAYERS;
 use crate::util::rng::HostRng;
 
 /// The model's shape and its attention options, as written in a config's `[model]` table.
@@ -109,6 +110,14 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), AttentionConfigError> {
         if self.n_layers == 0 {
             return Err(AttentionConfigError::Zero { field: "n_layers" });
+        }
+        if self.n_layers > MAX_LAYERS {
+            return Err(AttentionConfigError::TooMany {
+                field: "n_layers",
+                max: MAX_LAYERS,
+                value: self.n_layers,
+                why: "a tiny transformer for toy tasks, not a language model",
+            });
         }
         if self.positional == PositionalKind::Sinusoidal && self.d_model % 2 == 1 {
             return Err(AttentionConfigError::Odd {

@@ -119,6 +119,8 @@ pub enum TaskError {
     },
     #[error("length = {length} pairs need at least as many distinct keys, got keys = {keys}")]
     TooFewKeys { length: usize, keys: usize },
+    #[error("only the recall tasks use keys; the {kind} task would ignore keys = {keys}")]
+    UnusedKeys { kind: TaskKind, keys: usize },
 }
 
 /// A task's sizes, as written in a config's `[task]` table.
@@ -158,9 +160,14 @@ impl TaskConfig {
         if self.symbols < 2 {
             return Err(too_small("symbols", 2, self.symbols));
         }
-        if matches!(self.kind, TaskKind::Recall | TaskKind::RecallAdjacent)
-            && self.keys() < self.length
-        {
+        let recall = matches!(self.kind, TaskKind::Recall | TaskKind::RecallAdjacent);
+        if let (false, Some(keys)) = (recall, self.keys) {
+            return Err(TaskError::UnusedKeys {
+                kind: self.kind,
+                keys,
+            });
+        }
+        if recall && self.keys() < self.length {
             return Err(TaskError::TooFewKeys {
                 length: self.length,
                 keys: self.keys(),

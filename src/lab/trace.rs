@@ -15,6 +15,7 @@ use crate::block::attention::{
 };
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
+use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::to_host;
 use crate::util::rng::HostRng;
 
@@ -119,14 +120,100 @@ pub fn load_input(path: &Path) -> Result<TraceInput, TraceError> {
         path: shown.clone(),
         error,
     })?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|error| TraceError::Json { path: shown, error })?;
-    parse_input(&value)
+    parse_input(&parse_json(&text).map_err(|error| TraceError::Json { path: shown, error })?)
+}
+
+/// Parses JSON as the TOML loader reads TOML: a leading byte-order mark is skipped, and a key
+/// given twice in one object is an error (serde_json would silently keep the last).
+pub fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let strict: Strict = serde_json::from_str(text)?;
+    Ok(strict.0)
+}
+
+/// A JSON value whose objects have no repeated key.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key '{key}': give each field once"
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Reads `{"tokens"?, "x", "w_q"?, "w_k"?, "w_v"?}` and checks every shape.
 pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
     const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
+    // What `--json` writes beside the inputs: read back and ignored, so that its file repeats
+    // the run (the options come from the command line, as the first time).
+    const OUTPUTS: [&str; 13] = [
+        "d_k",
+        "scale",
+        "scale_rule",
+        "temperature",
+        "softmax_axis",
+        "causal",
+        "q",
+        "k",
+        "v",
+        "scores",
+        "scaled",
+        "weights",
+        "output",
+    ];
     let object = value.as_object().ok_or_else(|| {
         bad(format!(
             "the input must be a JSON object with the fields {}, got {}",
@@ -134,9 +221,13 @@ pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
             kind_of(value)
         ))
     })?;
-    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !FIELDS.contains(&k.as_str()) && !OUTPUTS.contains(&k.as_str()))
+    {
         return Err(bad(format!(
-            "unknown field '{unknown}': expected {}",
+            "unknown field '{}': expected {} (or the output fields of trace --json, which are ignored)",
+            label(unknown),
             FIELDS.join(", ")
         )));
     }
@@ -277,7 +368,13 @@ fn matrix(object: &Map<String, Value>, name: &str) -> Result<Option<Matrix>, Tra
                     kind_of(entry)
                 ))
             })?;
-            data.push(v as f32);
+            let single = v as f32;
+            if !single.is_finite() {
+                return Err(bad(format!(
+                    "{name}[{i}][{j}] = {entry} is beyond f32's range (about ±3.4e38): the block computes in f32"
+                )));
+            }
+            data.push(single);
         }
     }
     Ok(Some(Matrix {
@@ -285,6 +382,37 @@ fn matrix(object: &Map<String, Value>, name: &str) -> Result<Option<Matrix>, Tra
         cols: cols.unwrap_or(0),
         data,
     }))
+}
+
+/// Whether two paths name one file: the same canonical path when both exist, else the same
+/// path as written (relative to the working directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            cwd.join(a) == cwd.join(b)
+        }
+    }
+}
+
+/// The memory a trace of `input` will take: the n × n scores and weights, and the n × d and
+/// d_model × d_k matrices, each a few times (host copies for the tables and the JSON).
+pub fn footprint(input: &TraceInput, options: &TraceOptions) -> Footprint {
+    let (n, d_model) = (input.x.rows as f64, input.x.cols as f64);
+    let (d_k, d_v) = match &input.weights {
+        Some((w_q, _, w_v)) => (w_q.cols as f64, w_v.cols as f64),
+        None => {
+            let d_k = options.d_k.map_or(d_model, |d| d as f64);
+            (d_k, d_k)
+        }
+    };
+    let elements =
+        n * n * 4.0 + n * (d_model + 2.0 * d_k + 2.0 * d_v) + d_model * (2.0 * d_k + d_v);
+    footprint::floats(
+        &format!("a trace of n = {n}, d_model = {d_model}, d_k = {d_k}, d_v = {d_v}"),
+        elements,
+    )
 }
 
 /// Every intermediate of one trace, as plain rows of numbers.
@@ -536,6 +664,19 @@ impl TraceResult {
     }
 }
 
+/// Longest token name shown in a table; longer names are cut with `…`.
+pub const MAX_LABEL: usize = 24;
+
+/// `name` cut to [`MAX_LABEL`] characters for display.
+pub fn label(name: &str) -> String {
+    if name.chars().count() <= MAX_LABEL {
+        name.to_string()
+    } else {
+        let cut: String = name.chars().take(MAX_LABEL - 1).collect();
+        format!("{cut}…")
+    }
+}
+
 fn fmt_num(v: f32) -> String {
     if v == 0.0 {
         "0".into()
@@ -559,18 +700,20 @@ fn table(
                 .collect()
         })
         .collect();
+    let rows: Vec<String> = rows.iter().map(|r| label(r)).collect();
+    let cols: Vec<String> = cols.iter().map(|c| label(c)).collect();
     let label_w = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0);
     let cell_w = cells
         .iter()
         .flatten()
-        .chain(cols)
+        .chain(&cols)
         .map(|c| c.chars().count())
         .max()
         .unwrap_or(1)
         .max(7);
     let _ = writeln!(out, "{title}");
     let _ = write!(out, "  {:label_w$}", "");
-    for c in cols {
+    for c in &cols {
         let _ = write!(out, " {c:>cell_w$}");
     }
     let _ = writeln!(out);

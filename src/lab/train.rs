@@ -17,6 +17,7 @@ use crate::block::attention::AttentionConfigError;
 use crate::lab::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::tasks::Task;
+use crate::util::interrupt::{self, Interrupted};
 use crate::util::rng::HostRng;
 
 /// How to train, as written in a config's `[train]` table.
@@ -151,6 +152,8 @@ pub enum TrainError {
     Model(#[from] AttentionConfigError),
     #[error("the training device must have autodiff (use `device.autodiff()`)")]
     NoAutodiff,
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 /// Cross-entropy of `logits: [N, classes]` against `targets: [N]`, averaged.
@@ -192,6 +195,7 @@ pub fn train(
     let mut divergence = None;
     let every = config.log_every.max(1);
     for step in 0..config.steps {
+        interrupt::check()?;
         let batch = task.batch(config.batch_size, &mut data);
         let targets = batch.targets(device);
         let out = net.forward(batch.tokens(device), task.n_out());

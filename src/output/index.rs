@@ -5,18 +5,25 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::output::report::RunOutcome;
-use crate::output::report::{WriteError, write_atomic};
+use crate::output::report::{Outcome, RunOutcome, RunStatus, WriteError, write_atomic};
 
 /// One experiment as `reproduce` saw it.
 #[derive(Debug, Clone)]
 pub enum Ran {
     Done(RunOutcome),
-    /// It stopped with an error; whatever it wrote stays in `dir` when there is one.
+    /// It stopped with an error (`status` failed) or was interrupted; whatever it wrote stays in
+    /// `dir` when there is one.
     Failed {
         experiment: &'static str,
         title: &'static str,
+        status: RunStatus,
         error: String,
+        dir: Option<PathBuf>,
+    },
+    /// It never started: the job was interrupted before its turn.
+    NotRun {
+        experiment: &'static str,
+        title: &'static str,
     },
 }
 
@@ -24,8 +31,43 @@ impl Ran {
     pub fn experiment(&self) -> &'static str {
         match self {
             Ran::Done(o) => o.experiment,
-            Ran::Failed { experiment, .. } => experiment,
+            Ran::Failed { experiment, .. } | Ran::NotRun { experiment, .. } => experiment,
         }
+    }
+
+    /// The word the index shows for a run that did not complete.
+    fn word(status: RunStatus) -> &'static str {
+        match status {
+            RunStatus::Interrupted => "INTERRUPTED",
+            _ => "FAILED",
+        }
+    }
+}
+
+/// The CSS class of a verdict.
+fn class(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Confirmed => "ok",
+        Outcome::NotConfirmed => "no",
+        Outcome::Inconclusive => "maybe",
+    }
+}
+
+/// How many verdicts of each kind, and how many experiments did not complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    confirmed: usize,
+    not: usize,
+    inconclusive: usize,
+    incomplete: usize,
+}
+
+impl Counts {
+    fn sentence(&self) -> String {
+        format!(
+            "{} verdicts confirmed, {} not confirmed, {} inconclusive, {} experiments did not complete",
+            self.confirmed, self.not, self.inconclusive, self.incomplete
+        )
     }
 }
 
@@ -54,35 +96,56 @@ impl IndexPage<'_> {
             .join("/")
     }
 
-    fn counts(&self) -> (usize, usize, usize) {
-        let mut confirmed = 0;
-        let mut not = 0;
-        let mut failed = 0;
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
         for r in self.runs {
             match r {
                 Ran::Done(o) => {
                     for v in &o.verdicts {
-                        if v.confirmed {
-                            confirmed += 1;
-                        } else {
-                            not += 1;
+                        match v.outcome {
+                            Outcome::Confirmed => counts.confirmed += 1,
+                            Outcome::NotConfirmed => counts.not += 1,
+                            Outcome::Inconclusive => counts.inconclusive += 1,
                         }
                     }
                 }
-                Ran::Failed { .. } => failed += 1,
+                Ran::Failed { .. } | Ran::NotRun { .. } => counts.incomplete += 1,
             }
         }
-        (confirmed, not, failed)
+        counts
+    }
+
+    /// `[report.md](…)` of an incomplete run's folder, or nothing.
+    fn partial_link_md(&self, dir: &Option<PathBuf>) -> String {
+        dir.as_ref()
+            .map(|d| {
+                format!(
+                    " (partial results: [report.md]({}))",
+                    self.link(d, "report.md")
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    fn partial_link_html(&self, dir: &Option<PathBuf>) -> String {
+        dir.as_ref()
+            .map(|d| {
+                format!(
+                    " (partial results: <a href=\"{}\">report.md</a>)",
+                    self.link(d, "report.md")
+                )
+            })
+            .unwrap_or_default()
     }
 
     pub fn to_markdown(&self) -> String {
-        let (confirmed, not, failed) = self.counts();
         let mut md = format!(
-            "# attention-lab: every claim, measured\n\n{} experiments on `{}`, {:.1} s in all (finished {} UTC); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.\n\nRepeat: `{}`\n\n## Claims and verdicts\n\n| experiment | verdict | claim |\n|---|---|---|\n",
+            "# attention-lab: every claim, measured\n\n{} experiments on `{}`, {:.1} s in all (finished {} UTC); {}.\n\nRepeat: `{}`\n\n## Claims and verdicts\n\n| experiment | verdict | claim |\n|---|---|---|\n",
             self.runs.len(),
             self.backend,
             self.wall_seconds,
             self.stamp,
+            self.counts().sentence(),
             self.command
         );
         for r in self.runs {
@@ -99,8 +162,21 @@ impl IndexPage<'_> {
                     }
                 }
                 Ran::Failed {
-                    experiment, error, ..
-                } => md += &format!("| `{experiment}` | ERROR | {error} |\n"),
+                    experiment,
+                    status,
+                    error,
+                    dir,
+                    ..
+                } => {
+                    md += &format!(
+                        "| `{experiment}` | {} | {error}{} |\n",
+                        Ran::word(*status),
+                        self.partial_link_md(dir)
+                    )
+                }
+                Ran::NotRun { experiment, .. } => {
+                    md += &format!("| `{experiment}` | NOT RUN | the job was interrupted first |\n")
+                }
             }
         }
         for r in self.runs {
@@ -133,9 +209,20 @@ impl IndexPage<'_> {
                 Ran::Failed {
                     experiment,
                     title,
+                    status,
                     error,
+                    dir,
                 } => {
-                    md += &format!("\n## `{experiment}`: {title}\n\n**ERROR**: {error}\n");
+                    md += &format!(
+                        "\n## `{experiment}`: {title}\n\n**{}**: {error}{}\n",
+                        Ran::word(*status),
+                        self.partial_link_md(dir)
+                    );
+                }
+                Ran::NotRun { experiment, title } => {
+                    md += &format!(
+                        "\n## `{experiment}`: {title}\n\n**NOT RUN**: the job was interrupted first\n"
+                    );
                 }
             }
         }
@@ -144,17 +231,17 @@ impl IndexPage<'_> {
 
     /// One HTML page with every plot inlined; `read_svg` supplies each plot's SVG text.
     pub fn to_html(&self, read_svg: impl Fn(&Path) -> Option<String>) -> String {
-        let (confirmed, not, failed) = self.counts();
         let mut h = String::from(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>attention-lab results</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#1a7f37;font-weight:bold}.no{color:#cf222e;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0}.plots svg{max-width:540px;height:auto;border:1px solid #eee}code{background:#f4f4f4;padding:1px 4px}</style></head><body>\n",
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>attention-lab results</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#1a7f37;font-weight:bold}.no{color:#cf222e;font-weight:bold}.maybe{color:#9a6700;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0}.plots svg{max-width:540px;height:auto;border:1px solid #eee}code{background:#f4f4f4;padding:1px 4px}</style></head><body>\n",
         );
         let _ = write!(
             h,
-            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all (finished {} UTC); {confirmed} verdicts confirmed, {not} not confirmed, {failed} experiments failed.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
+            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all (finished {} UTC); {}.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
             self.runs.len(),
             escape(self.backend),
             self.wall_seconds,
             escape(self.stamp),
+            self.counts().sentence(),
             escape(self.command)
         );
         for r in self.runs {
@@ -166,7 +253,7 @@ impl IndexPage<'_> {
                             "<tr><td><a href=\"#{}\">{}</a></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
                             o.experiment,
                             o.experiment,
-                            if v.confirmed { "ok" } else { "no" },
+                            class(v.outcome),
                             v.word(),
                             escape(&v.claim),
                             escape(&v.evidence)
@@ -174,12 +261,24 @@ impl IndexPage<'_> {
                     }
                 }
                 Ran::Failed {
-                    experiment, error, ..
+                    experiment,
+                    status,
+                    error,
+                    dir,
+                    ..
                 } => {
                     let _ = writeln!(
                         h,
-                        "<tr><td>{experiment}</td><td class=\"no\">ERROR</td><td colspan=\"2\">{}</td></tr>",
-                        escape(error)
+                        "<tr><td>{experiment}</td><td class=\"no\">{}</td><td colspan=\"2\">{}{}</td></tr>",
+                        Ran::word(*status),
+                        escape(error),
+                        self.partial_link_html(dir)
+                    );
+                }
+                Ran::NotRun { experiment, .. } => {
+                    let _ = writeln!(
+                        h,
+                        "<tr><td>{experiment}</td><td class=\"maybe\">NOT RUN</td><td colspan=\"2\">the job was interrupted first</td></tr>"
                     );
                 }
             }
@@ -200,7 +299,7 @@ impl IndexPage<'_> {
                         let _ = writeln!(
                             h,
                             "<li><span class=\"{}\">{}</span>: {}. {}</li>",
-                            if v.confirmed { "ok" } else { "no" },
+                            class(v.outcome),
                             v.word(),
                             escape(&v.claim),
                             escape(&v.evidence)
@@ -235,13 +334,24 @@ impl IndexPage<'_> {
                 Ran::Failed {
                     experiment,
                     title,
+                    status,
                     error,
+                    dir,
                 } => {
                     let _ = writeln!(
                         h,
-                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"no\">ERROR: {}</p>",
+                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"no\">{}: {}{}</p>",
                         escape(title),
-                        escape(error)
+                        Ran::word(*status),
+                        escape(error),
+                        self.partial_link_html(dir)
+                    );
+                }
+                Ran::NotRun { experiment, title } => {
+                    let _ = writeln!(
+                        h,
+                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"maybe\">NOT RUN: the job was interrupted first</p>",
+                        escape(title)
                     );
                 }
             }
@@ -314,5 +424,51 @@ mod tests {
             html.contains("<figure><svg>plot</svg>") && !html.contains("<?xml"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn incomplete_runs_and_inconclusive_verdicts_are_shown_as_such() {
+        let root = Path::new("/tmp/out");
+        let outcome = RunOutcome {
+            experiment: "demo",
+            title: "t",
+            claim: "c",
+            backend: "flex",
+            dir: root.join("demo").join("a"),
+            plots: vec![],
+            verdicts: vec![Verdict::new("x", true, "x = NaN")],
+            findings: vec![],
+            seconds: 1.0,
+        };
+        let runs = [
+            Ran::Done(outcome),
+            Ran::Failed {
+                experiment: "broken",
+                title: "t",
+                status: RunStatus::Interrupted,
+                error: "interrupted".into(),
+                dir: Some(root.join("broken").join("b")),
+            },
+            Ran::NotRun {
+                experiment: "later",
+                title: "t",
+            },
+        ];
+        let page = IndexPage {
+            runs: &runs,
+            root,
+            backend: "flex",
+            wall_seconds: 1.0,
+            stamp: "now",
+            command: "cargo run",
+        };
+        let md = page.to_markdown();
+        assert!(md.contains("| INCONCLUSIVE | x |"), "{md}");
+        assert!(md.contains("| `broken` | INTERRUPTED | interrupted (partial results: [report.md](broken/b/report.md)) |"), "{md}");
+        assert!(md.contains("| `later` | NOT RUN |"), "{md}");
+        assert!(md.contains("0 verdicts confirmed, 0 not confirmed, 1 inconclusive, 2 experiments did not complete"), "{md}");
+        let html = page.to_html(|_| None);
+        assert!(html.contains("class=\"maybe\">INCONCLUSIVE"), "{html}");
+        assert!(html.contains("<a href=\"broken/b/report.md\">"), "{html}");
     }
 }

@@ -63,35 +63,89 @@ impl MetricRow {
 }
 
 /// A claim tested against the run's own data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// A decision is only as good as its numbers: when the evidence holds a number that is not finite
+/// (`NaN`, `inf`, as Rust prints them), the measurement failed and the verdict is
+/// [`Outcome::Inconclusive`] whichever way the comparison went, since `NaN < x` is simply false.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub claim: String,
-    pub confirmed: bool,
+    pub outcome: Outcome,
     /// The measured numbers the decision rests on.
     pub evidence: String,
 }
 
+/// How a claim fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Confirmed,
+    NotConfirmed,
+    /// The measurement itself failed (a non-finite number), so the data decide nothing.
+    Inconclusive,
+}
+
 impl Verdict {
+    /// The verdict on `claim`: `confirmed` as computed from the data, unless `evidence` shows a
+    /// non-finite number, which makes it inconclusive.
     pub fn new(claim: impl Into<String>, confirmed: bool, evidence: impl Into<String>) -> Self {
+        let evidence = evidence.into();
+        let outcome = if shows_non_finite(&evidence) {
+            Outcome::Inconclusive
+        } else if confirmed {
+            Outcome::Confirmed
+        } else {
+            Outcome::NotConfirmed
+        };
         Self {
             claim: claim.into(),
-            confirmed,
-            evidence: evidence.into(),
+            outcome,
+            evidence,
         }
     }
 
+    pub fn confirmed(&self) -> bool {
+        self.outcome == Outcome::Confirmed
+    }
+
     pub fn word(&self) -> &'static str {
-        if self.confirmed {
-            "CONFIRMED"
-        } else {
-            "NOT CONFIRMED"
+        match self.outcome {
+            Outcome::Confirmed => "CONFIRMED",
+            Outcome::NotConfirmed => "NOT CONFIRMED",
+            Outcome::Inconclusive => "INCONCLUSIVE",
         }
+    }
+}
+
+/// Whether `text` holds a number as Rust prints a non-finite one: the word `NaN` or `inf`.
+fn shows_non_finite(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word == "NaN" || word == "inf")
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Verdict", 4)?;
+        s.serialize_field("claim", &self.claim)?;
+        s.serialize_field("verdict", self.word())?;
+        s.serialize_field("confirmed", &self.confirmed())?;
+        s.serialize_field("evidence", &self.evidence)?;
+        s.end()
     }
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} ({})", self.word(), self.claim, self.evidence)
+        match self.outcome {
+            Outcome::Inconclusive => write!(
+                f,
+                "{}: {} (a measurement is not a finite number: {})",
+                self.word(),
+                self.claim,
+                self.evidence
+            ),
+            _ => write!(f, "{}: {} ({})", self.word(), self.claim, self.evidence),
+        }
     }
 }
 
@@ -160,6 +214,36 @@ pub struct Plot {
     pub title: String,
     pub svg: String,
 }
+
+/// A file stem safe on every file system: letters, digits, `.`, `_` and `-` kept, anything else
+/// `_`, and at most [`MAX_STEM`] bytes. A longer name keeps its start and gets a hash of the whole,
+/// so two long names that share a start stay two files. (Stems built from formatted numbers can
+/// otherwise exceed the 255-byte limit of a file name.)
+pub fn file_stem(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.').to_string();
+    if clean.len() <= MAX_STEM && !clean.is_empty() {
+        return clean;
+    }
+    // FNV-1a: stable across runs and platforms, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}-{hash:016x}", &clean[..clean.len().min(MAX_STEM - 17)])
+}
+
+/// The longest stem [`file_stem`] returns, well under the usual 255-byte limit, leaving room for
+/// an extension and a temporary suffix.
+pub const MAX_STEM: usize = 120;
 
 /// Could not write a result file.
 #[derive(Debug, thiserror::Error)]
@@ -288,14 +372,23 @@ pub struct ReportPage<'a> {
     pub plots: &'a [Plot],
     /// Backend, seeds, wall time, how to repeat.
     pub run_lines: &'a [String],
+    /// How the run ended; anything but complete is said at the top, with the error.
+    pub status: RunStatus,
+    pub error: Option<&'a str>,
 }
 
 impl ReportPage<'_> {
     pub fn to_markdown(&self) -> String {
-        let mut md = format!(
-            "# `{}`: {}\n\n{}\n\n## Verdicts\n\n",
-            self.experiment, self.title, self.claim
-        );
+        let mut md = format!("# `{}`: {}\n\n", self.experiment, self.title);
+        if self.status != RunStatus::Complete {
+            md += &format!(
+                "> **This run is {}**: {}. What it measured before it stopped is below and in \
+                 `metrics.csv`; its verdicts are incomplete.\n\n",
+                self.status.word(),
+                self.error.unwrap_or("no error was recorded")
+            );
+        }
+        md += &format!("{}\n\n## Verdicts\n\n", self.claim);
         for v in self.verdicts {
             md += &format!("- **{}**: {}. {}\n", v.word(), v.claim, v.evidence);
         }
@@ -322,6 +415,36 @@ impl ReportPage<'_> {
     }
 }
 
+/// How a run ended, as `summary.json`'s `status` says. It is written as `running` when the run
+/// folder is made and replaced when the run ends, so a folder whose process died without a
+/// word (an abort, SIGKILL, power loss) still says `running`, next to the `pid` that was running
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
 /// What a finished run left behind.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -340,6 +463,35 @@ pub struct RunOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_stems_stay_short_safe_and_distinct() {
+        assert_eq!(file_stem("weights_d_k=64"), "weights_d_k_64");
+        let long_a = format!("loss_{}", "1.0e-300,".repeat(60));
+        let long_b = format!("loss_{}", "1.0e-300;".repeat(60));
+        let (a, b) = (file_stem(&long_a), file_stem(&long_b));
+        assert!(a.len() <= MAX_STEM && b.len() <= MAX_STEM, "{a}");
+        assert_ne!(a, b);
+        assert_eq!(file_stem("../../etc"), "_.._etc");
+        assert!(!file_stem("").is_empty());
+    }
+
+    #[test]
+    fn non_finite_evidence_makes_a_verdict_inconclusive() {
+        let nan = f64::NAN;
+        let v = Verdict::new("x falls", nan < 1.0, format!("x = {nan:.3}"));
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(v.word(), "INCONCLUSIVE");
+        let inf = -f64::INFINITY;
+        let v = Verdict::new("x falls", true, format!("falls {inf}×"));
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        let v = Verdict::new("x falls", false, "x = 3.0 (information: infinite patience)");
+        assert_eq!(v.outcome, Outcome::NotConfirmed);
+        assert_eq!(
+            serde_json::to_value(Verdict::new("c", true, "1.5")).unwrap(),
+            serde_json::json!({"claim": "c", "verdict": "CONFIRMED", "confirmed": true, "evidence": "1.5"})
+        );
+    }
     use std::time::Duration;
 
     #[test]

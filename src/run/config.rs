@@ -16,6 +16,7 @@ use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{TaskConfig, TaskError};
 use crate::lab::train::TrainConfig;
 use crate::util::device::BackendKind;
+use crate::util::limits::{self, MAX_SEEDS, MAX_STEPS};
 
 /// The `[run]` table every experiment shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,11 +26,36 @@ pub struct RunConfig {
     #[serde(default = "default_backend")]
     pub backend: String,
     /// Base seed; repeat r uses seed + r. Default: 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "any_u64")]
     pub seed: u64,
     /// Independent repeats of every trained configuration. Default: 1.
     #[serde(default = "one")]
     pub seeds: usize,
+}
+
+/// A `u64` written as a number or as a string of digits. TOML's integers stop at i64::MAX, so
+/// `--set run.seed=18446744073709551615` (and `--seed`) reach the config as a string, while the
+/// same number written in the file is read as a number.
+fn any_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Seed;
+    impl serde::de::Visitor<'_> for Seed {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a whole number from 0 to {}", u64::MAX)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+            text.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+        }
+    }
+    deserializer.deserialize_any(Seed)
 }
 
 fn default_backend() -> String {
@@ -65,7 +91,13 @@ impl RunConfig {
 impl Validate for RunConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.backend_kind()?;
-        at_least("run.seeds", self.seeds, 1)
+        at_least("run.seeds", self.seeds, 1)?;
+        at_most(
+            "run.seeds",
+            self.seeds,
+            MAX_SEEDS,
+            "more seeds than that is a typo, not a study",
+        )
     }
 }
 
@@ -113,6 +145,27 @@ pub fn at_least(key: &str, value: usize, min: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `value ≤ max`, or an error naming `key` and why the cap is there.
+pub fn at_most(key: &str, value: usize, max: usize, why: &str) -> Result<(), Invalid> {
+    limits::at_most(value, max, why).map_err(|reason| Invalid::new(key, reason))
+}
+
+/// A list in strictly increasing order (the verdicts read its ends as smallest and largest), or
+/// an error naming `key`.
+pub fn increasing<T: PartialOrd + std::fmt::Debug>(key: &str, list: &[T]) -> Result<(), Invalid> {
+    if let Some(i) = list.windows(2).position(|w| !(w[0] < w[1])) {
+        return Err(Invalid::new(
+            key,
+            format!(
+                "must be in increasing order without repeats (the verdicts compare its first and last), got {:?} before {:?}",
+                list[i],
+                list[i + 1]
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A positive finite number, or an error naming `key`.
 pub fn positive(key: &str, value: f64) -> Result<(), Invalid> {
     if !(value.is_finite() && value > 0.0) {
@@ -152,6 +205,7 @@ pub fn non_empty<T>(key: &str, list: &[T]) -> Result<(), Invalid> {
 impl Validate for TrainConfig {
     fn validate(&self) -> Result<(), Invalid> {
         at_least("steps", self.steps, 1)?;
+        at_most("steps", self.steps, MAX_STEPS, "years of training on a CPU")?;
         at_least("batch_size", self.batch_size, 1)?;
         positive("lr", self.lr)?;
         at_least("log_every", self.log_every, 1)
@@ -163,7 +217,7 @@ impl Validate for TaskConfig {
         TaskConfig::validate(self).map_err(|e| {
             let key = match &e {
                 TaskError::TooSmall { field, .. } => field,
-                TaskError::TooFewKeys { .. } => "keys",
+                TaskError::TooFewKeys { .. } | TaskError::UnusedKeys { .. } => "keys",
                 TaskError::UnknownKind(_) => "kind",
             };
             Invalid::new(key, e)
@@ -181,8 +235,10 @@ impl Validate for ModelConfig {
                 E::RawWidths { .. } => "d_k",
                 E::Temperature(_) => "temperature",
                 E::Scale(_) => "scale",
+                E::Divisor { .. } => "temperature",
                 E::Dropout(_) => "dropout",
                 E::Odd { .. } => "positional",
+                E::TooMany { field, .. } => field,
             };
             Invalid::new(key, e)
         })
@@ -333,11 +389,19 @@ fn place_of(text: &str, offset: usize, with_lines: bool) -> String {
         .map(str::trim)
         .find(|l| l.starts_with('[') && l.ends_with(']'))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    let key = match (table, key.is_empty() || key.starts_with('[')) {
-        (Some(t), false) => format!("{t}.{key}"),
-        (None, false) => key.to_string(),
-        (Some(t), true) => t,
-        (None, true) => String::new(),
+    let key = if key.starts_with('[') {
+        // The error is about a table header itself (an unknown table): name that table, not
+        // the one before it.
+        key.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string()
+    } else {
+        match (table, key.is_empty()) {
+            (Some(t), false) => format!("{t}.{key}"),
+            (None, false) => key.to_string(),
+            (Some(t), true) => t,
+            (None, true) => String::new(),
+        }
     };
     let mut parts = Vec::new();
     if with_lines {

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 
 use crate::output::report::RunOutcome;
 use crate::run::config::{ConfigError, load};
-use crate::run::runner::{self, Experiment, ExperimentArgs, LabError};
+use crate::run::runner::{self, Experiment, ExperimentArgs, LabError, Plan};
 
 /// One experiment as a value: its names, a config check and a way to run it.
 #[derive(Debug, Clone, Copy)]
@@ -17,10 +17,9 @@ pub struct Entry {
     pub name: &'static str,
     /// The claim in one line.
     pub title: &'static str,
-    /// Loads and validates a config file for this experiment (with `--set` overrides).
-    pub check: fn(&Path, &[String]) -> Result<(), ConfigError>,
-    /// Loads a config and says how many units of progress its run will report.
-    pub work: fn(&Path, &[String]) -> Result<u64, ConfigError>,
+    /// Loads and validates a config file for this experiment (with `--set` overrides) and says
+    /// what its run will ask for: progress units, backend, memory.
+    pub plan: fn(&Path, &[String]) -> Result<Plan, ConfigError>,
     /// Runs it as its binary does.
     pub run: fn(&ExperimentArgs) -> Result<RunOutcome, LabError>,
     /// Runs it on a progress bar shared with other runs, without printing the outcome.
@@ -32,19 +31,14 @@ pub const fn entry<E: Experiment>() -> Entry {
     Entry {
         name: E::NAME,
         title: E::TITLE,
-        check: check::<E>,
-        work: work::<E>,
+        plan: plan::<E>,
         run: runner::run::<E>,
         run_on: run_on::<E>,
     }
 }
 
-fn check<E: Experiment>(path: &Path, overrides: &[String]) -> Result<(), ConfigError> {
-    work::<E>(path, overrides).map(|_| ())
-}
-
-fn work<E: Experiment>(path: &Path, overrides: &[String]) -> Result<u64, ConfigError> {
-    load::<E::Config>(path, overrides).map(|l| E::work(&l.config))
+fn plan<E: Experiment>(path: &Path, overrides: &[String]) -> Result<Plan, ConfigError> {
+    runner::plan::<E>(&load::<E::Config>(path, overrides)?)
 }
 
 fn run_on<E: Experiment>(
@@ -52,7 +46,7 @@ fn run_on<E: Experiment>(
     progress: &ProgressBar,
 ) -> Result<RunOutcome, LabError> {
     let loaded = runner::load_config::<E>(args)?;
-    runner::run_loaded::<E>(&loaded, &args.run.out, progress)
+    runner::run_loaded::<E>(&loaded, &args.run, progress)
 }
 
 /// The entry in `all` called `name` (`_` and `-` alike, any case).

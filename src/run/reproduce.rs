@@ -10,9 +10,14 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use crate::output::index::{IndexPage, Ran};
+use crate::output::report::RunStatus;
 use crate::output::report::{Table, WriteError, utc_stamp};
 use crate::run::registry::{Entry, find};
-use crate::run::runner::{ExperimentArgs, RunOptions, print_outcome, progress_bar};
+use crate::run::runner::{
+    ExperimentArgs, LabError, RunOptions, check_out, print_outcome, progress_bar,
+};
+use crate::util::interrupt;
+use crate::util::limits::check_memory;
 
 /// `reproduce`'s command line.
 #[derive(clap::Parser, Debug, Clone)]
@@ -46,10 +51,21 @@ pub enum ReproduceError {
         experiment: &'static str,
         source: crate::run::config::ConfigError,
     },
+    /// A backend, the memory or `--out` that rules out the whole job, found before it starts.
+    #[error("{experiment}: {source}")]
+    Unfit {
+        experiment: &'static str,
+        source: LabError,
+    },
     #[error(transparent)]
     Write(#[from] WriteError),
-    #[error("{} of {total} experiments failed: {}", failed.len(), failed.join("; "))]
+    #[error("{} of {total} experiments did not complete: {}", failed.len(), failed.join("; "))]
     Failed { failed: Vec<String>, total: usize },
+    #[error(
+        "every experiment failed, so {} was left as it was (the last complete index): {}",
+        kept.display(), failed.join("; ")
+    )]
+    AllFailed { kept: PathBuf, failed: Vec<String> },
 }
 
 /// The experiments of `all` named in `names` (all when none are), in the order given.
@@ -94,25 +110,55 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     let entries = select(all, &args.names)?;
     let mut planned = Vec::with_capacity(entries.len());
     let mut total = 0;
+    let mut backends = Vec::new();
     for entry in entries {
         let exp_args = ExperimentArgs {
             config: Some(args.configs.join(format!("{}.toml", entry.name))),
             run: args.run.clone(),
             set: Vec::new(),
         };
-        total += (entry.work)(&exp_args.config_path(entry.name), &exp_args.overrides()).map_err(
+        let plan = (entry.plan)(&exp_args.config_path(entry.name), &exp_args.overrides()).map_err(
             |source| ReproduceError::Config {
                 experiment: entry.name,
                 source,
             },
         )?;
+        // Every experiment's limits before the first one runs: a job that cannot finish
+        // should not spend an hour finding out.
+        let unfit = |source: LabError| ReproduceError::Unfit {
+            experiment: entry.name,
+            source,
+        };
+        check_memory(plan.footprint.bytes, &plan.footprint.what, args.run.force)
+            .map_err(|e| unfit(e.into()))?;
+        if !backends.contains(&plan.backend) {
+            // Each backend once, and before anything is written: an unusable one would
+            // otherwise fail every experiment in turn.
+            plan.backend
+                .device()
+                .and_then(|_| plan.backend.autodiff_device())
+                .map_err(|e| unfit(e.into()))?;
+            backends.push(plan.backend);
+        }
+        total += plan.work;
         planned.push((entry, exp_args));
     }
+    check_out(&args.run.out).map_err(|source| ReproduceError::Unfit {
+        experiment: "reproduce",
+        source,
+    })?;
 
     let started = Instant::now();
     let bar = progress_bar(total);
     let mut runs = Vec::with_capacity(planned.len());
     for (i, (entry, exp_args)) in planned.iter().enumerate() {
+        if interrupt::requested() {
+            runs.push(Ran::NotRun {
+                experiment: entry.name,
+                title: entry.title,
+            });
+            continue;
+        }
         let line = format!(
             "\n== [{}/{}] {}: {}",
             i + 1,
@@ -129,10 +175,17 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
             Err(e) => {
                 let error = format!("{e:#}").replace('\n', " ");
                 bar.suspend(|| eprintln!("error: {}: {error}", entry.name));
+                let (status, dir) = match e {
+                    LabError::Incomplete { status, dir, .. } => (status, Some(dir)),
+                    _ if interrupt::requested() => (RunStatus::Interrupted, None),
+                    _ => (RunStatus::Failed, None),
+                };
                 runs.push(Ran::Failed {
                     experiment: entry.name,
                     title: entry.title,
+                    status,
                     error,
+                    dir,
                 });
             }
         }
@@ -148,7 +201,7 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
         .iter()
         .filter_map(|r| match r {
             Ran::Done(o) => Some(o.backend),
-            Ran::Failed { .. } => None,
+            Ran::Failed { .. } | Ran::NotRun { .. } => None,
         })
         .collect();
     backends.sort_unstable();
@@ -171,19 +224,25 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
         stamp: &stamp,
         command: &command,
     };
-    let (index_md, index_html) = page.write()?;
-    print_table(&runs, seconds);
-    println!("index: {} and {}", index_md.display(), index_html.display());
-
     let failed: Vec<String> = runs
         .iter()
         .filter_map(|r| match r {
             Ran::Failed {
                 experiment, error, ..
             } => Some(format!("{experiment} ({error})")),
+            Ran::NotRun { experiment, .. } => Some(format!("{experiment} (not run)")),
             Ran::Done(_) => None,
         })
         .collect();
+    print_table(&runs, seconds);
+    let kept = args.run.out.join("index.html");
+    if failed.len() == runs.len() && kept.is_file() {
+        // A page of nothing but errors would hide the last good results; the errors are on
+        // the terminal, and each run folder says what happened.
+        return Err(ReproduceError::AllFailed { kept, failed });
+    }
+    let (index_md, index_html) = page.write()?;
+    println!("index: {} and {}", index_md.display(), index_html.display());
     if !failed.is_empty() {
         return Err(ReproduceError::Failed {
             failed,
@@ -250,11 +309,20 @@ fn print_table(runs: &[Ran], seconds: f64) {
                 }
             }
             Ran::Failed {
-                experiment, error, ..
+                experiment,
+                status,
+                error,
+                ..
             } => table.row(vec![
                 experiment.to_string(),
-                "ERROR".into(),
+                status.word().to_uppercase(),
                 error.clone(),
+                String::new(),
+            ]),
+            Ran::NotRun { experiment, .. } => table.row(vec![
+                experiment.to_string(),
+                "NOT RUN".into(),
+                "the job was interrupted first".into(),
                 String::new(),
             ]),
         }

@@ -2,9 +2,11 @@
 //! writes the results folder and prints the verdicts. An experiment supplies only what it
 //! measures ([`Experiment::run`]), through a [`Lab`].
 //!
-//! Order matters for "nothing lost, nothing half-made": the config and the backend are checked
-//! before any folder exists, so a bad config leaves no trace; once the run starts, the resolved
-//! config is on disk first, and whatever was measured is written even if the run fails later.
+//! Order matters for "nothing lost, nothing half-made": the config, the backend, the memory
+//! estimate and `--out` are checked before any folder exists, so a bad config leaves no trace;
+//! once the run starts, the resolved config and a `summary.json` saying `running` are on disk
+//! first, and whatever was measured is written even if the run fails, panics or is interrupted,
+//! with the status saying which.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,15 +18,20 @@ use clap::{Args, Command, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::block::attention::AttentionConfigError;
+use crate::lab::footprint::Footprint;
 use crate::lab::tasks::TaskError;
 use crate::lab::train::TrainError;
 use crate::output::plot::PlotError;
 use crate::output::report::{
-    MetricRow, Plot, ReportPage, RunDir, RunOutcome, Table, Verdict, WriteError,
+    MetricRow, Plot, ReportPage, RunDir, RunOutcome, RunStatus, Table, Verdict, WriteError,
+    file_stem, utc_stamp,
 };
 use crate::run::config::{ConfigError, ExperimentConfig, Loaded, load};
 use crate::util::cli::finish;
-use crate::util::device::BackendError;
+use crate::util::device::{BackendError, BackendKind};
+use crate::util::guard;
+use crate::util::interrupt::{self, Interrupted};
+use crate::util::limits::{TooLarge, check_memory};
 
 /// One demonstration.
 pub trait Experiment {
@@ -38,6 +45,10 @@ pub trait Experiment {
 
     /// Units of progress the run will report through [`Lab::advance`].
     fn work(config: &Self::Config) -> u64;
+
+    /// The estimated peak memory of the run's largest piece (see [`crate::lab::footprint`]),
+    /// checked against the machine before anything runs.
+    fn footprint(config: &Self::Config) -> Footprint;
 
     /// Measures, and fills the lab with metrics, tables, plots and verdicts.
     fn run(config: &Self::Config, lab: &mut Lab) -> Result<(), LabError>;
@@ -60,6 +71,22 @@ pub enum LabError {
     Plot(#[from] PlotError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    /// A panic inside the experiment, caught: a bug, reported as one line.
+    #[error("the experiment crashed ({0}); this is a bug in attention-lab")]
+    Panicked(String),
+    #[error("--out {out}: {reason}")]
+    Out { out: PathBuf, reason: String },
+    /// The run started and did not finish; what it measured is in `dir`.
+    #[error("{source} (what was measured is in {}, status {status})", dir.display())]
+    Incomplete {
+        dir: PathBuf,
+        status: RunStatus,
+        source: Box<LabError>,
+    },
 }
 
 /// Where a run goes and what it runs on: the options every experiment binary and `reproduce`
@@ -75,6 +102,9 @@ pub struct RunOptions {
     /// Results root; a run goes to <DIR>/<experiment>/<run-id>/
     #[arg(long, value_name = "DIR", default_value = "results")]
     pub out: PathBuf,
+    /// Run even when the estimated peak memory exceeds what the machine has available
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The options every experiment binary takes.
@@ -181,7 +211,7 @@ impl Lab {
         svg: Result<String, PlotError>,
     ) -> Result<(), LabError> {
         self.plots.push(Plot {
-            file: file.into(),
+            file: file_stem(file),
             title: title.into(),
             svg: svg?,
         });
@@ -237,39 +267,113 @@ pub fn main<E: Experiment>() -> ExitCode {
 pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, LabError> {
     let loaded = load_config::<E>(args)?;
     let progress = progress_bar(E::work(&loaded.config));
-    let outcome = run_loaded::<E>(&loaded, &args.run.out, &progress);
+    let outcome = run_loaded::<E>(&loaded, &args.run, &progress);
     progress.finish_and_clear();
     let outcome = outcome?;
     print_outcome(&outcome);
     Ok(outcome)
 }
 
-/// Runs `E` with a loaded config, writing under `out`, reporting progress on `progress` (which
-/// may be shared with other runs: it is advanced, never finished, here).
-pub fn run_loaded<E: Experiment>(
-    loaded: &Loaded<E::Config>,
-    out: &Path,
-    progress: &ProgressBar,
-) -> Result<RunOutcome, LabError> {
+/// What a config will ask of the machine, known before it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Units of progress (see [`Experiment::work`]).
+    pub work: u64,
+    pub backend: BackendKind,
+    pub footprint: Footprint,
+}
+
+/// The plan of `E` under `config` (whose backend name is already validated).
+pub fn plan<E: Experiment>(loaded: &Loaded<E::Config>) -> Result<Plan, ConfigError> {
     let config = &loaded.config;
-    let kind = config
+    let backend = config
         .run()
         .backend_kind()
         .map_err(|invalid| ConfigError::Invalid {
             path: loaded.path.clone(),
             invalid,
         })?;
+    Ok(Plan {
+        work: E::work(config),
+        backend,
+        footprint: E::footprint(config),
+    })
+}
+
+/// Refuses a results root that lies inside a run folder (one holding `summary.json`): runs would
+/// nest inside runs, and the index would lose them.
+pub fn check_out(out: &Path) -> Result<(), LabError> {
+    let absolute = std::env::current_dir()
+        .map(|cwd| cwd.join(out))
+        .unwrap_or_else(|_| out.to_path_buf());
+    if let Some(run) = absolute
+        .ancestors()
+        .find(|dir| dir.join("summary.json").is_file() && dir.join("config.toml").is_file())
+    {
+        return Err(LabError::Out {
+            out: out.to_path_buf(),
+            reason: format!(
+                "it lies inside the run folder {}; give a results root instead, such as results",
+                run.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `E` with a loaded config, writing under `options.out`, reporting progress on `progress`
+/// (which may be shared with other runs: it is advanced, never finished, here).
+pub fn run_loaded<E: Experiment>(
+    loaded: &Loaded<E::Config>,
+    options: &RunOptions,
+    progress: &ProgressBar,
+) -> Result<RunOutcome, LabError> {
+    let config = &loaded.config;
+    let plan = plan::<E>(loaded)?;
+    let kind = plan.backend;
+    check_memory(plan.footprint.bytes, &plan.footprint.what, options.force)?;
     let device = kind.device()?;
     let autodiff = kind.autodiff_device()?;
+    check_out(&options.out)?;
 
-    let dir = RunDir::create(out, E::NAME)?;
+    let dir = RunDir::create(&options.out, E::NAME)?;
     dir.write("config.toml", loaded.resolved.as_bytes())?;
+    let mut summary = serde_json::json!({
+        "experiment": E::NAME,
+        "title": E::TITLE,
+        "run_id": dir.id,
+        "status": RunStatus::Running,
+        "pid": std::process::id(),
+        "started": utc_stamp(std::time::SystemTime::now()),
+        "backend": kind.name(),
+        "config": loaded.path.display().to_string(),
+        "estimated_peak_bytes": plan.footprint.bytes,
+    });
+    let write_summary = |summary: &serde_json::Value| {
+        let json = serde_json::to_string_pretty(summary).expect("a summary serialises");
+        dir.write("summary.json", json.as_bytes())
+    };
+    write_summary(&summary)?;
+    interrupt::install();
     let start = Instant::now();
     let mut lab = Lab::new(device, autodiff, progress.clone());
-    let result = E::run(config, &mut lab);
+    let result = guard::catch(|| E::run(config, &mut lab))
+        .unwrap_or_else(|panic| Err(LabError::Panicked(panic)));
     let seconds = start.elapsed().as_secs_f64();
-    // What was measured is kept even when the run failed part-way.
+    let status = match &result {
+        Ok(()) => RunStatus::Complete,
+        Err(_) if interrupt::requested() => RunStatus::Interrupted,
+        Err(_) => RunStatus::Failed,
+    };
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| format!("{e:#}").replace('\n', " "));
+    // What was measured is kept whichever way the run ended.
     dir.write_metrics(&lab.metrics)?;
+    for plot in &lab.plots {
+        dir.write(&format!("{}.svg", plot.file), plot.svg.as_bytes())?;
+    }
     let run_lines = vec![
         format!("backend: `{}`; seeds: {:?}", kind, config.run().seed_list()),
         format!("wall time: {seconds:.1} s"),
@@ -279,26 +383,6 @@ pub fn run_loaded<E: Experiment>(
             dir.path.join("config.toml").display()
         ),
     ];
-    let mut summary = serde_json::json!({
-        "experiment": E::NAME,
-        "title": E::TITLE,
-        "run_id": dir.id,
-        "backend": kind.name(),
-        "config": loaded.path.display().to_string(),
-        "wall_seconds": seconds,
-        "verdicts": lab.verdicts,
-        "findings": lab.findings,
-        "results": lab.summary,
-    });
-    if let Err(e) = &result {
-        summary["error"] = serde_json::Value::String(format!("{e:#}"));
-    }
-    let json = serde_json::to_string_pretty(&summary).expect("a summary serialises");
-    dir.write("summary.json", json.as_bytes())?;
-    result?;
-    for plot in &lab.plots {
-        dir.write(&format!("{}.svg", plot.file), plot.svg.as_bytes())?;
-    }
     let page = ReportPage {
         experiment: E::NAME,
         title: E::TITLE,
@@ -308,8 +392,27 @@ pub fn run_loaded<E: Experiment>(
         tables: &lab.tables,
         plots: &lab.plots,
         run_lines: &run_lines,
+        status,
+        error: error.as_deref(),
     };
     dir.write("report.md", page.to_markdown().as_bytes())?;
+    summary["status"] = serde_json::to_value(status).expect("a status serialises");
+    summary["wall_seconds"] = seconds.into();
+    summary["verdicts"] = serde_json::to_value(&lab.verdicts).expect("verdicts serialise");
+    summary["findings"] = lab.findings.clone().into();
+    summary["results"] = lab.summary.clone().into();
+    if let Some(error) = &error {
+        summary["error"] = error.clone().into();
+    }
+    // Last, so that `complete` is only ever said of a folder that holds everything.
+    write_summary(&summary)?;
+    if let Err(source) = result {
+        return Err(LabError::Incomplete {
+            dir: dir.path,
+            status,
+            source: Box::new(source),
+        });
+    }
     Ok(RunOutcome {
         experiment: E::NAME,
         title: E::TITLE,

@@ -4,18 +4,25 @@
 use std::fmt::Display;
 use std::process::ExitCode;
 
+use crate::util::interrupt::{self, INTERRUPTED_EXIT};
+
 /// Exit code for any error: bad input, a bad config, a missing backend.
 pub const ERROR_EXIT: u8 = 2;
 
 /// Turns a binary's result into its exit code, printing an error as one line (with its causes,
-/// for error types whose alternate form lists them, such as anyhow's).
+/// for error types whose alternate form lists them, such as anyhow's). An error after Ctrl-C or
+/// SIGTERM exits with [`INTERRUPTED_EXIT`] (130), as the shell would report the signal.
 pub fn finish<E: Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let line = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {line}");
-            ExitCode::from(ERROR_EXIT)
+            if interrupt::requested() {
+                ExitCode::from(INTERRUPTED_EXIT)
+            } else {
+                ExitCode::from(ERROR_EXIT)
+            }
         }
     }
 }

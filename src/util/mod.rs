@@ -1,10 +1,15 @@
 //! Small pieces every layer shares: the backend switch ([`device`]), the host RNG that makes a
 //! seed mean the same weights on every backend ([`rng`]), the binaries' error ending and name
-//! matching ([`cli`]), and the counting allocator behind host-memory measurements ([`memory`]).
+//! matching ([`cli`]), the counting allocator behind host-memory measurements ([`memory`]), and
+//! what keeps a run whole at the edges: Ctrl-C as a request ([`interrupt`]), a panic as an error
+//! ([`guard`]), and the machine's memory and the caps on absurd values ([`limits`]).
 //!
 //! May use: nothing else in the crate.
 
 pub mod cli;
 pub mod device;
+pub mod guard;
+pub mod interrupt;
+pub mod limits;
 pub mod memory;
 pub mod rng;

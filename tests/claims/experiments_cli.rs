@@ -63,7 +63,7 @@ fn every_config_file_parses_and_validates() {
             let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
             let entry = attention_lab::experiments::find(&stem)
                 .unwrap_or_else(|| panic!("{} names no experiment", path.display()));
-            (entry.check)(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            (entry.plan)(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
             seen += 1;
         }
     }
@@ -133,7 +133,7 @@ fn reduced_run(name: &str, plots: &[&str], unasserted: &[&str]) {
     }
     // The resolved config repeats the run: it loads and validates as it is.
     let entry = attention_lab::experiments::find(name).unwrap();
-    (entry.check)(&dir.join("config.toml"), &[]).unwrap();
+    (entry.plan)(&dir.join("config.toml"), &[]).unwrap();
 }
 
 #[test]
