@@ -1,4 +1,8 @@
-//! Shared helpers: running one test body on every device, and reading tensors back.
+//! Shared helpers: running one test body on every device, reading tensors back, and running the
+//! binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use attention_lab::util::device::BackendKind;
 use burn::prelude::*;
@@ -103,4 +107,75 @@ pub fn column_sums(weights: &[f32], n_q: usize, n_k: usize) -> Vec<f32> {
         .chunks(n_q * n_k)
         .flat_map(|head| (0..n_k).map(move |j| (0..n_q).map(|i| head[i * n_k + j]).sum()))
         .collect()
+}
+
+pub fn binary(name: &str) -> &'static str {
+    match name {
+        "scaling" => env!("CARGO_BIN_EXE_scaling"),
+        "dk_vs_dmodel" => env!("CARGO_BIN_EXE_dk_vs_dmodel"),
+        "permutation" => env!("CARGO_BIN_EXE_permutation"),
+        "softmax_axis" => env!("CARGO_BIN_EXE_softmax_axis"),
+        "no_projections" => env!("CARGO_BIN_EXE_no_projections"),
+        "causal_mask" => env!("CARGO_BIN_EXE_causal_mask"),
+        "temperature" => env!("CARGO_BIN_EXE_temperature"),
+        "complexity" => env!("CARGO_BIN_EXE_complexity"),
+        "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
+        "trace" => env!("CARGO_BIN_EXE_trace"),
+        "bench" => env!("CARGO_BIN_EXE_bench"),
+        other => panic!("no binary for {other}"),
+    }
+}
+
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(binary(name))
+        .args(args)
+        .output()
+        .expect("run the experiment binary")
+}
+
+/// A fresh folder for one test's results, never shared with another call.
+pub fn scratch(test: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("attention-lab-{test}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The single run folder under `out/<name>/`.
+pub fn run_dir(out: &Path, name: &str) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "expected one run folder, found {runs:?}");
+    runs[0].clone()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `args` on `name` must fail with exit code 2, say `needle`, and create nothing under --out.
+pub fn refused(name: &str, args: &[&str], needle: &str) {
+    let out = scratch(&format!("bad-{name}-{}", needle.len()));
+    let results = out.join("results");
+    let mut all = vec!["--out", results.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let result = run(name, &all);
+    assert_eq!(
+        result.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        stderr(&result)
+    );
+    let message = stderr(&result);
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(
+        message.contains(needle),
+        "{args:?}: expected {needle:?} in {message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line expected: {message}");
+    assert!(!results.exists(), "{args:?} created {}", results.display());
 }

@@ -1,55 +1,10 @@
 //! The experiment binaries end to end: reduced configs run, write every file and confirm their
 //! claims; bad configs stop with exit code 2 and a message, before any folder exists.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use attention_lab::experiments::ALL;
+
+use crate::common::{refused, run, run_dir, scratch, stderr};
 use serde_json::Value;
-
-fn binary(name: &str) -> &'static str {
-    match name {
-        "scaling" => env!("CARGO_BIN_EXE_scaling"),
-        "dk_vs_dmodel" => env!("CARGO_BIN_EXE_dk_vs_dmodel"),
-        "permutation" => env!("CARGO_BIN_EXE_permutation"),
-        "softmax_axis" => env!("CARGO_BIN_EXE_softmax_axis"),
-        "no_projections" => env!("CARGO_BIN_EXE_no_projections"),
-        "causal_mask" => env!("CARGO_BIN_EXE_causal_mask"),
-        "temperature" => env!("CARGO_BIN_EXE_temperature"),
-        "complexity" => env!("CARGO_BIN_EXE_complexity"),
-        "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
-        other => panic!("no binary for {other}"),
-    }
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(binary(name))
-        .args(args)
-        .output()
-        .expect("run the experiment binary")
-}
-
-/// A fresh folder for one test's results.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("attention-lab-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The single run folder under `out/<name>/`.
-fn run_dir(out: &Path, name: &str) -> PathBuf {
-    let runs: Vec<PathBuf> = std::fs::read_dir(out.join(name))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "expected one run folder, found {runs:?}");
-    runs[0].clone()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn every_config_file_parses_and_validates() {
@@ -381,29 +336,6 @@ fn reproduce_refuses_bad_input_before_running_anything() {
         &["--configs", dir.join("none").to_str().unwrap()],
         "cannot read config",
     );
-}
-
-/// `args` on `name` must fail with exit code 2, say `needle`, and create nothing under --out.
-fn refused(name: &str, args: &[&str], needle: &str) {
-    let out = scratch(&format!("bad-{name}-{}", needle.len()));
-    let results = out.join("results");
-    let mut all = vec!["--out", results.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let result = run(name, &all);
-    assert_eq!(
-        result.status.code(),
-        Some(2),
-        "{args:?}: {}",
-        stderr(&result)
-    );
-    let message = stderr(&result);
-    assert!(message.starts_with("error: "), "{message}");
-    assert!(
-        message.contains(needle),
-        "{args:?}: expected {needle:?} in {message}"
-    );
-    assert_eq!(message.lines().count(), 1, "one line expected: {message}");
-    assert!(!results.exists(), "{args:?} created {}", results.display());
 }
 
 #[test]
