@@ -130,8 +130,6 @@ impl AttentionConfig {
         for (field, value) in [
             ("d_model", self.d_model),
             ("n_heads", self.n_heads),
-            ("d_k", self.head_dim()),
-            ("d_v", self.value_dim()),
             ("max_len", self.max_len),
         ] {
             if value == 0 {
@@ -139,12 +137,19 @@ impl AttentionConfig {
             }
         }
         // Heads must tile d_model when d_k is derived from it, and when X itself is split.
+        // Checked before d_k's own zero, so that n_heads > d_model is blamed on n_heads (which
+        // was set) rather than on a derived d_k of 0 (which was not).
         let heads_tile_input = self.d_k.is_none() || !self.projections;
         if heads_tile_input && self.d_model % self.n_heads != 0 {
             return Err(E::HeadsDoNotDivide {
                 d_model: self.d_model,
                 n_heads: self.n_heads,
             });
+        }
+        for (field, value) in [("d_k", self.head_dim()), ("d_v", self.value_dim())] {
+            if value == 0 {
+                return Err(E::Zero { field });
+            }
         }
         if !self.projections {
             let expected = self.d_model / self.n_heads;

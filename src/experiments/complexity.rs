@@ -21,7 +21,7 @@ use crate::lab::model::ModelConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, increasing, non_empty,
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::device::BackendKind;
@@ -53,11 +53,14 @@ impl Validate for ComplexityConfig {
         for &n in &self.sizes {
             at_least("sizes", n, 2)?;
         }
-        if !self.sizes.windows(2).all(|w| w[0] < w[1]) {
-            return Err(Invalid::new("sizes", "must be strictly ascending"));
-        }
         at_least("batch", self.batch, 1)?;
         at_least("repeats", self.repeats, 1)?;
+        at_most(
+            "repeats",
+            self.repeats,
+            10_000,
+            "the median settles long before",
+        )?;
         let fitted = self.sizes.iter().filter(|&&n| n >= self.fit_from).count();
         if fitted < 2 {
             return Err(Invalid::new(

@@ -20,8 +20,11 @@ use crate::lab::tasks::{Task, TaskConfig};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, non_empty,
+};
 use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::limits::MAX_STEPS;
 use crate::util::rng::HostRng;
 
 /// Below this relative error a model counts as equivariant (float noise), above
@@ -89,6 +92,18 @@ impl Validate for PermutationConfig {
         non_empty("equivariance.positionals", &e.positionals)?;
         at_least("equivariance.batch", e.batch, 1)?;
         at_least("equivariance.permutations", e.permutations, 1)?;
+        at_most(
+            "equivariance.permutations",
+            e.permutations,
+            10_000,
+            "the error's maximum settles long before",
+        )?;
+        at_most(
+            "equivariance.train_steps",
+            e.train_steps,
+            MAX_STEPS,
+            "years of training on a CPU",
+        )?;
         at_least("equivariance.train_steps", e.train_steps, 1)?;
         non_empty("order.positionals", &self.order.positionals)?;
         Validate::validate(&self.order.order_task).map_err(|e| e.within("order.order_task"))?;

@@ -15,7 +15,7 @@ use crate::lab::model::ModelConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive,
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::rng::HostRng;
@@ -57,7 +57,6 @@ impl Validate for TemperatureConfig {
         for &t in &self.logits.temperatures {
             positive("logits.temperatures", t)?;
         }
-        increasing("logits.temperatures", &self.logits.temperatures)?;
         at_least("logits.n_keys", self.logits.n_keys, 2)?;
         at_least("logits.rows", self.logits.rows, 1)?;
         positive("logits.std", self.logits.std)?;

@@ -34,13 +34,13 @@ pub fn available_bytes() -> Option<f64> {
 
 /// `1.5 GiB`, `320 MiB`, `12 KiB`, `3.4e21 B`.
 pub fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if !bytes.is_finite() {
         return "more bytes than can be counted".into();
     }
     let mut value = bytes;
     for unit in UNITS {
-        if value < 1024.0 || unit == "TiB" {
+        if value < 1024.0 || unit == "EiB" {
             if value >= 1e6 {
                 return format!("{bytes:.2e} B");
             }

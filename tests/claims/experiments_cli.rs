@@ -455,7 +455,7 @@ fn bad_configs_stop_before_any_folder_exists() {
     refused(
         "complexity",
         &["--set", "sizes=[64, 32]"],
-        "sizes: must be strictly ascending",
+        "sizes: must be in increasing order",
     );
     refused(
         "no_projections",

@@ -6,6 +6,7 @@ mod common;
 
 mod cross_backend;
 mod experiments_cli;
+mod fuzz;
 mod hardening;
 mod invariants;
 mod lab;
