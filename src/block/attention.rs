@@ -140,7 +140,7 @@ impl AttentionConfig {
         // Checked before d_k's own zero, so that n_heads > d_model is blamed on n_heads (which
         // was set) rather than on a derived d_k of 0 (which was not).
         let heads_tile_input = self.d_k.is_none() || !self.projections;
-        if heads_tile_input && self.d_model % self.n_heads != 0 {
+        if heads_tile_input && !self.d_model.is_multiple_of(self.n_heads) {
             return Err(E::HeadsDoNotDivide {
                 d_model: self.d_model,
                 n_heads: self.n_heads,

@@ -319,7 +319,7 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
     );
     let chance = 1.0 / symbols as f64;
     let mut generated = Vec::new();
-    for (v, &(ref name, _)) in trained.iter().zip(&variants) {
+    for (v, (name, _)) in trained.iter().zip(&variants) {
         lab.status(format!("generating: {name}"));
         let accs: Vec<f64> = v
             .runs

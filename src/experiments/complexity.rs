@@ -437,15 +437,15 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             slopes[0].1.expect("measured")
         ),
     ));
-    if let (Some(fused), Some(time)) = (slopes[7].1, slopes[2].1) {
-        if fused < 1.5 {
-            lab.finding(format!(
-                "Burn's fused attention op never holds the n × n matrix on this backend: its peak memory grows as n^{fused:.2}, while its time still grows as n^{time:.2}"
-            ));
-        }
+    if let (Some(fused), Some(time)) = (slopes[7].1, slopes[2].1)
+        && fused < 1.5
+    {
+        lab.finding(format!(
+            "Burn's fused attention op never holds the n × n matrix on this backend: its peak memory grows as n^{fused:.2}, while its time still grows as n^{time:.2}"
+        ));
     }
-    match slopes[6].1 {
-        Some(memory_slope) => lab.verdict(Verdict::new(
+    if let Some(memory_slope) = slopes[6].1 {
+        lab.verdict(Verdict::new(
             "memory grows quadratically in n at large n",
             quadratic(memory_slope),
             format!(
@@ -454,8 +454,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
                     / (config.batch * config.n_heads * last.n * last.n) as f64,
                 last.n
             ),
-        )),
-        None => {}
+        ));
     }
     let cross = crossover(
         &points

@@ -231,7 +231,7 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
         all.push((h, row));
     }
     lab.table(table);
-    lab.summarize("init", &all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
+    lab.summarize("init", all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
     let mut chart = LineChart::new(
         "Attention entropy at initialisation (1 = uniform)",
         "heads",

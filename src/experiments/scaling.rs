@@ -313,7 +313,7 @@ fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
     lab.table(table);
     lab.summarize(
         "init",
-        &by_scale
+        by_scale
             .iter()
             .map(|(s, p)| (s.to_string(), p))
             .collect::<std::collections::BTreeMap<_, _>>(),

@@ -180,8 +180,8 @@ pub fn linear_probe(
             b[i][y] += x[i];
         }
     }
-    for i in 0..p {
-        a[i][i] += RIDGE * train.len() as f64;
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += RIDGE * train.len() as f64;
     }
     // Cholesky A = L·Lᵀ (lower triangle of `a` only).
     let mut l = vec![vec![0.0; p]; p];

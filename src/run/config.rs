@@ -153,7 +153,8 @@ pub fn at_most(key: &str, value: usize, max: usize, why: &str) -> Result<(), Inv
 /// A list in strictly increasing order (the verdicts read its ends as smallest and largest), or
 /// an error naming `key`.
 pub fn increasing<T: PartialOrd + std::fmt::Debug>(key: &str, list: &[T]) -> Result<(), Invalid> {
-    if let Some(i) = list.windows(2).position(|w| !(w[0] < w[1])) {
+    let rising = |w: &[T]| w[0].partial_cmp(&w[1]) == Some(std::cmp::Ordering::Less);
+    if let Some(i) = list.windows(2).position(|w| !rising(w)) {
         return Err(Invalid::new(
             key,
             format!(

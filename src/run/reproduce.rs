@@ -6,7 +6,7 @@
 //! error goes into the index and the job exits non-zero at the end. A NOT CONFIRMED verdict is a
 //! result, not an error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::output::index::{IndexPage, Ran};
@@ -261,7 +261,7 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
 fn command_line(args: &ReproduceArgs) -> String {
     let mut parts = vec!["cargo run --release --bin reproduce --".to_string()];
     parts.extend(args.names.iter().cloned());
-    if args.configs != PathBuf::from("configs") {
+    if args.configs != Path::new("configs") {
         parts.push(format!("--configs {}", args.configs.display()));
     }
     if let Some(b) = &args.run.backend {
@@ -270,7 +270,7 @@ fn command_line(args: &ReproduceArgs) -> String {
     if let Some(s) = args.run.seed {
         parts.push(format!("--seed {s}"));
     }
-    if args.run.out != PathBuf::from("results") {
+    if args.run.out != Path::new("results") {
         parts.push(format!("--out {}", args.run.out.display()));
     }
     if parts.len() == 1 {

@@ -358,7 +358,7 @@ pub fn run_loaded<E: Experiment>(
     let start = Instant::now();
     let mut lab = Lab::new(device, autodiff, progress.clone());
     let result = guard::catch(|| E::run(config, &mut lab))
-        .unwrap_or_else(|panic| Err(LabError::Panicked(panic)));
+        .unwrap_or_else(|panic| Err(LabError::Panicked(panic.to_string())));
     let seconds = start.elapsed().as_secs_f64();
     let status = match &result {
         Ok(()) => RunStatus::Complete,

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::DeviceKind;
 
 use crate::util::cli::find_by_name;
+use crate::util::guard;
 
 /// The backends attention-lab can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -170,7 +171,8 @@ impl FromStr for BackendKind {
 /// Runs one tiny operation on the device, once per process, and turns a backend's panic (wgpu
 /// panics when it finds no adapter) into a [`BackendError`].
 fn probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
-    static RESULTS: OnceLock<Mutex<Vec<(BackendKind, Result<(), BackendError>)>>> = OnceLock::new();
+    type Probed = Vec<(BackendKind, Result<(), BackendError>)>;
+    static RESULTS: OnceLock<Mutex<Probed>> = OnceLock::new();
     let results = RESULTS.get_or_init(|| Mutex::new(Vec::new()));
     let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, known)) = results.iter().find(|(k, _)| *k == kind) {
@@ -182,14 +184,10 @@ fn probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
 }
 
 fn run_probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let device = device.clone();
-    let attempt = std::panic::catch_unwind(move || {
-        let t = Tensor::<1>::from_floats([1.0, 2.0], &device);
+    let attempt = guard::catch(|| {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], device);
         t.sum().into_scalar::<f32>()
     });
-    std::panic::set_hook(quiet);
     match attempt {
         Ok(sum) if (sum - 3.0).abs() < 1e-6 => Ok(()),
         Ok(sum) => Err(BackendError::Unavailable {
@@ -197,8 +195,15 @@ fn run_probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
             missing: format!("a probe computed 1 + 2 = {sum}"),
             remedy: "The driver is broken; use --backend flex.",
         }),
-        Err(payload) => {
-            let detail = panic_text(payload.as_ref());
+        Err(panic) => {
+            // Backend panics can run to many lines; the first says what is missing.
+            let detail = panic
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             let missing = match kind {
                 BackendKind::Wgpu => format!("wgpu found no usable adapter ({detail})"),
                 BackendKind::WgpuCpu => {
@@ -213,16 +218,6 @@ fn run_probe(kind: BackendKind, device: &Device) -> Result<(), BackendError> {
             })
         }
     }
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("the backend failed to start");
-    // Backend panics can run to many lines; the first says what is missing.
-    text.lines().next().unwrap_or(text).trim().to_string()
 }
 
 fn remedy(kind: BackendKind) -> &'static str {

@@ -4,6 +4,8 @@
 //! anything is written, with both numbers, unless the user passes `--force`. The caps stop typos
 //! (`steps = 1000000000000`) that would otherwise run for years or overflow a count.
 
+use std::cmp::Ordering::{Equal, Less};
+
 /// At most this many seeds per configuration (`run.seeds`).
 pub const MAX_SEEDS: usize = 1_000;
 /// At most this many training steps (`train.steps` and the like).
@@ -69,11 +71,14 @@ pub fn check_memory(bytes: f64, what: &str, force: bool) -> Result<(), TooLarge>
         return Ok(());
     }
     match available_bytes() {
-        Some(available) if !(bytes <= available) => Err(TooLarge {
-            what: what.to_string(),
-            needed: human_bytes(bytes),
-            available: human_bytes(available),
-        }),
+        // NaN fits nowhere.
+        Some(available) if !matches!(bytes.partial_cmp(&available), Some(Less | Equal)) => {
+            Err(TooLarge {
+                what: what.to_string(),
+                needed: human_bytes(bytes),
+                available: human_bytes(available),
+            })
+        }
         _ => Ok(()),
     }
 }
