@@ -390,29 +390,43 @@ mod tests {
     use super::*;
     use crate::output::report::Verdict;
 
-    #[test]
-    fn links_are_relative_and_text_is_escaped() {
-        let root = Path::new("/tmp/out");
-        let outcome = RunOutcome {
+    const ROOT: &str = "/tmp/out";
+
+    /// A finished run of `demo` in `ROOT/demo/<id>` with one verdict.
+    fn done(id: &str, title: &'static str, plots: Vec<(String, String)>, verdict: Verdict) -> Ran {
+        Ran::Done(RunOutcome {
             experiment: "demo",
-            title: "a < b",
+            title,
             claim: "claim",
             backend: "flex",
-            dir: root.join("demo").join("20260101-000000"),
-            plots: vec![("p".into(), "P".into())],
-            verdicts: vec![Verdict::new("x & y", true, "1 < 2")],
+            dir: Path::new(ROOT).join("demo").join(id),
+            plots,
+            verdicts: vec![verdict],
             findings: vec![],
             seconds: 1.0,
-        };
-        let runs = [Ran::Done(outcome)];
-        let page = IndexPage {
-            runs: &runs,
-            root,
+        })
+    }
+
+    fn page(runs: &[Ran]) -> IndexPage<'_> {
+        IndexPage {
+            runs,
+            root: Path::new(ROOT),
             backend: "flex",
             wall_seconds: 1.0,
             stamp: "now",
             command: "cargo run",
-        };
+        }
+    }
+
+    #[test]
+    fn links_are_relative_and_text_is_escaped() {
+        let runs = [done(
+            "20260101-000000",
+            "a < b",
+            vec![("p".into(), "P".into())],
+            Verdict::new("x & y", true, "1 < 2"),
+        )];
+        let page = page(&runs);
         let md = page.to_markdown();
         assert!(md.contains("(demo/20260101-000000/report.md)"), "{md}");
         let html = page.to_html(|_| Some("<?xml version=\"1.0\"?><svg>plot</svg>".into()));
@@ -428,40 +442,21 @@ mod tests {
 
     #[test]
     fn incomplete_runs_and_inconclusive_verdicts_are_shown_as_such() {
-        let root = Path::new("/tmp/out");
-        let outcome = RunOutcome {
-            experiment: "demo",
-            title: "t",
-            claim: "c",
-            backend: "flex",
-            dir: root.join("demo").join("a"),
-            plots: vec![],
-            verdicts: vec![Verdict::new("x", true, "x = NaN")],
-            findings: vec![],
-            seconds: 1.0,
-        };
         let runs = [
-            Ran::Done(outcome),
+            done("a", "t", vec![], Verdict::new("x", true, "x = NaN")),
             Ran::Failed {
                 experiment: "broken",
                 title: "t",
                 status: RunStatus::Interrupted,
                 error: "interrupted".into(),
-                dir: Some(root.join("broken").join("b")),
+                dir: Some(Path::new(ROOT).join("broken").join("b")),
             },
             Ran::NotRun {
                 experiment: "later",
                 title: "t",
             },
         ];
-        let page = IndexPage {
-            runs: &runs,
-            root,
-            backend: "flex",
-            wall_seconds: 1.0,
-            stamp: "now",
-            command: "cargo run",
-        };
+        let page = page(&runs);
         let md = page.to_markdown();
         assert!(md.contains("| INCONCLUSIVE | x |"), "{md}");
         assert!(md.contains("| `broken` | INTERRUPTED | interrupted (partial results: [report.md](broken/b/report.md)) |"), "{md}");

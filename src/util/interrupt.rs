@@ -1,6 +1,6 @@
 //! Ctrl-C (SIGINT) and SIGTERM as a request to stop, not a kill: long work checks
 //! [`requested`] at every step, stops there, and the run is written out with the status
-//! `interrupted` (exit code 130, as a shell reports a process ended by SIGINT). A second signal
+//! `interrupted` (exit code 130, as a shell reports a process ended by SIGINT). A second Ctrl-C
 //! ends the process at once, for a user who cannot wait for the step to finish.
 
 use std::sync::Once;
@@ -23,15 +23,14 @@ pub fn install() {
     INSTALL.call_once(|| {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
+        // Only a second Ctrl-C quits at once. SIGTERM often comes twice for one request
+        // (`timeout` sends it to the process and again to its group), and whoever sends it can
+        // follow with SIGKILL. Registered before the flag, so that it sees the flag as it was
+        // before this signal. If a registration fails, the signal keeps its default action
+        // (ending the process), which is what a user expects anyway.
+        let _ =
+            flag::register_conditional_shutdown(SIGINT, i32::from(INTERRUPTED_EXIT), &REQUESTED);
         for signal in [SIGINT, SIGTERM] {
-            // Registered first, so that it sees the flag as it was before this signal: only a
-            // second signal exits at once. If either fails, the signal keeps its default action
-            // (ending the process), which is what a user expects anyway.
-            let _ = flag::register_conditional_shutdown(
-                signal,
-                i32::from(INTERRUPTED_EXIT),
-                &REQUESTED,
-            );
             let _ = flag::register(signal, &REQUESTED);
         }
     });

@@ -258,8 +258,10 @@ fn sizes_beyond_the_machine_or_the_caps_are_refused_before_anything_is_written()
     );
 }
 
-#[test]
-fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
+/// Starts a long training run whose steps take a while (1,000 heads), waits until its folder says
+/// `running`, sends `signals` (one `kill` each, 50 ms apart, so that a second one lands while
+/// the first is still being handled), and returns the exit code, stderr and the run folder.
+fn interrupted_by(signals: &[&str]) -> (Option<i32>, String, PathBuf) {
     let out = scratch("interrupt");
     let mut child = Command::new(binary("scaling"))
         .args([
@@ -267,6 +269,8 @@ fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
             "tests/configs/scaling.toml",
             "--set",
             "train.steps=1000000",
+            "--set",
+            "model.n_heads=1000",
             "--out",
             out.to_str().unwrap(),
         ])
@@ -274,7 +278,6 @@ fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the run folder to say it is running, then interrupt.
     let started = Instant::now();
     let dir = loop {
         let running = run_folders(&out).into_iter().find(|d| {
@@ -290,11 +293,14 @@ fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    for signal in signals {
+        let sent = Command::new("kill")
+            .args([*signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let waited = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -305,11 +311,25 @@ fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
     };
     let mut message = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut message).unwrap();
-    assert_eq!(status.code(), Some(130), "{message}");
+    (status.code(), message, dir)
+}
+
+#[test]
+fn ctrl_c_stops_a_run_at_the_next_step_and_says_interrupted() {
+    let (code, message, dir) = interrupted_by(&["-INT"]);
+    assert_eq!(code, Some(130), "{message}");
     assert!(message.contains("interrupted"), "{message}");
     let s = summary(&dir);
     assert_eq!(s["status"], "interrupted", "{s}");
     assert!(dir.join("metrics.csv").is_file() && dir.join("report.md").is_file());
+}
+
+#[test]
+fn sigterm_twice_is_one_request_to_stop() {
+    // `timeout` sends SIGTERM to the process and again to its group: one request, not two.
+    let (code, message, dir) = interrupted_by(&["-TERM", "-TERM"]);
+    assert_eq!(code, Some(130), "{message}");
+    assert_eq!(summary(&dir)["status"], "interrupted");
 }
 
 #[test]
