@@ -21,6 +21,7 @@ use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least};
 use crate::run::runner::{Experiment, Lab, LabError};
+use crate::util::interrupt;
 use crate::util::rng::HostRng;
 
 /// `configs/causal_mask.toml`.
@@ -112,6 +113,8 @@ pub fn jacobian_norms(
     let eye = Tensor::<2>::eye(d, device); // [d, d]
     let mut norms = Vec::with_capacity(n);
     for i in 0..n {
+        // One backward pass per position: long for a large n, and no training loop to check.
+        interrupt::check()?;
         let leaf = Tensor::<3>::from_data(TensorData::new(copies.clone(), [d, n, d]), device)
             .require_grad(); // [d copies, n, d_model]
         let out = block.forward(leaf.clone()).context; // [d copies, n, d_model]

@@ -25,6 +25,7 @@ use crate::run::config::{
 };
 use crate::run::runner::{Experiment, Lab, LabError};
 use crate::util::device::BackendKind;
+use crate::util::interrupt;
 use crate::util::memory::peak_during;
 use crate::util::rng::HostRng;
 
@@ -235,6 +236,8 @@ impl Experiment for Complexity {
         let host_memory = matches!(kind, BackendKind::Flex | BackendKind::Ndarray);
         let mut points = Vec::with_capacity(config.sizes.len());
         for &n in &config.sizes {
+            // No training loop here to notice Ctrl-C, so each size checks.
+            interrupt::check()?;
             lab.status(format!("n = {n}"));
             let started = Instant::now();
             let p = measure(config, n, &lab.device, &lab.autodiff, host_memory)?;
