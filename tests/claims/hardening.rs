@@ -293,12 +293,14 @@ fn interrupted_by(signals: &[&str]) -> (Option<i32>, String, PathBuf) {
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(300));
-    for signal in signals {
+    for (i, signal) in signals.iter().enumerate() {
         let sent = Command::new("kill")
             .args([*signal, &child.id().to_string()])
+            .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(sent.success());
+        // A later signal may find the process already gone, which is a clean stop too.
+        assert!(sent.success() || i > 0, "kill {signal} failed");
         std::thread::sleep(Duration::from_millis(50));
     }
     let waited = Instant::now();
