@@ -453,11 +453,17 @@ pub fn run(
             if d_k == 0 {
                 return Err(bad("--d-k must be at least 1".into()));
             }
+            // Only reachable past the memory check with --force; then say so, not panic.
+            let count = d_model.checked_mul(d_k).ok_or_else(|| {
+                bad(format!(
+                    "d_model × d_k = {d_model} × {d_k} weights do not fit in this machine's address space"
+                ))
+            })?;
             let mut rng = HostRng::new(options.seed);
             let mut draw = || Matrix {
                 rows: d_model,
                 cols: d_k,
-                data: rng.normal_vec(d_model * d_k, 1.0),
+                data: rng.normal_vec(count, 1.0),
             };
             (draw(), draw(), draw())
         }

@@ -240,6 +240,14 @@ fn sizes_beyond_the_machine_or_the_caps_are_refused_before_anything_is_written()
         "{}",
         stderr(&result)
     );
+    // Forced past the estimate, a size that overflows is still one line, not a panic.
+    let result = run("trace", &["--d-k", "10000000000000000000", "--force"]);
+    assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("address space"),
+        "{}",
+        stderr(&result)
+    );
     let result = run(
         "reproduce",
         &[
