@@ -2,8 +2,9 @@
 //! `results/index.html` (plots inlined), each listing every claim, its verdicts with their
 //! numbers, its findings, its plots and links into its run folder.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::output::report::{Outcome, RunOutcome, RunStatus, WriteError, write_atomic};
 
@@ -127,15 +128,12 @@ impl IndexPage<'_> {
             .unwrap_or_default()
     }
 
-    fn partial_link_html(&self, dir: &Option<PathBuf>) -> String {
-        dir.as_ref()
-            .map(|d| {
-                format!(
-                    " (partial results: <a href=\"{}\">report.md</a>)",
-                    self.link(d, "report.md")
-                )
-            })
-            .unwrap_or_default()
+    fn partial_link_html(&self, dir: &Option<PathBuf>) -> Markup {
+        html! {
+            @if let Some(d) = dir {
+                " (partial results: " a href=(self.link(d, "report.md")) { "report.md" } ")"
+            }
+        }
     }
 
     pub fn to_markdown(&self) -> String {
@@ -229,135 +227,119 @@ impl IndexPage<'_> {
         md
     }
 
-    /// One HTML page with every plot inlined; `read_svg` supplies each plot's SVG text.
+    /// One HTML page with every plot inlined; `read_svg` supplies each plot's SVG text. Every
+    /// string is escaped by the template (maud); only the SVG files we wrote go in raw.
     pub fn to_html(&self, read_svg: impl Fn(&Path) -> Option<String>) -> String {
-        let mut h = String::from(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>attention-lab results</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#1a7f37;font-weight:bold}.no{color:#cf222e;font-weight:bold}.maybe{color:#9a6700;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0}.plots svg{max-width:540px;height:auto;border:1px solid #eee}code{background:#f4f4f4;padding:1px 4px}</style></head><body>\n",
-        );
-        let _ = write!(
-            h,
-            "<h1>attention-lab: every claim, measured</h1>\n<p>{} experiments on <code>{}</code>, {:.1} s in all (finished {} UTC); {}.</p>\n<p>Repeat: <code>{}</code></p>\n<h2>Claims and verdicts</h2>\n<table><tr><th>experiment</th><th>verdict</th><th>claim</th><th>evidence</th></tr>\n",
-            self.runs.len(),
-            escape(self.backend),
-            self.wall_seconds,
-            escape(self.stamp),
-            self.counts().sentence(),
-            escape(self.command)
-        );
-        for r in self.runs {
-            match r {
-                Ran::Done(o) => {
-                    for v in &o.verdicts {
-                        let _ = writeln!(
-                            h,
-                            "<tr><td><a href=\"#{}\">{}</a></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-                            o.experiment,
-                            o.experiment,
-                            class(v.outcome),
-                            v.word(),
-                            escape(&v.claim),
-                            escape(&v.evidence)
-                        );
+        let markup = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    title { "attention-lab results" }
+                    style { (PreEscaped(STYLE)) }
+                }
+                body {
+                    h1 { "attention-lab: every claim, measured" }
+                    p {
+                        (self.runs.len()) " experiments on " code { (self.backend) } ", "
+                        (format!("{:.1}", self.wall_seconds)) " s in all (finished "
+                        (self.stamp) " UTC); " (self.counts().sentence()) "."
+                    }
+                    p { "Repeat: " code { (self.command) } }
+                    h2 { "Claims and verdicts" }
+                    table {
+                        tr { th { "experiment" } th { "verdict" } th { "claim" } th { "evidence" } }
+                        @for r in self.runs {
+                            (self.summary_rows(r))
+                        }
+                    }
+                    @for r in self.runs {
+                        (self.section(r, &read_svg))
                     }
                 }
-                Ran::Failed {
-                    experiment,
-                    status,
-                    error,
-                    dir,
-                    ..
-                } => {
-                    let _ = writeln!(
-                        h,
-                        "<tr><td>{experiment}</td><td class=\"no\">{}</td><td colspan=\"2\">{}{}</td></tr>",
-                        Ran::word(*status),
-                        escape(error),
-                        self.partial_link_html(dir)
-                    );
+            }
+        };
+        markup.into_string()
+    }
+
+    /// The rows of the claims table for one experiment.
+    fn summary_rows(&self, r: &Ran) -> Markup {
+        html! {
+            @match r {
+                Ran::Done(o) => {
+                    @for v in &o.verdicts {
+                        tr {
+                            td { a href={ "#" (o.experiment) } { (o.experiment) } }
+                            td class=(class(v.outcome)) { (v.word()) }
+                            td { (v.claim) }
+                            td { (v.evidence) }
+                        }
+                    }
+                }
+                Ran::Failed { experiment, status, error, dir, .. } => {
+                    tr {
+                        td { (experiment) }
+                        td class="no" { (Ran::word(*status)) }
+                        td colspan="2" { (error) (self.partial_link_html(dir)) }
+                    }
                 }
                 Ran::NotRun { experiment, .. } => {
-                    let _ = writeln!(
-                        h,
-                        "<tr><td>{experiment}</td><td class=\"maybe\">NOT RUN</td><td colspan=\"2\">the job was interrupted first</td></tr>"
-                    );
+                    tr {
+                        td { (experiment) }
+                        td class="maybe" { "NOT RUN" }
+                        td colspan="2" { "the job was interrupted first" }
+                    }
                 }
             }
         }
-        h += "</table>\n";
-        for r in self.runs {
-            match r {
+    }
+
+    /// One experiment's section: claim, verdicts, findings, run folder and inlined plots.
+    fn section(&self, r: &Ran, read_svg: &impl Fn(&Path) -> Option<String>) -> Markup {
+        html! {
+            @match r {
                 Ran::Done(o) => {
-                    let _ = write!(
-                        h,
-                        "<h2 id=\"{}\"><code>{}</code>: {}</h2>\n<p>{}</p>\n<ul>\n",
-                        o.experiment,
-                        o.experiment,
-                        escape(o.title),
-                        escape(o.claim)
-                    );
-                    for v in &o.verdicts {
-                        let _ = writeln!(
-                            h,
-                            "<li><span class=\"{}\">{}</span>: {}. {}</li>",
-                            class(v.outcome),
-                            v.word(),
-                            escape(&v.claim),
-                            escape(&v.evidence)
-                        );
+                    h2 id=(o.experiment) { code { (o.experiment) } ": " (o.title) }
+                    p { (o.claim) }
+                    ul {
+                        @for v in &o.verdicts {
+                            li { span class=(class(v.outcome)) { (v.word()) } ": " (v.claim) ". " (v.evidence) }
+                        }
+                        @for f in &o.findings {
+                            li { "finding: " (f) }
+                        }
                     }
-                    for f in &o.findings {
-                        let _ = writeln!(h, "<li>finding: {}</li>", escape(f));
+                    p {
+                        "Run folder: "
+                        @for (i, f) in RUN_FILES.iter().enumerate() {
+                            @if i > 0 { " · " }
+                            a href=(self.link(&o.dir, f)) { (f) }
+                        }
+                        " (" (format!("{:.1}", o.seconds)) " s on " code { (o.backend) } ")"
                     }
-                    let links = RUN_FILES
-                        .iter()
-                        .map(|f| format!("<a href=\"{}\">{f}</a>", self.link(&o.dir, f)))
-                        .collect::<Vec<_>>()
-                        .join(" · ");
-                    let _ = write!(
-                        h,
-                        "</ul>\n<p>Run folder: {links} ({:.1} s on <code>{}</code>)</p>\n<div class=\"plots\">\n",
-                        o.seconds,
-                        escape(o.backend)
-                    );
-                    for (file, title) in &o.plots {
-                        let svg = read_svg(&o.dir.join(format!("{file}.svg")))
-                            .map(|s| strip_prolog(&s).to_string())
-                            .unwrap_or_else(|| format!("<p>({file}.svg could not be read)</p>"));
-                        let _ = writeln!(
-                            h,
-                            "<figure>{svg}<figcaption>{}</figcaption></figure>",
-                            escape(title)
-                        );
+                    div class="plots" {
+                        @for (file, title) in &o.plots {
+                            figure {
+                                @match read_svg(&o.dir.join(format!("{file}.svg"))) {
+                                    // Our own plotters output, inlined as it is.
+                                    Some(svg) => (PreEscaped(strip_prolog(&svg).to_string())),
+                                    None => p { "(" (file) ".svg could not be read)" },
+                                }
+                                figcaption { (title) }
+                            }
+                        }
                     }
-                    h += "</div>\n";
                 }
-                Ran::Failed {
-                    experiment,
-                    title,
-                    status,
-                    error,
-                    dir,
-                } => {
-                    let _ = writeln!(
-                        h,
-                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"no\">{}: {}{}</p>",
-                        escape(title),
-                        Ran::word(*status),
-                        escape(error),
-                        self.partial_link_html(dir)
-                    );
+                Ran::Failed { experiment, title, status, error, dir } => {
+                    h2 id=(experiment) { code { (experiment) } ": " (title) }
+                    p class="no" { (Ran::word(*status)) ": " (error) (self.partial_link_html(dir)) }
                 }
                 Ran::NotRun { experiment, title } => {
-                    let _ = writeln!(
-                        h,
-                        "<h2 id=\"{experiment}\"><code>{experiment}</code>: {}</h2>\n<p class=\"maybe\">NOT RUN: the job was interrupted first</p>",
-                        escape(title)
-                    );
+                    h2 id=(experiment) { code { (experiment) } ": " (title) }
+                    p class="maybe" { "NOT RUN: the job was interrupted first" }
                 }
             }
         }
-        h += "</body></html>\n";
-        h
     }
 
     /// Writes `index.md` and `index.html` under the root; returns their paths.
@@ -369,13 +351,8 @@ impl IndexPage<'_> {
     }
 }
 
-/// Text made safe inside HTML elements and attributes.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// The page's style sheet.
+const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{color:#1a7f37;font-weight:bold}.no{color:#cf222e;font-weight:bold}.maybe{color:#9a6700;font-weight:bold}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0}.plots svg{max-width:540px;height:auto;border:1px solid #eee}code{background:#f4f4f4;padding:1px 4px}";
 
 /// An SVG document without its XML declaration, ready to inline.
 fn strip_prolog(svg: &str) -> &str {
@@ -432,6 +409,11 @@ mod tests {
         let html = page.to_html(|_| Some("<?xml version=\"1.0\"?><svg>plot</svg>".into()));
         assert!(
             html.contains("x &amp; y") && html.contains("1 &lt; 2"),
+            "{html}"
+        );
+        // Nowhere raw, neither in the table nor in the section.
+        assert!(
+            !html.contains("x & y") && !html.contains("1 < 2") && !html.contains("a < b"),
             "{html}"
         );
         assert!(
