@@ -5,6 +5,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 
+use crate::lab::checkpoint::ModelSpec;
 use crate::lab::metrics::{Spread, first_step_reaching, head_matrix};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Batch, Task};
@@ -266,6 +267,11 @@ pub fn train_seeds(
         // A run that stopped early still owes the bar its remaining steps.
         lab.advance(config.steps as u64 - done);
         record(lab, part, label, seed, &run);
+        lab.keep_model(
+            &format!("{part}-{label}-seed{seed}"),
+            &run.model,
+            &ModelSpec::new(model, task, seed),
+        )?;
         if let Some(d) = &run.divergence {
             lab.finding(format!(
                 "{label}, seed {seed}: {d}; the records up to it are kept"

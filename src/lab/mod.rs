@@ -1,10 +1,12 @@
 //! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]), the
-//! training loop with its probes ([`train`]), the measurements ([`metrics`]), the step-by-step
-//! walkthrough ([`trace`]) and the speed benchmark ([`bench`]).
+//! training loop with its probes ([`train`]), trained models on disk ([`checkpoint`]), the
+//! measurements ([`metrics`]), the memory estimate ([`footprint`]), the step-by-step walkthrough
+//! ([`trace`]) and the speed benchmark ([`bench`]).
 //!
 //! May use: block, util.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod footprint;
 pub mod metrics;
 pub mod model;

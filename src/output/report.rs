@@ -284,8 +284,13 @@ impl RunDir {
     }
 
     /// Writes `name` atomically: a temporary file in the same folder, then a rename.
+    /// Writes `name` (which may name a subfolder, e.g. `models/a.bpk`) atomically.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, WriteError> {
-        write_atomic(&self.path.join(name), bytes)
+        let path = self.path.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| write_error(parent, e))?;
+        }
+        write_atomic(&path, bytes)
     }
 
     /// Writes `metrics.csv` in long format, one row per measurement.

@@ -18,7 +18,9 @@ use clap::{Args, Command, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::block::attention::AttentionConfigError;
+use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
 use crate::lab::footprint::Footprint;
+use crate::lab::model::TinyTransformer;
 use crate::lab::tasks::TaskError;
 use crate::lab::train::TrainError;
 use crate::output::plot::PlotError;
@@ -71,6 +73,8 @@ pub enum LabError {
     Plot(#[from] PlotError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
     #[error(transparent)]
@@ -156,6 +160,8 @@ pub struct Lab {
     pub findings: Vec<String>,
     /// Numbers for `summary.json`.
     pub summary: serde_json::Map<String, serde_json::Value>,
+    /// Trained models for `models/`: (file stem, parameters, spec), see [`Lab::keep_model`].
+    pub models: Vec<(String, Vec<u8>, Vec<u8>)>,
     progress: ProgressBar,
 }
 
@@ -170,6 +176,7 @@ impl Lab {
             verdicts: Vec::new(),
             findings: Vec::new(),
             summary: serde_json::Map::new(),
+            models: Vec::new(),
             progress,
         }
     }
@@ -215,6 +222,19 @@ impl Lab {
             title: title.into(),
             svg: svg?,
         });
+        Ok(())
+    }
+
+    /// Keeps a trained model, to be written as `models/<name>.bpk` and `models/<name>.json` in
+    /// the run folder (read back with [`crate::lab::checkpoint::load`]).
+    pub fn keep_model(
+        &mut self,
+        name: &str,
+        model: &TinyTransformer,
+        spec: &ModelSpec,
+    ) -> Result<(), LabError> {
+        let (record, spec) = checkpoint::to_bytes(model, spec)?;
+        self.models.push((file_stem(name), record, spec));
         Ok(())
     }
 
@@ -373,6 +393,10 @@ pub fn run_loaded<E: Experiment>(
     dir.write_metrics(&lab.metrics)?;
     for plot in &lab.plots {
         dir.write(&format!("{}.svg", plot.file), plot.svg.as_bytes())?;
+    }
+    for (stem, record, spec) in &lab.models {
+        dir.write(&format!("models/{stem}.bpk"), record)?;
+        dir.write(&format!("models/{stem}.json"), spec)?;
     }
     let run_lines = vec![
         format!("backend: `{}`; seeds: {:?}", kind, config.run().seed_list()),

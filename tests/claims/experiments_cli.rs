@@ -62,6 +62,21 @@ fn reduced_run(name: &str, plots: &[&str], unasserted: &[&str]) {
     }
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("part,config,seed,step,layer,head,metric,value\n"));
+    // Every trained model is in models/ and loads back.
+    let trains = !matches!(name, "temperature" | "complexity");
+    let models: Vec<_> = std::fs::read_dir(dir.join("models"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let bpk: Vec<_> = models
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "bpk"))
+        .collect();
+    assert_eq!(!bpk.is_empty(), trains, "{name}: models {models:?}");
+    if let Some(first) = bpk.first() {
+        let device = attention_lab::BackendKind::Flex.device().unwrap();
+        attention_lab::lab::checkpoint::load(&first.with_extension(""), &device)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
     assert!(
         csv.lines().count() > 10,
         "metrics.csv has {} lines",
