@@ -179,3 +179,17 @@ pub fn refused(name: &str, args: &[&str], needle: &str) {
     assert_eq!(message.lines().count(), 1, "one line expected: {message}");
     assert!(!results.exists(), "{args:?} created {}", results.display());
 }
+
+/// Every run folder under `out` (the `<experiment>/<id>` folders).
+pub fn run_folders(out: &Path) -> Vec<PathBuf> {
+    let Ok(experiments) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    experiments
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect()
+}

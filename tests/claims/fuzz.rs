@@ -14,8 +14,7 @@ use attention_lab::experiments::ALL;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
-use crate::common::{binary, scratch};
-use crate::hardening::run_folders;
+use crate::common::{binary, run_folders, scratch};
 
 /// Longest any one case may run before it counts as a hang.
 const HANG: Duration = Duration::from_secs(120);

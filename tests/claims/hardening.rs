@@ -16,25 +16,11 @@ use attention_lab::run::runner::{Experiment, Lab, LabError, RunOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{binary, refused, run, run_dir, scratch, stderr};
+use crate::common::{binary, refused, run, run_dir, run_folders, scratch, stderr};
 
 /// `summary.json` of a run folder.
 fn summary(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-/// Every run folder under `out` (the `<experiment>/<id>` folders).
-pub fn run_folders(out: &Path) -> Vec<PathBuf> {
-    let Ok(experiments) = std::fs::read_dir(out) else {
-        return Vec::new();
-    };
-    experiments
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect()
 }
 
 #[test]
