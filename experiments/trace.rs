@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::scale::ScoreScale;
 use attention_lab::block::softmax::SoftmaxAxis;
 use attention_lab::lab::trace::{self, TraceOptions};
@@ -19,8 +20,15 @@ use clap::Parser;
 #[command(version)]
 struct Args {
     /// JSON file with your own matrices: {"tokens"?, "x", "w_q"?, "w_k"?, "w_v"?}, rows as tokens.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sentence")]
     input: Option<PathBuf>,
+    /// A sentence instead: whitespace-separated words, each with a seeded embedding (the same
+    /// word, the same vector).
+    #[arg(long)]
+    sentence: Option<String>,
+    /// Width of the seeded word embeddings for --sentence.
+    #[arg(long, default_value_t = 8, requires = "sentence")]
+    d_model: usize,
     /// Write every intermediate (q, k, v, scores, scaled, weights, output, d_k, scale) here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -42,9 +50,18 @@ struct Args {
     /// Seed for W_Q, W_K, W_V when the input gives none.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Width d_k of the seeded W_Q, W_K, W_V (default: d_model).
+    /// Width d_k of each head's seeded W_Q, W_K, W_V (default: d_model / heads).
     #[arg(long)]
     d_k: Option<usize>,
+    /// Number of heads; W_Q, W_K, W_V hold heads·d_k columns, head h in its own block.
+    #[arg(long, default_value_t = 1)]
+    heads: usize,
+    /// Positional encoding: none, sinusoidal, learned (a seeded table) or rotary.
+    #[arg(long, default_value = "none")]
+    positional: PositionalKind,
+    /// No W_Q, W_K, W_V: Q = K = V = X (split into heads).
+    #[arg(long)]
+    no_projections: bool,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -62,9 +79,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             json.display()
         );
     }
-    let input = match &args.input {
-        Some(path) => trace::load_input(path)?,
-        None => trace::seed_page_example(),
+    let input = match (&args.input, &args.sentence) {
+        (Some(path), _) => trace::load_input(path)?,
+        (None, Some(sentence)) => {
+            let words: Vec<String> = sentence.split_whitespace().map(String::from).collect();
+            anyhow::ensure!(!words.is_empty(), "--sentence has no words");
+            anyhow::ensure!(
+                (1..=65_536).contains(&args.d_model),
+                "--d-model must be from 1 to 65536, got {}",
+                args.d_model
+            );
+            trace::embed_words(&words, args.d_model, args.seed)
+        }
+        (None, None) => trace::seed_page_example(),
     };
     let options = TraceOptions {
         causal: args.causal,
@@ -73,6 +100,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         temperature: args.temperature,
         seed: args.seed,
         d_k: args.d_k,
+        n_heads: args.heads,
+        positional: args.positional,
+        projections: !args.no_projections,
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

@@ -14,7 +14,7 @@ use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::model::{ModelConfig, TinyTransformer};
-use crate::lab::tasks::{Task, TaskKind};
+use crate::lab::tasks::{Task, TaskConfig};
 
 /// What it takes to rebuild a trained model's architecture: its config, and the sizes its task
 /// gave it.
@@ -28,9 +28,8 @@ pub struct ModelSpec {
     pub max_len: usize,
     /// Positions read for the answer, at the end of each sequence.
     pub n_out: usize,
-    pub task: TaskKind,
-    /// The task's length (items read), as configured.
-    pub task_length: usize,
+    /// The task it was trained on, so that examples can be drawn again.
+    pub task: TaskConfig,
     /// The seed the model was initialised and trained with.
     pub seed: u64,
 }
@@ -44,8 +43,7 @@ impl ModelSpec {
             classes: task.classes(),
             max_len: task.seq_len(),
             n_out: task.n_out(),
-            task: task.kind(),
-            task_length: task.length(),
+            task: task.config().clone(),
             seed,
         }
     }

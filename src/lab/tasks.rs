@@ -329,6 +329,43 @@ impl Task {
         }
     }
 
+    /// The task's config.
+    pub fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+
+    /// A readable name for token `id`, for heatmap labels: symbols are `s3`, recall pairs
+    /// `k2=v3` and keys `k2`, values `v3`, queries end in `?` (`k2?`, `count s1?`, `pos 4?`),
+    /// and the fillers are `_` (blank), `|` (separator), `end`.
+    pub fn token_name(&self, id: usize) -> String {
+        let (m, a) = (self.config.length, self.config.symbols);
+        let keys = self.config.keys();
+        match self.config.kind {
+            TaskKind::Recall if id < keys * a => format!("k{}=v{}", id / a, id % a),
+            TaskKind::Recall => format!("k{}?", id - keys * a),
+            TaskKind::RecallAdjacent if id < keys => format!("k{id}"),
+            TaskKind::RecallAdjacent => format!("v{}", id - keys),
+            _ if id < a => format!("s{id}"),
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => "_".into(),
+            TaskKind::Majority => "majority?".into(),
+            TaskKind::Count => format!("count s{}?", id - a),
+            TaskKind::PositionLookup if id - a < m => format!("pos {}?", id - a),
+            TaskKind::NextTokenShift if id == a => "|".into(),
+            _ => "end".into(),
+        }
+    }
+
+    /// A readable name for answer class `class`: a count for `count`, else a symbol.
+    pub fn class_name(&self, class: usize) -> String {
+        match self.config.kind {
+            TaskKind::Count => class.to_string(),
+            TaskKind::Recall | TaskKind::RecallAdjacent => format!("v{class}"),
+            TaskKind::NextTokenShift if class == self.config.symbols => "|".into(),
+            TaskKind::NextTokenShift if class > self.config.symbols => "end".into(),
+            _ => format!("s{class}"),
+        }
+    }
+
     /// One sequence and its answers.
     fn example(&self, rng: &mut HostRng) -> (Vec<usize>, Vec<usize>) {
         let (m, a) = (self.config.length, self.config.symbols);

@@ -13,10 +13,11 @@ use serde_json::{Map, Value, json};
 use crate::block::attention::{
     AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear,
 };
+use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
 use crate::lab::footprint::{self, Footprint};
-use crate::lab::metrics::to_host;
+use crate::lab::metrics::{self, to_host};
 use crate::util::rng::HostRng;
 
 /// A dense row-major matrix read from the input file.
@@ -61,8 +62,12 @@ pub struct TraceOptions {
     pub temperature: f64,
     /// Seed for W_Q, W_K, W_V when the input has none.
     pub seed: u64,
-    /// Width of the seeded W_Q, W_K (and W_V); default d_model.
+    /// Width of each head's seeded W_Q, W_K (and W_V); default d_model / n_heads.
     pub d_k: Option<usize>,
+    pub n_heads: usize,
+    pub positional: PositionalKind,
+    /// Off: Q = K = V = X, split into heads (the `no_projections` pitfall).
+    pub projections: bool,
 }
 
 impl Default for TraceOptions {
@@ -74,6 +79,9 @@ impl Default for TraceOptions {
             temperature: 1.0,
             seed: 0,
             d_k: None,
+            n_heads: 1,
+            positional: PositionalKind::None,
+            projections: true,
         }
     }
 }
@@ -199,7 +207,13 @@ pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
     const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
     // What `--json` writes beside the inputs: read back and ignored, so that its file repeats
     // the run (the options come from the command line, as the first time).
-    const OUTPUTS: [&str; 13] = [
+    const OUTPUTS: [&str; 19] = [
+        "d_model",
+        "n_heads",
+        "d_v",
+        "positional",
+        "projections",
+        "heads",
         "d_k",
         "scale",
         "scale_rule",
@@ -400,144 +414,123 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// d_model × d_k matrices, each a few times (host copies for the tables and the JSON).
 pub fn footprint(input: &TraceInput, options: &TraceOptions) -> Footprint {
     let (n, d_model) = (input.x.rows as f64, input.x.cols as f64);
+    let heads = options.n_heads.max(1) as f64;
     let (d_k, d_v) = match &input.weights {
-        Some((w_q, _, w_v)) => (w_q.cols as f64, w_v.cols as f64),
+        Some((w_q, _, w_v)) => (w_q.cols as f64 / heads, w_v.cols as f64 / heads),
         None => {
-            let d_k = options.d_k.map_or(d_model, |d| d as f64);
+            let d_k = options.d_k.map_or(d_model / heads, |d| d as f64);
             (d_k, d_k)
         }
     };
-    let elements =
-        n * n * 4.0 + n * (d_model + 2.0 * d_k + 2.0 * d_v) + d_model * (2.0 * d_k + d_v);
+    let elements = heads * (n * n * 4.0 + n * (2.0 * d_k + 2.0 * d_v))
+        + n * d_model
+        + d_model * heads * (2.0 * d_k + d_v);
     footprint::floats(
-        &format!("a trace of n = {n}, d_model = {d_model}, d_k = {d_k}, d_v = {d_v}"),
+        &format!(
+            "a trace of n = {n}, d_model = {d_model}, {heads} head(s) of d_k = {d_k}, d_v = {d_v}"
+        ),
         elements,
     )
 }
 
-/// Every intermediate of one trace, as plain rows of numbers.
+/// Tokens with seeded embeddings: each distinct word gets its own `d_model` numbers drawn from
+/// N(0, 1), fixed by the word and `seed`, so the same word is the same vector wherever it sits
+/// (the seed page's "each word is a vector", without a trained table).
+pub fn embed_words(tokens: &[String], d_model: usize, seed: u64) -> TraceInput {
+    let data = tokens
+        .iter()
+        .flat_map(|word| {
+            // FNV-1a of the word, mixed with the seed: a stable per-word stream.
+            let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+            HostRng::new(hash ^ seed.rotate_left(32)).normal_vec(d_model, 1.0)
+        })
+        .collect();
+    TraceInput {
+        tokens: tokens.to_vec(),
+        x: Matrix {
+            rows: tokens.len(),
+            cols: d_model,
+            data,
+        },
+        weights: None,
+    }
+}
+
+/// One head's intermediates, as plain rows of numbers (tokens on rows).
 #[derive(Debug, Clone, PartialEq)]
-pub struct TraceResult {
-    pub tokens: Vec<String>,
-    pub d_k: usize,
-    /// The factor the scores were divided by: the scale's divisor times the temperature.
-    pub scale: f64,
-    pub options: TraceOptions,
-    pub x: Vec<Vec<f32>>,
-    /// The projections used, drawn or given: `d_model × d_k`, `d_model × d_k`, `d_model × d_v`.
-    pub w_q: Vec<Vec<f32>>,
-    pub w_k: Vec<Vec<f32>>,
-    pub w_v: Vec<Vec<f32>>,
+pub struct HeadTrace {
+    /// `n × d_k`, after any rotary encoding.
     pub q: Vec<Vec<f32>>,
     pub k: Vec<Vec<f32>>,
+    /// `n × d_v`.
     pub v: Vec<Vec<f32>>,
-    /// Q·Kᵀ before scaling.
+    /// Q·Kᵀ before scaling: `n × n`, rows are queries, columns keys.
     pub scores: Vec<Vec<f32>>,
     /// After scaling and masking; `None` where masked.
     pub scaled: Vec<Vec<Option<f32>>>,
     pub weights: Vec<Vec<f32>>,
+    /// weights·V: `n × d_v`.
     pub output: Vec<Vec<f32>>,
 }
 
-/// Runs one head of the attention block on the input, with no output projection, on `device`.
-pub fn run(
-    input: &TraceInput,
-    options: &TraceOptions,
-    device: &Device,
-) -> Result<TraceResult, TraceError> {
-    let (n, d_model) = (input.x.rows, input.x.cols);
-    let (w_q, w_k, w_v) = match &input.weights {
-        Some(w) => w.clone(),
-        None => {
-            let d_k = options.d_k.unwrap_or(d_model);
-            if d_k == 0 {
-                return Err(bad("--d-k must be at least 1".into()));
-            }
-            // Only reachable past the memory check with --force; then say so, not panic.
-            let count = d_model.checked_mul(d_k).ok_or_else(|| {
-                bad(format!(
-                    "d_model × d_k = {d_model} × {d_k} weights do not fit in this machine's address space"
-                ))
-            })?;
-            let mut rng = HostRng::new(options.seed);
-            let mut draw = || Matrix {
-                rows: d_model,
-                cols: d_k,
-                data: rng.normal_vec(count, 1.0),
-            };
-            (draw(), draw(), draw())
-        }
-    };
-    let (d_k, d_v) = (w_q.cols, w_v.cols);
-    let mut block = AttentionConfig::new(d_model, 1)
-        .with_d_k(Some(d_k))
-        .with_d_v(Some(d_v))
-        .with_output_projection(false)
-        .with_scale(options.scale)
-        .with_softmax_axis(options.softmax_axis)
-        .with_temperature(options.temperature)
-        .with_causal(options.causal)
-        .with_max_len(n.max(1))
-        .init(device)?;
-    let linear = |w: &Matrix| seeded_linear(w.data.clone(), None, w.rows, w.cols, device);
-    block.query = Some(linear(&w_q));
-    block.key = Some(linear(&w_k));
-    block.value = Some(linear(&w_v));
+impl HeadTrace {
+    /// Σ_j weights[i][j] per query i: all 1 under the row softmax, not under the pitfalls.
+    pub fn row_sums(&self) -> Vec<f32> {
+        self.weights.iter().map(|r| r.iter().sum()).collect()
+    }
 
-    let x = Tensor::<3>::from_data(
-        TensorData::new(input.x.data.clone(), [1, n, d_model]),
-        device,
-    );
-    let trace = block.forward_traced(AttentionInput::self_attn(x));
-    Ok(TraceResult {
-        tokens: input.tokens.clone(),
-        d_k,
-        scale: block.divisor,
-        options: options.clone(),
-        x: rows_of(input.x.data.clone(), d_model),
-        w_q: rows_of(w_q.data, d_k),
-        w_k: rows_of(w_k.data, d_k),
-        w_v: rows_of(w_v.data, d_v),
-        q: head_rows(trace.output.q.clone()),
-        k: head_rows(trace.output.k.clone()),
-        v: head_rows(trace.v),
-        scores: head_rows(trace.output.raw_scores()),
-        scaled: head_rows(trace.output.scores())
-            .into_iter()
-            .map(|r| r.into_iter().map(|s| s.is_finite().then_some(s)).collect())
-            .collect(),
-        weights: head_rows(trace.output.weights),
-        output: head_rows(trace.heads.unsqueeze::<4>()),
-    })
-}
+    /// Σ_i weights[i][j] per key j: all 1 under the column softmax.
+    pub fn column_sums(&self) -> Vec<f32> {
+        let n = self.weights.first().map_or(0, Vec::len);
+        (0..n)
+            .map(|j| self.weights.iter().map(|r| r[j]).sum())
+            .collect()
+    }
 
-fn rows_of(data: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
-    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
-}
+    /// Entropy in nats of each query's weights, H = −Σ_j p_j ln p_j with p the row divided by
+    /// its sum (so that a pitfall's unnormalised row still reads as where the query looks):
+    /// 0 when it looks at one key, ln n when it looks at all n equally.
+    pub fn entropy(&self) -> Vec<f32> {
+        self.weights
+            .iter()
+            .map(|r| {
+                let sum: f64 = r.iter().map(|&w| w as f64).sum();
+                if sum > 0.0 {
+                    let p: Vec<f64> = r.iter().map(|&w| w as f64 / sum).collect();
+                    metrics::entropy(&p) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
 
-/// `[1, 1, rows, cols]` → rows.
-fn head_rows(t: Tensor<4>) -> Vec<Vec<f32>> {
-    let [_, _, _, cols] = t.dims();
-    rows_of(to_host(t), cols)
-}
+    /// bertviz's neuron view for `query`: for every key j, q ⊙ k_j element by element, their
+    /// sum q·k_j, the scaled score and the weight.
+    pub fn neuron(&self, query: usize) -> Value {
+        let q = &self.q[query];
+        let keys: Vec<Value> = self
+            .k
+            .iter()
+            .enumerate()
+            .map(|(j, k)| {
+                let product: Vec<f32> = q.iter().zip(k).map(|(a, b)| a * b).collect();
+                json!({
+                    "k": k,
+                    "product": product,
+                    "dot": self.scores[query][j],
+                    "scaled": self.scaled[query][j],
+                    "weight": self.weights[query][j],
+                })
+            })
+            .collect();
+        json!({"query": query, "q": q, "keys": keys})
+    }
 
-impl TraceResult {
-    /// Every intermediate under the keys q, k, v, scores, scaled, weights, output, plus d_k and
-    /// scale, the inputs x, w_q, w_k, w_v (so a run can be repeated with `--input`), and the
-    /// options that shaped them.
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         json!({
-            "tokens": self.tokens,
-            "d_k": self.d_k,
-            "scale": self.scale,
-            "scale_rule": self.options.scale.to_string(),
-            "temperature": self.options.temperature,
-            "softmax_axis": self.options.softmax_axis.name(),
-            "causal": self.options.causal,
-            "x": self.x,
-            "w_q": self.w_q,
-            "w_k": self.w_k,
-            "w_v": self.w_v,
             "q": self.q,
             "k": self.k,
             "v": self.v,
@@ -545,26 +538,282 @@ impl TraceResult {
             "scaled": self.scaled,
             "weights": self.weights,
             "output": self.output,
+            "row_sums": self.row_sums(),
+            "column_sums": self.column_sums(),
+            "entropy": self.entropy(),
+        })
+    }
+}
+
+/// Every intermediate of one trace, as plain rows of numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceResult {
+    pub tokens: Vec<String>,
+    pub d_k: usize,
+    pub d_v: usize,
+    /// The factor the scores were divided by: the scale's divisor times the temperature.
+    pub scale: f64,
+    pub options: TraceOptions,
+    /// The input embeddings, before any positional encoding.
+    pub x: Vec<Vec<f32>>,
+    /// The projections used, drawn or given: `d_model × n_heads·d_k` (twice) and
+    /// `d_model × n_heads·d_v`, head h in columns h·d … (h+1)·d; `None` without projections.
+    pub w_q: Option<Vec<Vec<f32>>>,
+    pub w_k: Option<Vec<Vec<f32>>>,
+    pub w_v: Option<Vec<Vec<f32>>>,
+    pub heads: Vec<HeadTrace>,
+    /// The heads' outputs side by side: `n × n_heads·d_v` (no output projection).
+    pub output: Vec<Vec<f32>>,
+}
+
+/// The projections of a trace, as given or drawn: `(W_Q, W_K, W_V)`, `None` without projections.
+type Projections = Option<(Matrix, Matrix, Matrix)>;
+
+/// Checks the given projections against the options, or draws them from the seed.
+fn projections(input: &TraceInput, options: &TraceOptions) -> Result<Projections, TraceError> {
+    let (d_model, n_heads) = (input.x.cols, options.n_heads);
+    if n_heads == 0 {
+        return Err(AttentionConfigError::Zero { field: "n_heads" }.into());
+    }
+    if !options.projections {
+        if input.weights.is_some() {
+            return Err(bad(
+                "w_q, w_k and w_v were given but projections are off: give no weights, or turn projections on".into(),
+            ));
+        }
+        if d_model % n_heads != 0 {
+            // Without projections each head takes d_model / n_heads columns of X itself.
+            return Err(AttentionConfigError::HeadsDoNotDivide { d_model, n_heads }.into());
+        }
+        return Ok(None);
+    }
+    if let Some((w_q, w_k, w_v)) = &input.weights {
+        for (name, w) in [("w_q", w_q), ("w_k", w_k), ("w_v", w_v)] {
+            if w.cols % n_heads != 0 {
+                return Err(bad(format!(
+                    "{name} has {} columns, which {n_heads} heads cannot share: expected d_model × (n_heads·d)",
+                    w.cols
+                )));
+            }
+        }
+        return Ok(input.weights.clone());
+    }
+    let d_k = match options.d_k {
+        Some(0) => return Err(bad("--d-k must be at least 1".into())),
+        Some(d_k) => d_k,
+        None if d_model % n_heads != 0 => {
+            return Err(AttentionConfigError::HeadsDoNotDivide { d_model, n_heads }.into());
+        }
+        None => d_model / n_heads,
+    };
+    // Only reachable past the memory check with --force; then say so, not panic.
+    let count = d_model
+        .checked_mul(d_k)
+        .and_then(|c| c.checked_mul(n_heads))
+        .ok_or_else(|| {
+            bad(format!(
+                "d_model × n_heads·d_k = {d_model} × {n_heads}·{d_k} weights do not fit in this machine's address space"
+            ))
+        })?;
+    let mut rng = HostRng::new(options.seed);
+    let mut draw = || Matrix {
+        rows: d_model,
+        cols: n_heads * d_k,
+        data: rng.normal_vec(count, 1.0),
+    };
+    Ok(Some((draw(), draw(), draw())))
+}
+
+/// Runs the attention block on the input, with no output projection, on `device`: every head's
+/// intermediates, as the block computed them.
+pub fn run(
+    input: &TraceInput,
+    options: &TraceOptions,
+    device: &Device,
+) -> Result<TraceResult, TraceError> {
+    let (n, d_model, n_heads) = (input.x.rows, input.x.cols, options.n_heads);
+    let weights = projections(input, options)?;
+    let (d_k, d_v) = match &weights {
+        Some((w_q, _, w_v)) => (w_q.cols / n_heads, w_v.cols / n_heads),
+        None => (d_model / n_heads, d_model / n_heads),
+    };
+    let mut block = AttentionConfig::new(d_model, n_heads)
+        .with_d_k(Some(d_k))
+        .with_d_v(Some(d_v))
+        .with_projections(options.projections)
+        .with_output_projection(false)
+        .with_scale(options.scale)
+        .with_softmax_axis(options.softmax_axis)
+        .with_temperature(options.temperature)
+        .with_causal(options.causal)
+        .with_positional(options.positional)
+        .with_max_len(n.max(1))
+        .with_seed(options.seed)
+        .init(device)?;
+    if let Some((w_q, w_k, w_v)) = &weights {
+        let linear = |w: &Matrix| seeded_linear(w.data.clone(), None, w.rows, w.cols, device);
+        block.query = Some(linear(w_q));
+        block.key = Some(linear(w_k));
+        block.value = Some(linear(w_v));
+    }
+
+    let x = Tensor::<3>::from_data(
+        TensorData::new(input.x.data.clone(), [1, n, d_model]),
+        device,
+    );
+    let trace = block.forward_traced(AttentionInput::self_attn(x));
+    let per_head = |t: Tensor<4>| -> Vec<Vec<Vec<f32>>> {
+        let [_, heads, rows, cols] = t.dims();
+        to_host(t)
+            .chunks((rows * cols).max(1))
+            .take(heads)
+            .map(|head| rows_of(head.to_vec(), cols))
+            .collect()
+    };
+    let q = per_head(trace.output.q.clone());
+    let k = per_head(trace.output.k.clone());
+    let v = per_head(trace.v);
+    let scores = per_head(trace.output.raw_scores());
+    let scaled = per_head(trace.output.scores());
+    let weights_of = per_head(trace.output.weights.clone());
+    let output = rows_of(to_host(trace.heads), n_heads * d_v);
+    let heads = (0..n_heads)
+        .map(|h| HeadTrace {
+            q: q[h].clone(),
+            k: k[h].clone(),
+            v: v[h].clone(),
+            scores: scores[h].clone(),
+            scaled: scaled[h]
+                .iter()
+                .map(|r| r.iter().map(|&s| s.is_finite().then_some(s)).collect())
+                .collect(),
+            weights: weights_of[h].clone(),
+            output: output
+                .iter()
+                .map(|r| r[h * d_v..(h + 1) * d_v].to_vec())
+                .collect(),
+        })
+        .collect();
+    let shown = |w: &Matrix| rows_of(w.data.clone(), w.cols);
+    Ok(TraceResult {
+        tokens: input.tokens.clone(),
+        d_k,
+        d_v,
+        scale: block.divisor,
+        options: options.clone(),
+        x: rows_of(input.x.data.clone(), d_model),
+        w_q: weights.as_ref().map(|w| shown(&w.0)),
+        w_k: weights.as_ref().map(|w| shown(&w.1)),
+        w_v: weights.as_ref().map(|w| shown(&w.2)),
+        heads,
+        output,
+    })
+}
+
+/// `input` with its tokens (and their embeddings) reordered: token i of the result is token
+/// `permutation[i]` of `input`. The projections stay as they are.
+pub fn permuted(input: &TraceInput, permutation: &[usize]) -> Result<TraceInput, TraceError> {
+    let n = input.x.rows;
+    let mut seen = vec![false; n];
+    if permutation.len() != n
+        || permutation
+            .iter()
+            .any(|&p| p >= n || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(bad(format!(
+            "permutation must hold each of 0 … {} once, got {permutation:?}",
+            n.saturating_sub(1)
+        )));
+    }
+    let d = input.x.cols;
+    Ok(TraceInput {
+        tokens: permutation
+            .iter()
+            .map(|&p| input.tokens[p].clone())
+            .collect(),
+        x: Matrix {
+            rows: n,
+            cols: d,
+            data: permutation
+                .iter()
+                .flat_map(|&p| input.x.data[p * d..(p + 1) * d].iter().copied())
+                .collect(),
+        },
+        weights: input.weights.clone(),
+    })
+}
+
+/// Permutation equivariance, measured: max over i of |f(P·x)[i] − f(x)[permutation[i]]|, on the
+/// block's output. Zero (to rounding) when the block cannot tell order: no positional encoding
+/// and no causal mask.
+pub fn equivariance_gap(before: &TraceResult, after: &TraceResult, permutation: &[usize]) -> f32 {
+    permutation
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &p)| {
+            after.output[i]
+                .iter()
+                .zip(&before.output[p])
+                .map(|(a, b)| (a - b).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+fn rows_of(data: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
+    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+impl TraceResult {
+    /// The inputs (`tokens`, `x`, `w_q`, `w_k`, `w_v`: a run can be repeated with `--input`),
+    /// the options that shaped the run, `d_k`, `d_v` and `scale`, and under `heads` each head's
+    /// q, k, v, scores, scaled, weights, output, row_sums, column_sums and entropy; `output` is
+    /// the heads' outputs side by side.
+    pub fn to_json(&self) -> Value {
+        let o = &self.options;
+        json!({
+            "tokens": self.tokens,
+            "d_model": self.x.first().map_or(0, Vec::len),
+            "n_heads": o.n_heads,
+            "d_k": self.d_k,
+            "d_v": self.d_v,
+            "scale": self.scale,
+            "scale_rule": o.scale.to_string(),
+            "temperature": o.temperature,
+            "softmax_axis": o.softmax_axis.name(),
+            "causal": o.causal,
+            "positional": o.positional.name(),
+            "projections": o.projections,
+            "x": self.x,
+            "w_q": self.w_q,
+            "w_k": self.w_k,
+            "w_v": self.w_v,
+            "heads": self.heads.iter().map(HeadTrace::to_json).collect::<Vec<_>>(),
+            "output": self.output,
         })
     }
 
-    /// The walkthrough as labelled tables.
+    /// The walkthrough as labelled tables, head after head.
     pub fn render(&self) -> String {
         let o = &self.options;
         let cols =
             |n: usize, p: &str| -> Vec<String> { (0..n).map(|i| format!("{p}{i}")).collect() };
         let mut out = String::new();
         let d_model = self.x.first().map_or(0, Vec::len);
-        let d_v = self.v.first().map_or(0, Vec::len);
         let _ = writeln!(
             out,
-            "Self-attention, step by step: n = {} tokens, d_model = {d_model}, d_k = {}, d_v = {d_v}, one head",
+            "Self-attention, step by step: n = {} tokens, d_model = {d_model}, d_k = {}, d_v = {}, {}",
             self.tokens.len(),
-            self.d_k
+            self.d_k,
+            self.d_v,
+            if o.n_heads == 1 {
+                "one head".to_string()
+            } else {
+                format!("{} heads", o.n_heads)
+            }
         );
         let _ = writeln!(
             out,
-            "scale = {} ({}{}), softmax over {}, {}\n",
+            "scale = {} ({}{}), softmax over {}, {}, positional encoding: {}{}\n",
             fmt_num(self.scale as f32),
             o.scale,
             if o.temperature == 1.0 {
@@ -577,7 +826,13 @@ impl TraceResult {
                 SoftmaxAxis::Column => "each column (queries) — a pitfall",
                 SoftmaxAxis::Whole => "the whole matrix — a pitfall",
             },
-            if o.causal { "causal mask" } else { "no mask" }
+            if o.causal { "causal mask" } else { "no mask" },
+            o.positional,
+            if o.projections {
+                ""
+            } else {
+                ", no projections (Q = K = V = X)"
+            }
         );
         let some = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {
             rows.iter()
@@ -591,81 +846,74 @@ impl TraceResult {
             &cols(d_model, "x"),
             &some(&self.x),
         );
-        table(
-            &mut out,
-            "2. Q = X·W_Q",
-            &self.tokens,
-            &cols(self.d_k, "q"),
-            &some(&self.q),
-        );
-        table(
-            &mut out,
-            "3. K = X·W_K",
-            &self.tokens,
-            &cols(self.d_k, "k"),
-            &some(&self.k),
-        );
-        table(
-            &mut out,
-            "4. V = X·W_V",
-            &self.tokens,
-            &cols(d_v, "v"),
-            &some(&self.v),
-        );
-        table(
-            &mut out,
-            "5. Q·Kᵀ (scores; rows are queries, columns keys)",
-            &self.tokens,
-            &self.tokens,
-            &some(&self.scores),
-        );
-        let step6 = format!(
-            "6. ÷ {} ({}{}){}",
-            fmt_num(self.scale as f32),
-            o.scale,
-            if o.temperature == 1.0 { "" } else { " × τ" },
-            if o.causal {
-                ", future keys masked (−∞)"
+        for (h, head) in self.heads.iter().enumerate() {
+            let tag = if o.n_heads == 1 {
+                String::new()
             } else {
-                ""
+                format!("head {h}: ")
+            };
+            let (wq, wk, wv) = if o.projections {
+                ("X·W_Q", "X·W_K", "X·W_V")
+            } else {
+                ("X", "X", "X")
+            };
+            for (title, prefix, rows) in [
+                (format!("2. {tag}Q = {wq}"), "q", &head.q),
+                (format!("3. {tag}K = {wk}"), "k", &head.k),
+                (format!("4. {tag}V = {wv}"), "v", &head.v),
+            ] {
+                let width = rows.first().map_or(0, Vec::len);
+                table(
+                    &mut out,
+                    &title,
+                    &self.tokens,
+                    &cols(width, prefix),
+                    &some(rows),
+                );
             }
-        );
-        table(&mut out, &step6, &self.tokens, &self.tokens, &self.scaled);
-        let step7 = format!("7. softmax over {} (weights)", o.softmax_axis.name());
-        table(
-            &mut out,
-            &step7,
-            &self.tokens,
-            &self.tokens,
-            &some(&self.weights),
-        );
-        let sums: Vec<String> = match o.softmax_axis {
-            SoftmaxAxis::Column => (0..self.tokens.len())
-                .map(|j| fmt_num(self.weights.iter().map(|r| r[j]).sum()))
-                .collect(),
-            _ => self
-                .weights
-                .iter()
-                .map(|r| fmt_num(r.iter().sum()))
-                .collect(),
-        };
-        let _ = writeln!(
-            out,
-            "   {} sums: {}\n",
-            if o.softmax_axis == SoftmaxAxis::Column {
-                "column"
-            } else {
-                "row"
-            },
-            sums.join(", ")
-        );
-        table(
-            &mut out,
-            "8. weights·V (output)",
-            &self.tokens,
-            &cols(d_v, "o"),
-            &some(&self.output),
-        );
+            table(
+                &mut out,
+                &format!("5. {tag}Q·Kᵀ (scores; rows are queries, columns keys)"),
+                &self.tokens,
+                &self.tokens,
+                &some(&head.scores),
+            );
+            let step6 = format!(
+                "6. {tag}÷ {} ({}{}){}",
+                fmt_num(self.scale as f32),
+                o.scale,
+                if o.temperature == 1.0 { "" } else { " × τ" },
+                if o.causal {
+                    ", future keys masked (−∞)"
+                } else {
+                    ""
+                }
+            );
+            table(&mut out, &step6, &self.tokens, &self.tokens, &head.scaled);
+            let step7 = format!("7. {tag}softmax over {} (weights)", o.softmax_axis.name());
+            table(
+                &mut out,
+                &step7,
+                &self.tokens,
+                &self.tokens,
+                &some(&head.weights),
+            );
+            let (which, sums) = match o.softmax_axis {
+                SoftmaxAxis::Column => ("column", head.column_sums()),
+                _ => ("row", head.row_sums()),
+            };
+            let sums: Vec<String> = sums.into_iter().map(fmt_num).collect();
+            let _ = writeln!(out, "   {which} sums: {}", sums.join(", "));
+            let entropy: Vec<String> = head.entropy().into_iter().map(fmt_num).collect();
+            let _ = writeln!(out, "   row entropy (nats): {}\n", entropy.join(", "));
+            table(
+                &mut out,
+                &format!("8. {tag}weights·V (output)"),
+                &self.tokens,
+                &cols(self.d_v, "o"),
+                &some(&head.output),
+            );
+        }
         out
     }
 }
@@ -760,6 +1008,48 @@ mod tests {
     }
 
     #[test]
+    fn each_head_is_the_single_head_trace_of_its_columns() {
+        let device = Device::flex();
+        let input = embed_words(&["a".into(), "b".into(), "a".into(), "c".into()], 6, 1);
+        let options = TraceOptions {
+            n_heads: 3,
+            causal: true,
+            ..TraceOptions::default()
+        };
+        let all = run(&input, &options, &device).unwrap();
+        assert_eq!((all.d_k, all.heads.len()), (2, 3));
+        // The same word is the same vector.
+        assert_eq!(all.x[0], all.x[2]);
+        assert_ne!(all.x[0], all.x[1]);
+        let columns = |w: &Option<Vec<Vec<f32>>>, h: usize| Matrix {
+            rows: 6,
+            cols: 2,
+            data: w
+                .as_ref()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r[2 * h..2 * h + 2].to_vec())
+                .collect(),
+        };
+        for (h, head) in all.heads.iter().enumerate() {
+            let single = TraceInput {
+                weights: Some((
+                    columns(&all.w_q, h),
+                    columns(&all.w_k, h),
+                    columns(&all.w_v, h),
+                )),
+                ..input.clone()
+            };
+            let one = TraceOptions {
+                n_heads: 1,
+                ..options.clone()
+            };
+            let alone = run(&single, &one, &device).unwrap();
+            assert_eq!(alone.heads[0], *head, "head {h}");
+        }
+    }
+
+    #[test]
     fn seed_page_example_rows_sum_to_one() {
         let result = run(
             &seed_page_example(),
@@ -769,7 +1059,7 @@ mod tests {
         .unwrap();
         assert_eq!(result.d_k, 4);
         assert_eq!(result.scale, 2.0); // √4
-        for row in &result.weights {
+        for row in &result.heads[0].weights {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }
     }

@@ -56,16 +56,20 @@ fn json_round_trips() {
         String::from_utf8_lossy(&out.stderr)
     );
     let a: Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
-    for key in [
-        "q", "k", "v", "scores", "scaled", "weights", "output", "d_k", "scale",
-    ] {
+    for key in ["heads", "output", "d_k", "d_v", "n_heads", "scale"] {
         assert!(a.get(key).is_some(), "missing key {key}");
+    }
+    let head = &a["heads"][0];
+    for key in [
+        "q", "k", "v", "scores", "scaled", "weights", "output", "row_sums", "entropy",
+    ] {
+        assert!(head.get(key).is_some(), "missing key heads[0].{key}");
     }
     assert_eq!(a["d_k"], 4);
     assert_eq!(a["scale"], 2.0);
     // Masked entries are null; the rest are scores ÷ scale.
-    let scores = matrix(&a["scores"]);
-    for (i, row) in a["scaled"].as_array().unwrap().iter().enumerate() {
+    let scores = matrix(&head["scores"]);
+    for (i, row) in head["scaled"].as_array().unwrap().iter().enumerate() {
         for (j, s) in row.as_array().unwrap().iter().enumerate() {
             if j > i {
                 assert!(s.is_null(), "scaled[{i}][{j}] should be masked");
@@ -92,9 +96,14 @@ fn json_round_trips() {
         String::from_utf8_lossy(&out.stderr)
     );
     let b: Value = serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
-    for key in ["q", "k", "v", "scores", "scaled", "weights", "output"] {
-        assert_eq!(a[key], b[key], "{key} changed on the round trip");
-    }
+    assert_eq!(
+        a["heads"], b["heads"],
+        "the heads changed on the round trip"
+    );
+    assert_eq!(
+        a["output"], b["output"],
+        "the output changed on the round trip"
+    );
 }
 
 /// Runs trace on `input` and returns its stderr, asserting exit code 2.
