@@ -6,6 +6,7 @@
 //! in layers that each use only the ones listed after them:
 //!
 //! - [`experiments`]: the demonstrations, one claim each;
+//! - [`explore`]: the explorer, a local web page and JSON API over the block;
 //! - [`run`]: configs, the shared runner, `reproduce`;
 //! - [`output`]: run folders, reports, plots, the index;
 //! - [`lab`]: tasks, the tiny transformer, training with probes, metrics, `trace`, `bench`;
@@ -16,6 +17,7 @@
 
 pub mod block;
 pub mod experiments;
+pub mod explore;
 pub mod lab;
 pub mod output;
 pub mod run;

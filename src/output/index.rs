@@ -246,6 +246,7 @@ impl IndexPage<'_> {
                         (self.stamp) " UTC); " (self.counts().sentence()) "."
                     }
                     p { "Repeat: " code { (self.command) } }
+                    (self.explorer())
                     h2 { "Claims and verdicts" }
                     table {
                         tr { th { "experiment" } th { "verdict" } th { "claim" } th { "evidence" } }
@@ -260,6 +261,26 @@ impl IndexPage<'_> {
             }
         };
         markup.into_string()
+    }
+
+    /// How to open the explorer: on any sentence, and on the first run here that saved models.
+    fn explorer(&self) -> Markup {
+        let trained = self.runs.iter().find_map(|r| match r {
+            Ran::Done(o) if o.dir.join("models").is_dir() => Some(&o.dir),
+            _ => None,
+        });
+        html! {
+            p {
+                "Look inside the block, live: " code { "cargo run --release --bin explore" }
+                ", then open " a href="http://127.0.0.1:7878/" { "http://127.0.0.1:7878/" }
+                " (a sentence, every pitfall as a control, the step-by-step tables)."
+                @if let Some(dir) = trained {
+                    " With this run's trained models: "
+                    code { "cargo run --release --bin explore -- --run " (dir.display()) }
+                    "."
+                }
+            }
+        }
     }
 
     /// The rows of the claims table for one experiment.

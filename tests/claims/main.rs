@@ -6,6 +6,8 @@ mod common;
 
 mod cross_backend;
 mod experiments_cli;
+mod explore_api;
+mod explore_browser;
 mod fuzz;
 mod hardening;
 mod invariants;

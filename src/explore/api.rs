@@ -1,0 +1,391 @@
+//! The explorer's JSON API as plain functions from request bytes to answers, so that the server
+//! is only transport and the tests can call the same code.
+//!
+//! A request is `trace --input`'s object (`tokens`, `x`, `w_q`, `w_k`, `w_v`) plus `options`.
+//! Without `x`, the tokens get seeded word embeddings of width `options.d_model`. The answer is
+//! `trace --json`'s object, computed by [`trace::run`]: one code path for both.
+
+use serde_json::{Map, Value, json};
+
+use crate::block::positional::PositionalKind;
+use crate::block::scale::ScoreScale;
+use crate::block::softmax::SoftmaxAxis;
+use crate::lab::trace::{self, TraceInput, TraceOptions, TraceResult};
+use crate::util::rng::HostRng;
+
+/// Most tokens one request may hold: the page shows every number of an n × n matrix.
+pub const MAX_TOKENS: usize = 64;
+/// Largest request body.
+pub const MAX_BODY: usize = 1 << 20;
+/// Widest embedding and widest projection (n_heads·d_k): every weight goes back in the answer.
+pub const MAX_WIDTH: usize = 256;
+/// Width of the seeded word embeddings when a request gives neither `x` nor `options.d_model`.
+pub const DEFAULT_D_MODEL: usize = 8;
+
+/// Largest output change still read as "moved with its token": f32 rounding of sums of a few
+/// dozen terms of size ~1 stays below 1e-6, and a positional encoding moves outputs by ~1e-1.
+pub const EQUIVARIANCE_TOLERANCE: f64 = 1e-5;
+
+/// A request the API refuses: HTTP 400 with `{"error": message}`. The message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+fn bad(message: impl Into<String>) -> BadRequest {
+    BadRequest(message.into())
+}
+
+impl From<trace::TraceError> for BadRequest {
+    fn from(e: trace::TraceError) -> Self {
+        bad(e.to_string())
+    }
+}
+
+/// One parsed request: what to trace and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub input: TraceInput,
+    pub options: TraceOptions,
+    /// The query whose neuron view is wanted.
+    pub query: Option<usize>,
+    /// For `/api/shuffle`: token i of the shuffled input is token `permutation[i]`.
+    pub permutation: Option<Vec<usize>>,
+}
+
+const OPTIONS: [&str; 12] = [
+    "causal",
+    "scale",
+    "softmax_axis",
+    "temperature",
+    "positional",
+    "n_heads",
+    "d_model",
+    "d_k",
+    "projections",
+    "seed",
+    "query",
+    "permutation",
+];
+
+/// Parses a request body; `seed` is the server's default seed.
+pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
+    if body.len() > MAX_BODY {
+        return Err(bad(format!(
+            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
+            body.len()
+        )));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("body: not UTF-8 ({e})")))?;
+    let value = trace::parse_json(text).map_err(|e| bad(format!("body: not valid JSON ({e})")))?;
+    let Value::Object(mut object) = value else {
+        return Err(bad(
+            "body: expected a JSON object {\"tokens\", \"x\"?, \"w_q\"?, \"w_k\"?, \"w_v\"?, \"options\"?}",
+        ));
+    };
+    let options = match object.remove("options") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(bad("options: expected an object")),
+    };
+    if let Some(unknown) = options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "options.{}: unknown option; expected one of {}",
+            trace::label(unknown),
+            OPTIONS.join(", ")
+        )));
+    }
+    let seed = match options.get("seed") {
+        None | Some(Value::Null) => seed,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            bad(format!(
+                "options.seed: expected a whole number ≥ 0, got {v}"
+            ))
+        })?,
+    };
+    let d_model = count(&options, "d_model", 1, MAX_WIDTH)?;
+    let too_many = |n: usize| {
+        bad(format!(
+            "tokens: {n} tokens is more than the explorer's {MAX_TOKENS}"
+        ))
+    };
+    let input = if object.get("x").is_none_or(Value::is_null) {
+        let tokens = match object.get("tokens") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    t.as_str().map(String::from).ok_or_else(|| {
+                        bad(format!("tokens[{i}]: expected a string (a word), got {t}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(other) => {
+                return Err(bad(format!(
+                    "tokens: expected an array of words, got {other}"
+                )));
+            }
+            None => {
+                return Err(bad(
+                    "tokens: missing; give the words (and x, or options.d_model for seeded embeddings)",
+                ));
+            }
+        };
+        if tokens.is_empty() {
+            return Err(bad("tokens: empty; give at least one word"));
+        }
+        if tokens.len() > MAX_TOKENS {
+            return Err(too_many(tokens.len()));
+        }
+        let embedded = trace::embed_words(&tokens, d_model.unwrap_or(DEFAULT_D_MODEL), seed);
+        object.insert("x".into(), json!(rows(&embedded.x.data, embedded.x.cols)));
+        trace::parse_input(&Value::Object(object))?
+    } else {
+        if let Some(Value::Array(rows)) = object.get("x")
+            && rows.len() > MAX_TOKENS
+        {
+            return Err(too_many(rows.len()));
+        }
+        let input = trace::parse_input(&Value::Object(object))?;
+        if let Some(d) = d_model
+            && d != input.x.cols
+        {
+            return Err(bad(format!(
+                "options.d_model: {d} disagrees with x, whose rows have d_model = {}",
+                input.x.cols
+            )));
+        }
+        if input.x.cols > MAX_WIDTH {
+            return Err(bad(format!(
+                "x: rows of {} numbers are wider than the explorer's d_model ≤ {MAX_WIDTH}",
+                input.x.cols
+            )));
+        }
+        input
+    };
+    let temperature = match options.get("temperature") {
+        None | Some(Value::Null) => 1.0,
+        Some(v) => match v.as_f64() {
+            Some(t) if t.is_finite() && t > 0.0 => t,
+            _ => {
+                return Err(bad(format!(
+                    "options.temperature: must be a positive number, got {v}"
+                )));
+            }
+        },
+    };
+    let scale = match options.get("scale") {
+        None | Some(Value::Null) => ScoreScale::SqrtDk,
+        Some(Value::Number(n)) => n
+            .to_string()
+            .parse()
+            .map_err(|e| bad(format!("options.scale: {e}")))?,
+        Some(Value::String(s)) => s.parse().map_err(|e| bad(format!("options.scale: {e}")))?,
+        Some(v) => {
+            return Err(bad(format!(
+                "options.scale: expected a name or a number, got {v}"
+            )));
+        }
+    };
+    let n_heads = count(&options, "n_heads", 1, MAX_WIDTH)?.unwrap_or(1);
+    let d_k = count(&options, "d_k", 1, MAX_WIDTH)?;
+    if let Some(d_k) = d_k
+        && d_k * n_heads > MAX_WIDTH
+    {
+        return Err(bad(format!(
+            "options.d_k: n_heads·d_k = {n_heads}·{d_k} is wider than the explorer's {MAX_WIDTH}"
+        )));
+    }
+    let options_out = TraceOptions {
+        causal: flag(&options, "causal", false)?,
+        scale,
+        softmax_axis: named::<SoftmaxAxis>(&options, "softmax_axis")?.unwrap_or_default(),
+        temperature,
+        seed,
+        d_k,
+        n_heads,
+        positional: named::<PositionalKind>(&options, "positional")?.unwrap_or_default(),
+        projections: flag(&options, "projections", true)?,
+    };
+    let n = input.x.rows;
+    let query = count(&options, "query", 0, n.saturating_sub(1))?;
+    let permutation = match options.get("permutation") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|p| {
+                    p.as_u64()
+                        .filter(|&p| p < n as u64)
+                        .map(|p| p as usize)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "options.permutation: entries must be token indices 0 … {}, got {p}",
+                                n - 1
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(v) => return Err(bad(format!("options.permutation: expected an array of indices, got {v}"))),
+    };
+    Ok(Request {
+        input,
+        options: options_out,
+        query,
+        permutation,
+    })
+}
+
+fn rows(data: &[f32], cols: usize) -> Vec<Vec<f32>> {
+    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// `options[name]` as a whole number in `min ..= max`, if present.
+fn count(
+    options: &Map<String, Value>,
+    name: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, BadRequest> {
+    match options.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min as u64..=max as u64).contains(&n) => Ok(Some(n as usize)),
+            _ => Err(bad(format!(
+                "options.{name}: expected a whole number from {min} to {max}, got {v}"
+            ))),
+        },
+    }
+}
+
+fn flag(options: &Map<String, Value>, name: &str, default: bool) -> Result<bool, BadRequest> {
+    match options.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(bad(format!(
+            "options.{name}: expected true or false, got {v}"
+        ))),
+    }
+}
+
+fn named<T: std::str::FromStr>(
+    options: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, BadRequest>
+where
+    T::Err: std::fmt::Display,
+{
+    match options.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|e| bad(format!("options.{name}: {e}"))),
+        Some(v) => Err(bad(format!("options.{name}: expected a name, got {v}"))),
+    }
+}
+
+/// `POST /api/attention`: `trace --json`'s answer for the request, plus the neuron view of
+/// `options.query` when given.
+pub fn attention(request: &Request, device: &burn::prelude::Device) -> Result<Value, BadRequest> {
+    let result = trace::run(&request.input, &request.options, device)?;
+    Ok(answer(&result, request.query))
+}
+
+fn answer(result: &TraceResult, query: Option<usize>) -> Value {
+    let mut value = result.to_json();
+    if let Some(query) = query {
+        value["neuron"] = json!(
+            result
+                .heads
+                .iter()
+                .map(|h| h.neuron(query))
+                .collect::<Vec<_>>()
+        );
+    }
+    value
+}
+
+/// `POST /api/shuffle`: the request as given and with its tokens permuted (by
+/// `options.permutation`, or a seeded one that moves every token it can), and how far the
+/// outputs moved from following their tokens: `max_delta` = max |f(P·x)[i] − f(x)[P(i)]|.
+pub fn shuffle(request: &Request, device: &burn::prelude::Device) -> Result<Value, BadRequest> {
+    let n = request.input.x.rows;
+    let permutation = match &request.permutation {
+        Some(p) => p.clone(),
+        None => {
+            let mut p = HostRng::new(request.options.seed ^ 0x5eed).permutation(n);
+            if n > 1 && p.iter().enumerate().all(|(i, &v)| i == v) {
+                p.rotate_left(1);
+            }
+            p
+        }
+    };
+    let shuffled =
+        trace::permuted(&request.input, &permutation).map_err(|e| bad(format!("options.{e}")))?;
+    let before = trace::run(&request.input, &request.options, device)?;
+    let after = trace::run(&shuffled, &request.options, device)?;
+    let max_delta = trace::equivariance_gap(&before, &after, &permutation);
+    Ok(json!({
+        "permutation": permutation,
+        "before": answer(&before, None),
+        "after": answer(&after, request.query),
+        "max_delta": max_delta,
+        "tolerance": EQUIVARIANCE_TOLERANCE,
+        "equivariant": f64::from(max_delta) <= EQUIVARIANCE_TOLERANCE,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::Device;
+
+    fn refused(body: &str) -> String {
+        parse(body.as_bytes(), 0).unwrap_err().0
+    }
+
+    #[test]
+    fn bad_requests_name_their_field() {
+        for (body, field) in [
+            (r#"{"x": [[1, 2], [3]]}"#, "x is ragged"),
+            (
+                r#"{"tokens": ["a"], "options": {"temperature": 0}}"#,
+                "options.temperature",
+            ),
+            (
+                r#"{"tokens": ["a"], "options": {"colour": 1}}"#,
+                "options.colour",
+            ),
+            (
+                r#"{"tokens": ["a"], "options": {"softmax_axis": "diagonal"}}"#,
+                "options.softmax_axis",
+            ),
+            (r#"{"tokens": ["a", 3]}"#, "tokens[1]"),
+            (r#"[1]"#, "body"),
+        ] {
+            let error = refused(body);
+            assert!(error.contains(field), "{body}: {error}");
+        }
+        let long = format!(r#"{{"tokens": {:?}}}"#, vec!["w"; 65]);
+        assert!(refused(&long).starts_with("tokens: 65 tokens"));
+    }
+
+    #[test]
+    fn shuffling_without_position_moves_outputs_with_their_tokens() {
+        let device = Device::flex();
+        let body = |positional: &str| {
+            format!(
+                r#"{{"tokens": ["the", "cat", "sat", "on", "the", "mat"], "options": {{"positional": "{positional}", "d_model": 8, "n_heads": 2}}}}"#
+            )
+        };
+        let gap = |positional: &str| {
+            let request = parse(body(positional).as_bytes(), 3).unwrap();
+            shuffle(&request, &device).unwrap()["max_delta"]
+                .as_f64()
+                .unwrap()
+        };
+        assert!(gap("none") < 1e-5, "{}", gap("none"));
+        assert!(gap("sinusoidal") > 1e-3, "{}", gap("sinusoidal"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The explorer's page: HTML from maud (every string escaped), with its script and style
+//! embedded in the binary, so the page works with no network at all.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+/// Draws what the API computed; it does no attention arithmetic of its own.
+const SCRIPT: &str = include_str!("page.js");
+const STYLE: &str = include_str!("page.css");
+
+/// The seed page's eight steps, as `trace` prints them: (title, what it shows).
+pub const STEPS: [(&str, &str); 8] = [
+    ("1. X", "the token embeddings, one row per token"),
+    ("2. Q = X·W_Q", "what each token looks for"),
+    ("3. K = X·W_K", "what each token offers to be found by"),
+    (
+        "4. V = X·W_V",
+        "what each token passes on when it is attended to",
+    ),
+    ("5. Q·Kᵀ", "raw scores: rows are queries, columns keys"),
+    (
+        "6. ÷ scale",
+        "scaled scores (and −∞ where the causal mask hides a key)",
+    ),
+    (
+        "7. softmax",
+        "the weights: each row sums to 1 under the row softmax",
+    ),
+    (
+        "8. weights·V",
+        "the output: each row a weighted mix of the values",
+    ),
+];
+
+/// The whole page; `backend` is named in its header.
+pub fn render(backend: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "attention-lab explorer" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body data-state="loading" data-version="0" {
+                header {
+                    h1 { "Attention explorer" }
+                    p {
+                        "Every number on this page is computed by attention-lab's Burn block on the "
+                        strong #backend { (backend) }
+                        " backend; the page only draws. Change any control and the block runs again."
+                    }
+                }
+                section #controls {
+                    label .wide {
+                        "Sentence "
+                        input #sentence type="text" value="I love cats" size="60" spellcheck="false";
+                        small { " whitespace-separated words, up to 64. \"I love cats\" at d_model 4 uses the seed page's own embeddings; other words get seeded ones (the same word, the same vector)." }
+                    }
+                    label { "scale " select #scale {
+                        option value="none" { "none" }
+                        option value="sqrt-dk" selected { "√d_k" }
+                        option value="sqrt-dmodel" { "√d_model" }
+                        option value="dk" { "d_k" }
+                        option value="number" { "a number…" }
+                    } input #scale-number type="number" value="2" min="0.001" step="any" hidden; }
+                    label { "softmax over " select #axis {
+                        option value="row" selected { "rows (correct)" }
+                        option value="column" { "columns (pitfall)" }
+                        option value="whole" { "whole matrix (pitfall)" }
+                    } }
+                    label { "temperature "
+                        // ln 0.05 … ln 20 in 600 steps, so that both ends lie on the grid.
+                        input #temperature type="range" min="-2.995732" max="2.995732" step="0.00998577" value="0";
+                        output #temperature-value { "1.00" }
+                    }
+                    label { input #causal type="checkbox"; " causal mask" }
+                    label { "positional encoding " select #positional {
+                        option value="none" selected { "none" }
+                        option value="sinusoidal" { "sinusoidal" }
+                        option value="learned" { "learned (seeded table)" }
+                        option value="rotary" { "rotary" }
+                    } }
+                    label { "heads " select #heads {
+                        @for h in [1, 2, 4, 8] { option value=(h) { (h) } }
+                    } }
+                    label { "d_model " select #d-model {
+                        @for d in [4, 8, 16, 32, 64] { option value=(d) { (d) } }
+                    } }
+                    label { input #projections type="checkbox" checked; " projections W_Q, W_K, W_V" }
+                    label { "seed " input #seed type="number" value="0" min="0" step="1"; }
+                }
+                p #status role="status" {}
+                section #views {
+                    div {
+                        h2 { "Weights " select #head title="which head" {} }
+                        p .hint { "Rows are queries, columns keys. Click a token to follow it. The last column is each row's sum: all 1 only under the row softmax." }
+                        table #heatmap {}
+                    }
+                    div {
+                        h2 { "Head view" }
+                        p .hint { "Lines from the chosen query to every key: thickness is the weight, one colour per head." }
+                        svg #headview xmlns="http://www.w3.org/2000/svg" {}
+                    }
+                }
+                section #detail {
+                    h2 { "Query " span #query-name {} }
+                    p { "Entropy of its weights: " span #entropy {} " nats (0: one key; ln n = " span #entropy-max {} ": all keys alike)" }
+                    div #row-detail {}
+                    h3 { "Neuron view (bertviz): how each score is made" }
+                    table #neuron {}
+                }
+                section #stepper {
+                    h2 { "Step by step" }
+                    button #step-back type="button" { "◀ Back" }
+                    " "
+                    button #step-next type="button" { "Next ▶" }
+                    ol #steps hidden { @for (title, what) in STEPS { li data-what=(what) { (title) } } }
+                    h3 #step-title {}
+                    p #step-what .hint {}
+                    div #step-table {}
+                }
+                section #shuffle-section {
+                    h2 { "Shuffle: permutation equivariance, live" }
+                    p .hint { "Permutes the tokens and runs the block again. Without a positional encoding and without the mask, every output row moves with its token, unchanged." }
+                    button #shuffle type="button" { "Shuffle the tokens" }
+                    p #shuffle-verdict { "max |Δ| = " span #max-delta { "–" } " " span #shuffle-what {} }
+                    div #shuffle-compare {}
+                }
+                section #trained hidden {
+                    h2 { "Trained model" }
+                    p .hint { "Models saved by an experiment run (explore --run). Its attention on a fresh example of its task; the answer positions are highlighted." }
+                    label { "model " select #model {} }
+                    label { " example seed " input #example-seed type="number" value="0" min="0" step="1"; }
+                    " "
+                    button #example type="button" { "New example" }
+                    div #trained-view {}
+                }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_backend_escaped_and_embeds_the_script() {
+        let page = render("<flex>").into_string();
+        assert!(page.contains("&lt;flex&gt;"));
+        assert!(page.contains("function render"));
+        assert!(
+            !page.contains("<script src"),
+            "the page must need no network"
+        );
+    }
+}

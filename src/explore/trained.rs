@@ -1,0 +1,169 @@
+//! The explorer's "trained model" mode: the models an experiment run saved under `models/`,
+//! and their attention, layer by layer and head by head, on fresh examples of their task.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde_json::{Value, json};
+
+use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
+use crate::lab::metrics::to_host;
+use crate::lab::model::TinyTransformer;
+use crate::lab::tasks::{Task, TaskError};
+use crate::util::rng::HostRng;
+
+/// Most models loaded from one run: a sweep with many seeds and widths stays browsable.
+pub const MAX_MODELS: usize = 200;
+
+/// Why a run folder's models cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainedError {
+    #[error(
+        "{dir} has no models/ folder: run an experiment that trains (e.g. scaling) and pass its run folder, results/<experiment>/<run-id>"
+    )]
+    NoModels { dir: PathBuf },
+    #[error("cannot read {dir}: {reason}")]
+    Read { dir: PathBuf, reason: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the task in the spec of {stem} is not valid: {source}")]
+    Task { stem: String, source: TaskError },
+}
+
+/// One loaded model.
+pub struct TrainedModel {
+    /// The checkpoint's file stem, e.g. `recall-sqrt-dk-seed0`.
+    pub name: String,
+    pub model: TinyTransformer,
+    pub spec: ModelSpec,
+    task: Task,
+}
+
+/// The trained models of one run folder.
+pub struct Trained {
+    pub run: PathBuf,
+    pub models: Vec<TrainedModel>,
+}
+
+impl Trained {
+    /// Loads every `models/<stem>.bpk` + `.json` of the run folder `run` onto `device`, in name
+    /// order (at most [`MAX_MODELS`]).
+    pub fn load(run: &Path, device: &Device) -> Result<Self, TrainedError> {
+        let folder = run.join("models");
+        if !folder.is_dir() {
+            return Err(TrainedError::NoModels {
+                dir: run.to_path_buf(),
+            });
+        }
+        let read = |e: std::io::Error| TrainedError::Read {
+            dir: folder.clone(),
+            reason: e.to_string(),
+        };
+        let mut stems: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .map_err(read)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| p.with_extension(""))
+            .collect();
+        stems.sort();
+        if stems.is_empty() {
+            return Err(TrainedError::NoModels {
+                dir: run.to_path_buf(),
+            });
+        }
+        let models = stems
+            .iter()
+            .take(MAX_MODELS)
+            .map(|stem| {
+                let (model, spec) = checkpoint::load(stem, device)?;
+                let name = stem
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let task = Task::new(spec.task.clone()).map_err(|source| TrainedError::Task {
+                    stem: name.clone(),
+                    source,
+                })?;
+                Ok(TrainedModel {
+                    name,
+                    model,
+                    spec,
+                    task,
+                })
+            })
+            .collect::<Result<Vec<_>, TrainedError>>()?;
+        Ok(Self {
+            run: run.to_path_buf(),
+            models,
+        })
+    }
+
+    /// What the page lists: each model's name, task and shape.
+    pub fn summary(&self) -> Value {
+        json!({
+            "run": self.run.display().to_string(),
+            "models": self.models.iter().map(|m| json!({
+                "name": m.name,
+                "task": m.spec.task.kind.name(),
+                "n_layers": m.spec.model.n_layers,
+                "n_heads": m.spec.model.n_heads,
+                "d_model": m.spec.model.d_model,
+                "positional": m.spec.model.positional.name(),
+                "seed": m.spec.seed,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn find(&self, name: &str) -> Option<&TrainedModel> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+impl TrainedModel {
+    /// One example of the model's task drawn with `seed`, and what the model made of it: the
+    /// tokens, the answer positions (the last `n_out`), the targets and predictions there, and
+    /// every layer's attention weights per head (`layers[l][h][query][key]`).
+    pub fn example(&self, seed: u64, device: &Device) -> Value {
+        let batch = self.task.batch(1, &mut HostRng::new(seed));
+        let (n, n_out) = (batch.seq_len, batch.n_out);
+        let out = self.model.forward(batch.tokens(device), n_out);
+        let classes = self.task.classes();
+        let logits = to_host(out.logits); // [n_out·classes]
+        let predictions: Vec<usize> = logits
+            .chunks(classes)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                        if v > best.1 { (i, v) } else { best }
+                    })
+                    .0
+            })
+            .collect();
+        let layers: Vec<Vec<Vec<Vec<f32>>>> = out
+            .attention
+            .into_iter()
+            .map(|a| {
+                let [_, heads, _, _] = a.weights.dims();
+                to_host(a.weights)
+                    .chunks(n * n)
+                    .take(heads)
+                    .map(|head| head.chunks(n).map(<[f32]>::to_vec).collect())
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
+        json!({
+            "model": self.name,
+            "task": self.spec.task.kind.name(),
+            "seed": seed,
+            "tokens": batch.tokens.iter().map(|&t| self.task.token_name(t as usize)).collect::<Vec<_>>(),
+            "answer_positions": (n - n_out..n).collect::<Vec<_>>(),
+            "targets": targets.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
+            "predictions": predictions.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
+            "correct": predictions.iter().zip(&targets).filter(|(p, t)| p == t).count(),
+            "layers": layers,
+        })
+    }
+}

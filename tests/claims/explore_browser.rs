@@ -1,0 +1,280 @@
+//! The explorer in a real browser: headless Chromium driven through WebDriver (Debian's
+//! `chromium` and `chromium-driver`) against the real `explore` binary. Every check reads what
+//! the page shows. Without a browser the test is skipped, unless
+//! `ATTENTION_LAB_REQUIRE_BROWSER=1` (as in CI), which makes a missing browser a failure.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+use crate::common::scratch;
+use crate::explore_api::Server;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process, stopped when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// chromedriver on a free port, or `None` (with the reason) when the browser is missing.
+fn driver() -> Option<(Driver, String)> {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        let why = format!(
+            "{} not installed (apt-get install chromium chromium-driver)",
+            missing.join(" and ")
+        );
+        if std::env::var("ATTENTION_LAB_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("ATTENTION_LAB_REQUIRE_BROWSER=1 but {why}");
+        }
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not start within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((driver, format!("http://127.0.0.1:{port}")))
+}
+
+async fn browser(webdriver: &str, profile: &Path) -> Client {
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1300,2400",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(webdriver)
+        .await
+        .expect("a WebDriver session in headless Chromium")
+}
+
+/// Waits until the page has finished the work started after `version` (its `data-version` has
+/// moved past it) and returns the new version; panics on the page's error line.
+async fn settle(c: &Client, version: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = c
+            .execute(
+                "return [document.body.dataset.state, Number(document.body.dataset.version), document.getElementById('status').textContent]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (state, v) = (now[0].as_str().unwrap_or(""), now[1].as_u64().unwrap_or(0));
+        if v > version && state != "busy" {
+            assert_eq!(state, "ready", "the page reports an error: {}", now[2]);
+            return v;
+        }
+        assert!(Instant::now() < deadline, "the page did not settle: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn version(c: &Client) -> u64 {
+    c.execute("return Number(document.body.dataset.version)", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+/// `[[i, j, weight, text], …]` of every heatmap cell shown.
+async fn cells(c: &Client) -> Vec<(usize, usize, f64, String)> {
+    let v = c
+        .execute(
+            "return [...document.querySelectorAll('#heatmap td.cell')].map(t => [Number(t.dataset.i), Number(t.dataset.j), Number(t.dataset.weight), t.textContent])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c[0].as_u64().unwrap() as usize,
+                c[1].as_u64().unwrap() as usize,
+                c[2].as_f64().unwrap(),
+                c[3].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn number(c: &Client, script: &str) -> f64 {
+    c.execute(script, vec![])
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap_or(f64::NAN)
+}
+
+async fn shuffle(c: &Client) -> f64 {
+    let v = version(c).await;
+    c.find(Locator::Id("shuffle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    settle(c, v).await;
+    number(
+        c,
+        "return Number(document.getElementById('max-delta').dataset.value)",
+    )
+    .await
+}
+
+#[test]
+fn the_page_drives_the_block_in_a_real_browser() {
+    let Some((_driver, webdriver)) = driver() else {
+        return;
+    };
+    let server = Server::start(&[]);
+    let dir = scratch("explore-browser");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = browser(&webdriver, &dir.join("profile")).await;
+        c.goto(&server.url).await.unwrap();
+        let mut v = settle(&c, 0).await;
+        // The seed page's example first: three tokens, rows summing to 1.
+        assert_eq!(cells(&c).await.len(), 9);
+
+        // Type a sentence.
+        let sentence = c.find(Locator::Id("sentence")).await.unwrap();
+        sentence.clear().await.unwrap();
+        sentence.send_keys("the cat sat on the mat").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c
+            .execute("return state.result ? state.result.tokens.join(' ') : ''", vec![])
+            .await
+            .unwrap()
+            != json!("the cat sat on the mat")
+        {
+            assert!(Instant::now() < deadline, "the page never showed the typed sentence");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        v = settle(&c, v.saturating_sub(1)).await;
+        assert_eq!(cells(&c).await.len(), 36);
+
+        // Click a token: its row, its neuron view and its entropy.
+        c.find(Locator::Css("#heatmap button.token[data-i='2']")).await.unwrap().click().await.unwrap();
+        v = settle(&c, v).await;
+        let name = c.find(Locator::Id("query-name")).await.unwrap().text().await.unwrap();
+        assert!(name.starts_with("sat"), "{name}");
+        let neuron_rows = number(&c, "return document.querySelectorAll('#neuron tr').length").await;
+        assert_eq!(neuron_rows, 8.0, "q row, header, 6 keys");
+
+        // The causal mask: every weight above the diagonal shown is 0.
+        c.find(Locator::Id("causal")).await.unwrap().click().await.unwrap();
+        v = settle(&c, v).await;
+        let shown = cells(&c).await;
+        assert_eq!(shown.len(), 36);
+        for (i, j, w, text) in &shown {
+            if j > i {
+                assert!(*w == 0.0 && text == "0.000", "weight ({i}, {j}) = {w} ({text}) under the mask");
+            }
+        }
+        assert!(shown.iter().any(|(i, j, w, _)| j < i && *w > 0.0));
+
+        // Raising the temperature flattens the row: the shown entropy rises from the slider's
+        // cold end (0.05) to its hot end (20).
+        let slider = c.find(Locator::Id("temperature")).await.unwrap();
+        slider.send_keys(&Key::Home.to_string()).await.unwrap();
+        v = settle(&c, v).await;
+        let shown_t = c.find(Locator::Id("temperature-value")).await.unwrap().text().await.unwrap();
+        assert_eq!(shown_t, "0.05");
+        let cold = number(&c, "return Number(document.getElementById('entropy').dataset.value)").await;
+        slider.send_keys(&Key::End.to_string()).await.unwrap();
+        v = settle(&c, v).await;
+        let shown_t = c.find(Locator::Id("temperature-value")).await.unwrap().text().await.unwrap();
+        assert_eq!(shown_t, "20.00");
+        let hot = number(&c, "return Number(document.getElementById('entropy').dataset.value)").await;
+        assert!(hot > cold + 0.05, "entropy {cold} → {hot} at temperature 20");
+
+        // The column softmax: the row sums shown are no longer all 1.
+        c.find(Locator::Id("axis")).await.unwrap().select_by_value("column").await.unwrap();
+        v = settle(&c, v).await;
+        let sums = c
+            .execute("return [...document.querySelectorAll('#heatmap td.row-sum')].map(t => Number(t.dataset.sum))", vec![])
+            .await
+            .unwrap();
+        let sums: Vec<f64> = sums.as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+        assert_eq!(sums.len(), 6);
+        assert!(sums.iter().any(|s| (s - 1.0).abs() > 0.05), "row sums {sums:?}");
+
+        // Shuffle with no encoding and no mask: the outputs move with their tokens.
+        c.find(Locator::Id("causal")).await.unwrap().click().await.unwrap();
+        v = settle(&c, v).await;
+        let plain = shuffle(&c).await;
+        assert!(plain < 1e-5, "max |Δ| = {plain} without position or mask");
+        // With a positional encoding they do not.
+        c.find(Locator::Id("positional")).await.unwrap().select_by_value("sinusoidal").await.unwrap();
+        settle(&c, v).await;
+        let moved = shuffle(&c).await;
+        assert!(moved > 1e-3, "max |Δ| = {moved} with sinusoidal positions");
+
+        // The stepper walks the eight tables.
+        let next = c.find(Locator::Id("step-next")).await.unwrap();
+        for _ in 0..4 {
+            next.click().await.unwrap();
+        }
+        let title = c.find(Locator::Id("step-title")).await.unwrap().text().await.unwrap();
+        assert!(title.starts_with("5. Q·Kᵀ"), "{title}");
+        let rows = number(&c, "return document.querySelectorAll('#step-table tr').length").await;
+        assert_eq!(rows, 7.0);
+
+        let png = c.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let path = dir.join("explorer.png");
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        c.close().await.unwrap();
+    });
+}
