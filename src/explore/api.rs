@@ -388,4 +388,64 @@ mod tests {
         assert!(gap("none") < 1e-5, "{}", gap("none"));
         assert!(gap("sinusoidal") > 1e-3, "{}", gap("sinusoidal"));
     }
+
+    /// Random requests built from the real option names and edge values: each is answered or
+    /// refused with a message, never a panic (the server would turn one into a 500).
+    #[test]
+    fn random_requests_are_answered_or_refused_never_a_panic() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+        let edge = prop_oneof![
+            Just(json!(null)),
+            Just(json!(0)),
+            Just(json!(1)),
+            Just(json!(2)),
+            Just(json!(3)),
+            Just(json!(-1)),
+            Just(json!(0.5)),
+            Just(json!(1e300)),
+            Just(json!(u64::MAX)),
+            Just(json!(true)),
+            Just(json!("row")),
+            Just(json!("column")),
+            Just(json!("rotary")),
+            Just(json!("sinusoidal")),
+            Just(json!("learned")),
+            Just(json!("sqrt-dmodel")),
+            Just(json!("")),
+            Just(json!([1, 0])),
+            Just(json!([0, 0])),
+            Just(json!({})),
+        ];
+        let options =
+            proptest::collection::btree_map(proptest::sample::select(OPTIONS.to_vec()), edge, 0..6);
+        let words = proptest::collection::vec("[a-c]{1,3}", 0..5);
+        let mut runner = TestRunner::new(Config {
+            cases: 1024,
+            failure_persistence: None,
+            rng_seed: RngSeed::Fixed(0xE7_910E),
+            ..Config::default()
+        });
+        let device = Device::flex();
+        runner
+            .run(&(words, options), |(words, options)| {
+                let body = json!({"tokens": words, "options": options}).to_string();
+                let answered = crate::util::guard::catch(|| {
+                    parse(body.as_bytes(), 0)
+                        .and_then(|request| {
+                            attention(&request, &device)?;
+                            shuffle(&request, &device)
+                        })
+                        .map(|_| ())
+                });
+                match answered {
+                    Ok(Ok(())) => {}
+                    Ok(Err(BadRequest(message))) => prop_assert!(!message.is_empty()),
+                    Err(panic) => prop_assert!(false, "{body}: {panic}"),
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }
