@@ -6,13 +6,15 @@
 //! temperature. Heads are concatenated and projected by W_O (§3.2.2).
 //!
 //! Every knob a pitfall needs is here: the scale, the softmax axis, the temperature, the masks,
-//! the projections themselves and the positional encoding. The same code runs on every Burn
+//! the projections themselves and the positional encoding. Beyond the seeds, `qk_norm`
+//! normalises each head's q and k before the dot product (Dehghani et al. 2023; Wortsman et al.
+//! 2023), which bounds the logits whatever the weights grow to. The same code runs on every Burn
 //! [`Device`], with or without autodiff.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 
 use crate::block::mask::attention_mask;
@@ -63,6 +65,13 @@ pub struct AttentionConfig {
     /// Positional encoding applied by the block. Default: none.
     #[config(default = "PositionalKind::None")]
     pub positional: PositionalKind,
+    /// QK-norm: RMS-normalise each head's q and k over d_k, with a learned gain g (one per
+    /// coordinate, shared by the heads, initialised to 1): q̂ = g_q ⊙ q / rms(q). Then
+    /// |q̂·k̂| ≤ max_t |g_q,t·g_k,t| · d_k, so the logits stay below that / (s·τ) whatever the
+    /// projections grow to. RMSNorm rather than the papers' LayerNorm: with no centring and no
+    /// bias the bound is exact, and the centring adds nothing to it. Default: off.
+    #[config(default = false)]
+    pub qk_norm: bool,
     /// Longest sequence the positional encoding covers. Default: 512.
     #[config(default = 512)]
     pub max_len: usize,
@@ -222,6 +231,11 @@ impl AttentionConfig {
             &mut rng,
             device,
         );
+        // The ε of an RMSNorm over d_k: small against the unit mean square it normalises to.
+        let norm = || {
+            self.qk_norm
+                .then(|| RmsNormConfig::new(d_k).with_epsilon(1e-6).init(device))
+        };
         Ok(Attention {
             query,
             key,
@@ -229,6 +243,8 @@ impl AttentionConfig {
             output,
             dropout: DropoutConfig::new(self.dropout).init(),
             positional,
+            q_norm: norm(),
+            k_norm: norm(),
             d_model,
             n_heads,
             d_k,
@@ -282,6 +298,9 @@ pub struct Attention {
     pub output: Option<Linear>,
     pub dropout: Dropout,
     pub positional: Positional,
+    /// QK-norm's normalisations of q and k over d_k; `None` without `qk_norm`.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     pub d_model: usize,
     pub n_heads: usize,
     pub d_k: usize,
@@ -425,6 +444,14 @@ impl Attention {
         let q = self.heads_of(x, &self.query, self.d_k); // [batch, heads, n_q, d_k]
         let k = self.heads_of(context.clone(), &self.key, self.d_k); // [batch, heads, n_k, d_k]
         let v = self.heads_of(context, &self.value, self.d_v); // [batch, heads, n_k, d_v]
+        let q = match &self.q_norm {
+            Some(norm) => norm.forward(q), // [batch, heads, n_q, d_k]
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(norm) => norm.forward(k), // [batch, heads, n_k, d_k]
+            None => k,
+        };
         let q = self.positional.rotate(q);
         let k = self.positional.rotate(k);
 
@@ -479,7 +506,8 @@ impl Attention {
             && self.d_v == self.d_k
             && self.divisor == ScoreScale::SqrtDk.divisor(self.d_k, self.d_model)
             && self.softmax_axis == SoftmaxAxis::Row
-            && self.positional.is_none();
+            && self.positional.is_none()
+            && self.q_norm.is_none();
         if !same_math {
             return None;
         }

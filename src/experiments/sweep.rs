@@ -306,5 +306,8 @@ fn record(lab: &mut Lab, part: &str, label: &str, seed: u64, run: &TrainRun) {
         for (layer, s) in r.logit_std.iter().enumerate() {
             lab.metric(row("logit_std", *s).layer(Some(layer)));
         }
+        for (layer, m) in r.max_logit.iter().enumerate() {
+            lab.metric(row("max_logit", *m).layer(Some(layer)));
+        }
     }
 }

@@ -53,6 +53,9 @@ pub struct ModelConfig {
     /// Learned Q/K/V/O projections; false gives Q = K = V = LN(h). Default: true.
     #[serde(default = "yes")]
     pub projections: bool,
+    /// QK-norm in every block (see [`AttentionConfig::qk_norm`]). Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qk_norm: bool,
 }
 
 fn one() -> usize {
@@ -79,6 +82,7 @@ impl ModelConfig {
             causal: false,
             positional: PositionalKind::None,
             projections: true,
+            qk_norm: false,
         }
     }
 
@@ -102,6 +106,7 @@ impl ModelConfig {
             .with_temperature(self.temperature)
             .with_causal(self.causal)
             .with_positional(positional)
+            .with_qk_norm(self.qk_norm)
             .with_max_len(max_len)
             .with_seed(seed)
     }

@@ -72,6 +72,9 @@ pub struct StepRecord {
     /// Per layer: std of the scaled pre-softmax logits q·kᵀ/(s·τ) over all (query, key) pairs,
     /// masked pairs included.
     pub logit_std: Vec<f64>,
+    /// Per layer: the largest scaled, unmasked logit q·kᵀ/(s·τ) in the batch, the quantity whose
+    /// growth precedes attention-entropy collapse (Dehghani et al. 2023, Wortsman et al. 2023).
+    pub max_logit: Vec<f64>,
 }
 
 impl StepRecord {
@@ -88,6 +91,14 @@ impl StepRecord {
     /// Mean entropy over every head of every layer.
     pub fn mean_entropy(&self) -> f64 {
         self.heads.iter().map(|h| h.entropy).sum::<f64>() / self.heads.len().max(1) as f64
+    }
+
+    /// The largest logit over layers.
+    pub fn max_logit(&self) -> f64 {
+        self.max_logit
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// Mean logit std over layers.
@@ -218,6 +229,7 @@ pub fn train(
                     .iter()
                     .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
                     .collect(),
+                max_logit: max_logits(&out.attention),
             });
         }
         on_step(step);
@@ -307,6 +319,21 @@ fn grad_probes(net: &TinyTransformer, grads: &burn::tensor::Gradients) -> Vec<Gr
             name,
             norm: norm as f64,
         })
+        .collect()
+}
+
+/// Each layer's largest unmasked scaled logit, gathered in one transfer.
+fn max_logits(attention: &[crate::block::attention::AttentionOutput]) -> Vec<f64> {
+    if attention.is_empty() {
+        return Vec::new();
+    }
+    let maxes = attention
+        .iter()
+        .map(|a| a.scores().inner().max()) // [1]; masked entries are −∞
+        .collect();
+    to_host(Tensor::cat(maxes, 0)) // [layers]
+        .into_iter()
+        .map(f64::from)
         .collect()
 }
 

@@ -15,6 +15,7 @@ mod lab;
 mod layout;
 mod parity;
 mod properties;
+mod qk_norm;
 #[cfg(feature = "remote-server")]
 mod remote;
 mod trace_cli;
