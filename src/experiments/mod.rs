@@ -7,6 +7,7 @@
 pub mod causal_mask;
 pub mod complexity;
 pub mod dk_vs_dmodel;
+pub mod logit_growth;
 pub mod no_projections;
 pub mod permutation;
 pub mod scaling;
@@ -17,7 +18,7 @@ pub mod temperature;
 use crate::run::registry::{Entry, entry};
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 8] = [
+pub const ALL: [Entry; 9] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
@@ -25,6 +26,7 @@ pub const ALL: [Entry; 8] = [
     entry::<no_projections::NoProjections>(),
     entry::<causal_mask::CausalMask>(),
     entry::<temperature::Temperature>(),
+    entry::<logit_growth::LogitGrowth>(),
     entry::<complexity::Complexity>(),
 ];
 

@@ -118,6 +118,7 @@ pub fn binary(name: &str) -> &'static str {
         "no_projections" => env!("CARGO_BIN_EXE_no_projections"),
         "causal_mask" => env!("CARGO_BIN_EXE_causal_mask"),
         "temperature" => env!("CARGO_BIN_EXE_temperature"),
+        "logit_growth" => env!("CARGO_BIN_EXE_logit_growth"),
         "complexity" => env!("CARGO_BIN_EXE_complexity"),
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),

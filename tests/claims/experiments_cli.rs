@@ -221,6 +221,17 @@ fn temperature_reduced_run_confirms_its_claims() {
 }
 
 #[test]
+fn logit_growth_reduced_run() {
+    // Sixty steps at two rates show the growth and its bound; the sensitivity and the best loss
+    // need the full sweep, so those two verdicts are left to the data here.
+    reduced_run(
+        "logit_growth",
+        &["loss_vs_lr", "max_logit_vs_step", "entropy_vs_step"],
+        &["learning-rate sensitivity", "about the same loss"],
+    );
+}
+
+#[test]
 fn complexity_reduced_run() {
     // Timing verdicts are not asserted: tests share the cores (speed lives in the benchmark).
     reduced_run(
@@ -258,7 +269,7 @@ fn reproduce_writes_an_index_whose_links_resolve() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
     assert!(
-        stdout.contains("Claims and verdicts (8 experiments"),
+        stdout.contains("Claims and verdicts (9 experiments"),
         "{stdout}"
     );
     assert!(stdout.contains("total wall time:"), "{stdout}");

@@ -1,0 +1,501 @@
+//! `logit_growth`: at high learning rates the attention logits grow during training and the
+//! softmax collapses onto one key; normalising q and k (QK-norm) bounds them.
+//!
+//! Dividing by √d_k makes the logits q·k/√d_k start at unit variance, but nothing keeps them
+//! there: Adam moves W_Q and W_K by about the learning rate per step, so q·k can grow
+//! quadratically in the weights. Dehghani et al. 2023 ("Scaling Vision Transformers to 22
+//! Billion Parameters") saw the logits diverge and the attention entropy collapse, and fixed it by
+//! layer-normalising q and k; Wortsman et al. 2023 ("Small-scale proxies for large-scale
+//! Transformer training instabilities") reproduced the growth in small models at high learning
+//! rates and measured the learning-rate sensitivity, E_lr[min(L(lr), L₀) − min_lr L(lr)], lower
+//! with QK-norm; Zhai et al. 2023 tie the failure to entropy collapse. This experiment trains the
+//! same small causal transformer with and without QK-norm over a learning-rate sweep.
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiments::sweep::{SeedRuns, train_seeds};
+use crate::lab::footprint::{self, Footprint};
+use crate::lab::metrics::{Spread, to_host};
+use crate::lab::model::{ModelConfig, TinyTransformer};
+use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::train::{StepRecord, TrainConfig, TrainRun};
+use crate::output::plot::LineChart;
+use crate::output::report::{MetricRow, Table, Verdict};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+};
+use crate::run::runner::{Experiment, Lab, LabError};
+
+/// `configs/logit_growth.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogitGrowthConfig {
+    #[serde(default)]
+    pub run: RunConfig,
+    pub sweep: LrSweep,
+    pub task: TaskConfig,
+    /// The model; `qk_norm` is set by the experiment (both variants run), so it must be absent.
+    pub model: ModelConfig,
+    pub train: LogitTrain,
+}
+
+/// The learning rates, and how many of the largest count as "high".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrSweep {
+    /// Adam learning rates, increasing.
+    pub lr: Vec<f64>,
+    /// The largest `high` rates are where the growth verdicts and the step plots look.
+    pub high: usize,
+}
+
+/// Training, without a learning rate (the sweep gives it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogitTrain {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub log_every: usize,
+}
+
+impl LogitGrowthConfig {
+    fn train_at(&self, lr: f64) -> TrainConfig {
+        TrainConfig {
+            steps: self.train.steps,
+            batch_size: self.train.batch_size,
+            lr,
+            log_every: self.train.log_every,
+        }
+    }
+
+    fn model_with(&self, qk_norm: bool) -> ModelConfig {
+        ModelConfig {
+            qk_norm,
+            ..self.model.clone()
+        }
+    }
+}
+
+impl Validate for LogitGrowthConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.run.validate()?;
+        non_empty("sweep.lr", &self.sweep.lr)?;
+        increasing("sweep.lr", &self.sweep.lr)?;
+        for &lr in &self.sweep.lr {
+            positive("sweep.lr", lr)?;
+        }
+        at_least("sweep.high", self.sweep.high, 1)?;
+        if self.sweep.high > self.sweep.lr.len() {
+            return Err(Invalid::new(
+                "sweep.high",
+                format!(
+                    "{} high rates asked of a sweep of {}",
+                    self.sweep.high,
+                    self.sweep.lr.len()
+                ),
+            ));
+        }
+        if self.model.qk_norm {
+            return Err(Invalid::new(
+                "model.qk_norm",
+                "is set by the experiment, which runs with and without it; leave it out",
+            ));
+        }
+        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        Validate::validate(&self.train_at(self.sweep.lr[0])).map_err(|e| e.within("train"))?;
+        for qk_norm in [false, true] {
+            Validate::validate(&self.model_with(qk_norm)).map_err(|e| e.within("model"))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExperimentConfig for LogitGrowthConfig {
+    fn run(&self) -> &RunConfig {
+        &self.run
+    }
+}
+
+/// Records averaged at the end of a run.
+const WINDOW: usize = 3;
+/// Growth of the largest logit that counts as "grew": an order of magnitude.
+const GROWTH: f64 = 10.0;
+/// Entropy below this fraction of its start counts as collapsed.
+const COLLAPSE: f64 = 0.2;
+
+/// What one (variant, learning rate) measured, over seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LrPoint {
+    pub lr: f64,
+    pub initial_loss: Spread,
+    /// Mean of the last records' loss; a diverged seed counts at its initial loss (as in
+    /// Wortsman et al.'s min(L, L₀)).
+    pub final_loss: Spread,
+    pub max_logit_start: Spread,
+    pub max_logit_end: Spread,
+    /// max_logit_end / max_logit_start, per seed.
+    pub growth: Spread,
+    pub entropy_start: Spread,
+    pub entropy_end: Spread,
+    pub diverged: usize,
+    /// With QK-norm: the bound on the logits at the end, max_t |g_q,t·g_k,t| · d_k / (s·τ) over
+    /// layers, from the trained gains (it starts at d_k / (s·τ) = √d_k).
+    pub bound_end: Option<Spread>,
+}
+
+impl LrPoint {
+    fn of(lr: f64, runs: &SeedRuns) -> Self {
+        // The start is step 0, before any update.
+        let start = |run: &TrainRun, value: fn(&StepRecord) -> f64| {
+            run.records.first().map_or(f64::NAN, value)
+        };
+        // The end of a run that diverged is its last finite record: the records are kept up
+        // to the bad step.
+        let end = |run: &TrainRun, value: fn(&StepRecord) -> f64| {
+            let finite: Vec<f64> = run
+                .records
+                .iter()
+                .map(value)
+                .filter(|v| v.is_finite())
+                .collect();
+            let k = WINDOW.min(finite.len()).max(1);
+            mean(finite.iter().rev().take(k).copied())
+        };
+        let per_seed =
+            |f: &dyn Fn(&TrainRun) -> f64| Spread::of(&runs.runs.iter().map(f).collect::<Vec<_>>());
+        let initial_loss = |r: &TrainRun| start(r, |s| s.loss);
+        Self {
+            lr,
+            initial_loss: per_seed(&initial_loss),
+            final_loss: per_seed(&|r| {
+                if r.divergence.is_some() {
+                    initial_loss(r)
+                } else {
+                    end(r, |s| s.loss).min(initial_loss(r))
+                }
+            }),
+            max_logit_start: per_seed(&|r| start(r, StepRecord::max_logit)),
+            max_logit_end: per_seed(&|r| end(r, StepRecord::max_logit)),
+            growth: per_seed(&|r| end(r, StepRecord::max_logit) / start(r, StepRecord::max_logit)),
+            entropy_start: per_seed(&|r| start(r, StepRecord::mean_entropy)),
+            entropy_end: per_seed(&|r| end(r, StepRecord::mean_entropy)),
+            diverged: runs.runs.iter().filter(|r| r.divergence.is_some()).count(),
+            bound_end: runs
+                .runs
+                .iter()
+                .map(|r| logit_bound(&r.model))
+                .collect::<Option<Vec<f64>>>()
+                .map(|b| Spread::of(&b)),
+        }
+    }
+
+    fn collapsed(&self) -> bool {
+        self.entropy_end.mean < COLLAPSE * self.entropy_start.mean
+    }
+}
+
+/// QK-norm's bound on a model's logits, max over layers of max_t |g_q,t·g_k,t| · d_k / (s·τ);
+/// `None` without QK-norm.
+pub fn logit_bound(model: &TinyTransformer) -> Option<f64> {
+    model
+        .blocks
+        .iter()
+        .map(|b| {
+            let a = &b.attention;
+            let (q, k) = (a.q_norm.as_ref()?, a.k_norm.as_ref()?);
+            let (g_q, g_k) = (to_host(q.gamma.val()), to_host(k.gamma.val()));
+            let largest = g_q
+                .iter()
+                .zip(&g_k)
+                .map(|(a, b)| f64::from((a * b).abs()))
+                .fold(0.0, f64::max);
+            Some(largest * a.d_k as f64 / a.divisor)
+        })
+        .try_fold(f64::NEG_INFINITY, |m, b| b.map(|b| m.max(b)))
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { f64::NAN } else { sum / n as f64 }
+}
+
+/// Wortsman et al.'s learning-rate sensitivity: the mean over the swept rates of
+/// min(final loss, initial loss) − the best final loss. 0 when every rate trains as well as the
+/// best one; up to L₀ − L_best when most rates fail.
+pub fn lr_sensitivity(points: &[LrPoint]) -> f64 {
+    let best = points
+        .iter()
+        .map(|p| p.final_loss.mean)
+        .fold(f64::INFINITY, f64::min);
+    mean(points.iter().map(|p| p.final_loss.mean - best))
+}
+
+/// The experiment.
+pub struct LogitGrowth;
+
+impl Experiment for LogitGrowth {
+    const NAME: &'static str = "logit_growth";
+    const TITLE: &'static str =
+        "attention logits grow at high learning rates; QK-norm keeps them bounded";
+    const CLAIM: &'static str = "Dehghani et al. 2023 and Wortsman et al. 2023 claim that, \
+        trained with a large learning rate, a transformer's attention logits grow by orders of \
+        magnitude and its attention entropy collapses, that normalising q and k (QK-norm) \
+        prevents it, and that QK-norm makes the final loss far less sensitive to the learning \
+        rate without costing the best loss. A small causal transformer is trained with Adam on \
+        associative recall over a learning-rate sweep, with and without QK-norm (RMSNorm of each \
+        head's q and k with a learned gain).";
+    type Config = LogitGrowthConfig;
+
+    fn footprint(config: &LogitGrowthConfig) -> Footprint {
+        footprint::training_on(
+            &config.model_with(true),
+            &config.task,
+            config.train.batch_size,
+        )
+    }
+
+    fn work(config: &LogitGrowthConfig) -> u64 {
+        (2 * config.sweep.lr.len() * config.run.seeds * config.train.steps) as u64
+    }
+
+    fn run(config: &LogitGrowthConfig, lab: &mut Lab) -> Result<(), LabError> {
+        let task = Task::new(config.task.clone())?;
+        let seeds = config.run.seed_list();
+        let mut variants = Vec::new();
+        for (name, qk_norm) in [("plain", false), ("qk_norm", true)] {
+            let model = config.model_with(qk_norm);
+            let mut points = Vec::new();
+            let mut runs = Vec::new();
+            for &lr in &config.sweep.lr {
+                let label = format!("{name},lr={lr:e}");
+                let trained = train_seeds(
+                    lab,
+                    "train",
+                    &label,
+                    &model,
+                    &task,
+                    &config.train_at(lr),
+                    &seeds,
+                )?;
+                let point = LrPoint::of(lr, &trained);
+                for (metric, spread) in [
+                    ("final_loss", point.final_loss),
+                    ("growth", point.growth),
+                    ("entropy_end", point.entropy_end),
+                ] {
+                    lab.metric(MetricRow::new("sweep", &label, metric, spread.mean));
+                }
+                points.push(point);
+                runs.push(trained);
+            }
+            variants.push((name, points, runs));
+        }
+        report(config, &variants, lab)
+    }
+}
+
+type Variant = (&'static str, Vec<LrPoint>, Vec<SeedRuns>);
+
+fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Result<(), LabError> {
+    let seeds = config.run.seeds;
+    let mut table = Table::new(
+        format!(
+            "Per learning rate, mean over {seeds} seed(s): loss, the largest logit and the mean attention entropy, start → end"
+        ),
+        &[
+            "variant",
+            "lr",
+            "loss start → end",
+            "max logit start → end",
+            "growth",
+            "bound at end (QK-norm)",
+            "entropy start → end (nats)",
+            "diverged",
+        ],
+    );
+    let mut loss_chart = LineChart::new(
+        "Final loss vs learning rate",
+        "learning rate (Adam)",
+        "final loss (diverged = initial)",
+    )
+    .log_x();
+    let high = &config.sweep.lr[config.sweep.lr.len() - config.sweep.high..];
+    let mut logit_chart = LineChart::new(
+        "Largest attention logit vs step, at the highest learning rates",
+        "step",
+        "max logit (mean over seeds)",
+    )
+    .log_y();
+    let mut entropy_chart = LineChart::new(
+        "Mean attention entropy vs step, at the highest learning rates",
+        "step",
+        "entropy (nats)",
+    );
+    for (name, points, runs) in variants {
+        for p in points {
+            table.row(vec![
+                name.to_string(),
+                format!("{:e}", p.lr),
+                format!("{:.3} → {:.3}", p.initial_loss.mean, p.final_loss.mean),
+                format!(
+                    "{:.2} → {:.2}",
+                    p.max_logit_start.mean, p.max_logit_end.mean
+                ),
+                format!("{:.1}×", p.growth.mean),
+                p.bound_end.map_or("–".into(), |b| format!("{:.1}", b.mean)),
+                format!("{:.3} → {:.3}", p.entropy_start.mean, p.entropy_end.mean),
+                format!("{}/{seeds}", p.diverged),
+            ]);
+        }
+        loss_chart = loss_chart.line(
+            *name,
+            points.iter().map(|p| (p.lr, p.final_loss.mean)).collect(),
+        );
+        for (p, r) in points.iter().zip(runs) {
+            if high.contains(&p.lr) {
+                let label = format!("{name}, lr {:e}", p.lr);
+                logit_chart = logit_chart.line(
+                    label.clone(),
+                    r.mean_series(StepRecord::max_logit)
+                        .into_iter()
+                        .filter(|(_, v)| v.is_finite() && *v > 0.0)
+                        .collect(),
+                );
+                entropy_chart = entropy_chart.line(label, r.mean_series(StepRecord::mean_entropy));
+            }
+        }
+    }
+    lab.table(table);
+    lab.plot(
+        "loss_vs_lr",
+        "Final loss vs learning rate",
+        loss_chart.to_svg(),
+    )?;
+    lab.plot(
+        "max_logit_vs_step",
+        "Largest logit vs step",
+        logit_chart.to_svg(),
+    )?;
+    lab.plot(
+        "entropy_vs_step",
+        "Attention entropy vs step",
+        entropy_chart.to_svg(),
+    )?;
+
+    let [(_, plain, _), (_, normed, _)] = variants else {
+        unreachable!("two variants")
+    };
+    let at_high = |points: &[LrPoint]| -> Vec<LrPoint> {
+        points
+            .iter()
+            .filter(|p| high.contains(&p.lr))
+            .cloned()
+            .collect()
+    };
+    let describe = |points: &[LrPoint]| {
+        points
+            .iter()
+            .map(|p| {
+                let bound = p
+                    .bound_end
+                    .map(|b| format!(" (its bound from the trained gains: {:.1})", b.mean))
+                    .unwrap_or_default();
+                format!(
+                    "lr {:e}: max logit {:.2} → {:.2}{bound} ({:.1}×), entropy {:.3} → {:.3}",
+                    p.lr,
+                    p.max_logit_start.mean,
+                    p.max_logit_end.mean,
+                    p.growth.mean,
+                    p.entropy_start.mean,
+                    p.entropy_end.mean
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (plain_high, normed_high) = (at_high(plain), at_high(normed));
+    lab.verdict(Verdict::new(
+        format!(
+            "without QK-norm, at the {} highest learning rate(s), the largest logit grows ≥ {GROWTH}× and the attention entropy collapses (< {COLLAPSE} of its start)",
+            high.len()
+        ),
+        plain_high
+            .iter()
+            .all(|p| p.growth.mean >= GROWTH && p.collapsed()),
+        format!("without QK-norm, {}", describe(&plain_high)),
+    ));
+    lab.verdict(Verdict::new(
+        format!(
+            "with QK-norm, at the same rates, the largest logit stays bounded (grows < {GROWTH}×)"
+        ),
+        normed_high.iter().all(|p| p.growth.mean < GROWTH),
+        format!("with QK-norm, {}", describe(&normed_high)),
+    ));
+    let (s_plain, s_normed) = (lr_sensitivity(plain), lr_sensitivity(normed));
+    lab.verdict(Verdict::new(
+        "QK-norm lowers the learning-rate sensitivity (Wortsman et al.: mean over rates of min(final, initial loss) − best final loss)",
+        s_normed < s_plain,
+        format!(
+            "sensitivity over {} rates {:e} … {:e}: without QK-norm {s_plain:.3}, with {s_normed:.3}",
+            config.sweep.lr.len(),
+            config.sweep.lr[0],
+            config.sweep.lr[config.sweep.lr.len() - 1]
+        ),
+    ));
+    let best = |points: &[LrPoint]| {
+        points
+            .iter()
+            .min_by(|a, b| a.final_loss.mean.total_cmp(&b.final_loss.mean))
+            .cloned()
+            .expect("a non-empty sweep")
+    };
+    let (b_plain, b_normed) = (best(plain), best(normed));
+    // "About the same": within 0.05 nats, or within 20 % of the plain best, whichever is larger.
+    let tolerance = (0.2 * b_plain.final_loss.mean).max(0.05);
+    lab.verdict(Verdict::new(
+        "with and without QK-norm, the best learning rate reaches about the same loss",
+        (b_normed.final_loss.mean - b_plain.final_loss.mean).abs() <= tolerance,
+        format!(
+            "best final loss: without QK-norm {} at lr {:e}, with {} at lr {:e}; tolerance ±{tolerance:.3}",
+            b_plain.final_loss, b_plain.lr, b_normed.final_loss, b_normed.lr
+        ),
+    ));
+    lab.summarize("sensitivity", [("plain", s_plain), ("qk_norm", s_normed)]);
+    lab.summarize(
+        "points",
+        variants
+            .iter()
+            .map(|(name, points, _)| (name.to_string(), points.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(lr: f64, loss: f64) -> LrPoint {
+        let s = Spread::of(&[loss]);
+        LrPoint {
+            lr,
+            initial_loss: Spread::of(&[2.0]),
+            final_loss: s,
+            max_logit_start: s,
+            max_logit_end: s,
+            growth: s,
+            entropy_start: s,
+            entropy_end: s,
+            diverged: 0,
+            bound_end: None,
+        }
+    }
+
+    #[test]
+    fn sensitivity_is_the_mean_gap_to_the_best_rate() {
+        // Gaps 0.5, 0, 1.5 → 2/3.
+        let points = [point(1e-3, 1.0), point(1e-2, 0.5), point(1e-1, 2.0)];
+        assert!((lr_sensitivity(&points) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(lr_sensitivity(&points[1..2]), 0.0);
+    }
+}
