@@ -62,6 +62,9 @@ struct Args {
     /// No W_Q, W_K, W_V: Q = K = V = X (split into heads).
     #[arg(long)]
     no_projections: bool,
+    /// QK-norm: RMS-normalise each head's q and k (gains at 1) before the dot product.
+    #[arg(long)]
+    qk_norm: bool,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -103,6 +106,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         n_heads: args.heads,
         positional: args.positional,
         projections: !args.no_projections,
+        qk_norm: args.qk_norm,
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

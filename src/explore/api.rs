@@ -52,7 +52,7 @@ pub struct Request {
     pub permutation: Option<Vec<usize>>,
 }
 
-const OPTIONS: [&str; 12] = [
+const OPTIONS: [&str; 13] = [
     "causal",
     "scale",
     "softmax_axis",
@@ -62,6 +62,7 @@ const OPTIONS: [&str; 12] = [
     "d_model",
     "d_k",
     "projections",
+    "qk_norm",
     "seed",
     "query",
     "permutation",
@@ -205,6 +206,7 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
         n_heads,
         positional: named::<PositionalKind>(&options, "positional")?.unwrap_or_default(),
         projections: flag(&options, "projections", true)?,
+        qk_norm: flag(&options, "qk_norm", false)?,
     };
     let n = input.x.rows;
     let query = count(&options, "query", 0, n.saturating_sub(1))?;

@@ -55,6 +55,7 @@ function request() {
       positional: $("positional").value,
       n_heads: parseInt($("heads").value, 10),
       projections: $("projections").checked,
+      qk_norm: $("qk-norm").checked,
       seed: parseInt($("seed").value || "0", 10),
       query: Math.min(state.query, Math.max(tokens.length - 1, 0)),
     },
@@ -307,7 +308,7 @@ async function start() {
     return;
   }
   $("seed").value = state.info.seed;
-  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "seed"]) {
+  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "seed"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
   }

@@ -88,6 +88,7 @@ pub fn render(backend: &str) -> Markup {
                         @for d in [4, 8, 16, 32, 64] { option value=(d) { (d) } }
                     } }
                     label { input #projections type="checkbox" checked; " projections W_Q, W_K, W_V" }
+                    label { input #qk-norm type="checkbox"; " QK-norm" }
                     label { "seed " input #seed type="number" value="0" min="0" step="1"; }
                 }
                 p #status role="status" {}

@@ -68,6 +68,8 @@ pub struct TraceOptions {
     pub positional: PositionalKind,
     /// Off: Q = K = V = X, split into heads (the `no_projections` pitfall).
     pub projections: bool,
+    /// QK-norm (gains at 1): q and k are shown after it.
+    pub qk_norm: bool,
 }
 
 impl Default for TraceOptions {
@@ -82,6 +84,7 @@ impl Default for TraceOptions {
             n_heads: 1,
             positional: PositionalKind::None,
             projections: true,
+            qk_norm: false,
         }
     }
 }
@@ -207,7 +210,8 @@ pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
     const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
     // What `--json` writes beside the inputs: read back and ignored, so that its file repeats
     // the run (the options come from the command line, as the first time).
-    const OUTPUTS: [&str; 19] = [
+    const OUTPUTS: [&str; 20] = [
+        "qk_norm",
         "d_model",
         "n_heads",
         "d_v",
@@ -647,6 +651,7 @@ pub fn run(
         .with_temperature(options.temperature)
         .with_causal(options.causal)
         .with_positional(options.positional)
+        .with_qk_norm(options.qk_norm)
         .with_max_len(n.max(1))
         .with_seed(options.seed)
         .init(device)?;
@@ -783,6 +788,7 @@ impl TraceResult {
             "causal": o.causal,
             "positional": o.positional.name(),
             "projections": o.projections,
+            "qk_norm": o.qk_norm,
             "x": self.x,
             "w_q": self.w_q,
             "w_k": self.w_k,
@@ -828,10 +834,12 @@ impl TraceResult {
             },
             if o.causal { "causal mask" } else { "no mask" },
             o.positional,
-            if o.projections {
-                ""
-            } else {
-                ", no projections (Q = K = V = X)"
+            match (o.projections, o.qk_norm) {
+                (true, false) => "",
+                (false, false) => ", no projections (Q = K = V = X)",
+                (true, true) => ", QK-norm (Q and K shown after it)",
+                (false, true) =>
+                    ", no projections (Q = K = V = X), QK-norm (Q and K shown after it)",
             }
         );
         let some = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {

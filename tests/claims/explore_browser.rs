@@ -4,6 +4,7 @@
 //! `ATTENTION_LAB_REQUIRE_BROWSER=1` (as in CI), which makes a missing browser a failure.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,11 +20,16 @@ use crate::explore_api::Server;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A chromedriver process, stopped when dropped.
+/// A chromedriver process in its own process group, stopped with the browsers it started when
+/// dropped (also when the test fails before closing its session).
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The whole group: chromium outlives a killed chromedriver otherwise.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -53,6 +59,7 @@ fn driver() -> Option<(Driver, String)> {
         .port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
