@@ -232,6 +232,20 @@ fn logit_growth_reduced_run() {
 }
 
 #[test]
+fn logit_growth_refuses_a_bad_sweep_before_running() {
+    let config = ["--config", "tests/configs/logit_growth.toml", "--set"];
+    for (set, needle) in [
+        ("model.qk_norm=true", "model.qk_norm"),
+        ("sweep.high=3", "sweep.high"),
+        ("sweep.lr=[0.1, 0.01]", "sweep.lr"),
+        ("sweep.lr=[]", "sweep.lr"),
+        ("sweep.lr=[-1.0]", "sweep.lr"),
+    ] {
+        refused("logit_growth", &[&config[..], &[set]].concat(), needle);
+    }
+}
+
+#[test]
 fn complexity_reduced_run() {
     // Timing verdicts are not asserted: tests share the cores (speed lives in the benchmark).
     reduced_run(

@@ -213,3 +213,66 @@ fn missing_wgpu_adapter_is_one_line_not_a_panic() {
         "{stderr}"
     );
 }
+
+/// The block's other knobs on the command line: bad values are one line and exit 2.
+#[test]
+fn bad_knobs_exit_2_with_a_clear_line() {
+    for (args, expected) in [
+        (
+            &["--heads", "3"][..],
+            "d_model = 4 is not divisible by n_heads = 3",
+        ),
+        (&["--heads", "0"][..], "n_heads must be at least 1"),
+        (
+            &["--heads", "3", "--no-projections"][..],
+            "d_model = 4 is not divisible by n_heads = 3",
+        ),
+        (
+            &["--positional", "alibi"][..],
+            "unknown positional encoding 'alibi'",
+        ),
+        (
+            &["--positional", "rotary", "--d-k", "3"][..],
+            "rotary positional encoding needs an even d_k",
+        ),
+        (&["--sentence", "   "][..], "--sentence has no words"),
+        (
+            &["--sentence", "a b", "--d-model", "0"][..],
+            "--d-model must be from 1 to 65536",
+        ),
+        (
+            &["--sentence", "a", "--input", "x.json"][..],
+            "cannot be used with",
+        ),
+        (&["--d-model", "8"][..], "--sentence"),
+    ] {
+        let out = trace(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+    }
+    // And good ones run: a sentence with two heads, QK-norm and rotary.
+    let out = trace(&[
+        "--sentence",
+        "the cat sat",
+        "--heads",
+        "2",
+        "--qk-norm",
+        "--positional",
+        "rotary",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2. head 1: Q = X·W_Q") && stdout.contains("QK-norm"),
+        "{stdout}"
+    );
+}
