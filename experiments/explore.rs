@@ -56,9 +56,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     if let Some(trained) = &trained {
         println!(
-            "loaded {} trained model(s) from {}",
+            "loaded {} trained model(s) from {}{}",
             trained.models.len(),
-            trained.run.display()
+            trained.run.display(),
+            if trained.skipped > 0 {
+                format!(
+                    " (the first {} by name; {} more left out)",
+                    trained.models.len(),
+                    trained.skipped
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!(

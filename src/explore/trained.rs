@@ -43,6 +43,8 @@ pub struct TrainedModel {
 pub struct Trained {
     pub run: PathBuf,
     pub models: Vec<TrainedModel>,
+    /// Checkpoints past [`MAX_MODELS`], left out (the first ones by name are loaded).
+    pub skipped: usize,
 }
 
 impl Trained {
@@ -95,6 +97,7 @@ impl Trained {
             .collect::<Result<Vec<_>, TrainedError>>()?;
         Ok(Self {
             run: run.to_path_buf(),
+            skipped: stems.len() - models.len(),
             models,
         })
     }
@@ -103,6 +106,7 @@ impl Trained {
     pub fn summary(&self) -> Value {
         json!({
             "run": self.run.display().to_string(),
+            "skipped": self.skipped,
             "models": self.models.iter().map(|m| json!({
                 "name": m.name,
                 "task": m.spec.task.kind.name(),
