@@ -285,3 +285,77 @@ fn the_page_drives_the_block_in_a_real_browser() {
         c.close().await.unwrap();
     });
 }
+
+/// Trained-model mode in the browser: a run's saved models on examples of their task, the answer
+/// position highlighted, a new example on request.
+#[test]
+fn the_page_shows_a_trained_model_on_its_task() {
+    let Some((_driver, webdriver)) = driver() else {
+        return;
+    };
+    let out = scratch("explore-browser-run");
+    let result = crate::common::run(
+        "scaling",
+        &[
+            "--config",
+            "tests/configs/scaling.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        crate::common::stderr(&result)
+    );
+    let dir = crate::common::run_dir(&out, "scaling");
+    let server = Server::start(&["--run", dir.to_str().unwrap()]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = browser(&webdriver, &out.join("profile")).await;
+        c.goto(&server.url).await.unwrap();
+        // The page computes the free block first, then the first model's example.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let shown = |c: &Client| {
+            let c = c.clone();
+            async move {
+                c.execute(
+                    "return [...document.querySelectorAll('#trained-view .tokens-line span')].map(s => [s.textContent, s.className])",
+                    vec![],
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let first = loop {
+            let tokens = shown(&c).await;
+            if tokens.as_array().is_some_and(|t| !t.is_empty()) {
+                break tokens;
+            }
+            assert!(Instant::now() < deadline, "no trained example shown");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let tokens = first.as_array().unwrap();
+        // Recall: six key=value pairs, then the query, which is where the answer is read.
+        assert_eq!(tokens.len(), 7, "{first}");
+        assert!(tokens[6][0].as_str().unwrap().ends_with('?'), "{first}");
+        assert_eq!(tokens[6][1], "answer", "{first}");
+        assert!(tokens[..6].iter().all(|t| t[1] == ""), "{first}");
+        let highlighted = number(&c, "return document.querySelectorAll('#trained-view tr.answer').length").await;
+        assert_eq!(highlighted, 1.0, "one layer × one head, one answer row");
+        let verdict = c.find(Locator::Css("#trained-view p:nth-of-type(2)")).await.unwrap().text().await.unwrap();
+        assert!(verdict.starts_with("Answer: expected v"), "{verdict}");
+        // Another seed, another example.
+        let seed = c.find(Locator::Id("example-seed")).await.unwrap();
+        seed.clear().await.unwrap();
+        seed.send_keys("7").await.unwrap();
+        let v = version(&c).await;
+        c.find(Locator::Id("example")).await.unwrap().click().await.unwrap();
+        settle(&c, v).await;
+        assert_ne!(shown(&c).await, first, "seed 7 drew the same example as seed 0");
+        c.close().await.unwrap();
+    });
+}
