@@ -7,6 +7,9 @@
 //! - **Learned** (Gehring et al. 2017; GPT): x + E[pos], a trained table of max_len × d_model.
 //! - **Rotary** (Su et al. 2021, RoFormer): q and k are rotated by an angle proportional to their
 //!   position, so q_i·k_j depends on i − j. Applied inside the attention block, to q and k only.
+//! - **ALiBi** (Press et al. 2022, "Train Short, Test Long"): no embedding at all; head h adds
+//!   −m_h·|i − j| to the scaled score of query i and key j, with the geometric slopes m_h of the
+//!   paper (1/2, 1/4, …, 1/256 for 8 heads). Applied inside the attention block.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,14 +37,17 @@ pub enum PositionalKind {
     Learned,
     /// Rotations of q and k inside attention; needs an even d_k.
     Rotary,
+    /// Linear biases on the scores inside attention, one slope per head.
+    Alibi,
 }
 
 impl PositionalKind {
-    pub const ALL: [PositionalKind; 4] = [
+    pub const ALL: [PositionalKind; 5] = [
         PositionalKind::None,
         PositionalKind::Sinusoidal,
         PositionalKind::Learned,
         PositionalKind::Rotary,
+        PositionalKind::Alibi,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +56,7 @@ impl PositionalKind {
             PositionalKind::Sinusoidal => "sinusoidal",
             PositionalKind::Learned => "learned",
             PositionalKind::Rotary => "rotary",
+            PositionalKind::Alibi => "alibi",
         }
     }
 }
@@ -61,7 +68,7 @@ impl fmt::Display for PositionalKind {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown positional encoding '{0}': expected none, sinusoidal, learned or rotary")]
+#[error("unknown positional encoding '{0}': expected none, sinusoidal, learned, rotary or alibi")]
 pub struct PositionalParseError(pub String);
 
 impl FromStr for PositionalKind {
@@ -80,6 +87,8 @@ pub struct Positional {
     /// `[max_len, d_model]`, trained with the rest of the model.
     learned: Option<Param<Tensor<2>>>,
     rotary: Option<RotaryEncoding>,
+    /// ALiBi: biases computed from the positions when asked (see [`Positional::bias`]).
+    alibi: bool,
     max_len: usize,
 }
 
@@ -109,13 +118,40 @@ impl Positional {
             sinusoidal,
             learned,
             rotary,
+            alibi: kind == PositionalKind::Alibi,
             max_len,
         }
     }
 
     /// True when the encoding adds and rotates nothing.
     pub fn is_none(&self) -> bool {
-        self.sinusoidal.is_none() && self.learned.is_none() && self.rotary.is_none()
+        self.sinusoidal.is_none() && self.learned.is_none() && self.rotary.is_none() && !self.alibi
+    }
+
+    /// ALiBi's biases, `[1, heads, n_q, n_k]`: −m_h·|i − j| for query i and key j (ALiBi kind
+    /// only). Added to the scaled scores, so the temperature does not scale them.
+    pub fn bias(
+        &self,
+        n_heads: usize,
+        n_q: usize,
+        n_k: usize,
+        device: &Device,
+    ) -> Option<Tensor<4>> {
+        if !self.alibi {
+            return None;
+        }
+        let data: Vec<f32> = alibi_slopes(n_heads)
+            .into_iter()
+            .flat_map(|m| {
+                (0..n_q).flat_map(move |i| {
+                    (0..n_k).map(move |j| -(m * (i as f64 - j as f64).abs()) as f32)
+                })
+            })
+            .collect();
+        Some(Tensor::from_data(
+            TensorData::new(data, [1, n_heads, n_q, n_k]),
+            device,
+        ))
     }
 
     /// Adds absolute positions to `x: [batch, n, d_model]` (sinusoidal and learned kinds).
@@ -156,9 +192,90 @@ impl Positional {
     }
 }
 
+/// ALiBi's per-head slopes (Press et al. 2022, their reference code): for a power of two H,
+/// m_h = 2^(−8h/H), h = 1 … H; otherwise the slopes of the largest power of two below H, then
+/// every other slope of twice that, until there are H.
+pub fn alibi_slopes(n_heads: usize) -> Vec<f64> {
+    let powers = |n: usize| -> Vec<f64> {
+        let start = 2f64.powf(-8.0 / n as f64);
+        (1..=n).map(|h| start.powi(h as i32)).collect()
+    };
+    if n_heads == 0 {
+        return Vec::new();
+    }
+    if n_heads.is_power_of_two() {
+        return powers(n_heads);
+    }
+    let below = 1 << n_heads.ilog2();
+    let mut slopes = powers(below);
+    slopes.extend(
+        alibi_slopes(2 * below)
+            .into_iter()
+            .step_by(2)
+            .take(n_heads - below),
+    );
+    slopes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alibi_slopes_follow_the_paper() {
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        assert!(close(
+            &alibi_slopes(8),
+            &[
+                0.5,
+                0.25,
+                0.125,
+                0.0625,
+                1.0 / 32.0,
+                1.0 / 64.0,
+                1.0 / 128.0,
+                1.0 / 256.0
+            ]
+        ));
+        assert!(close(&alibi_slopes(2), &[1.0 / 16.0, 1.0 / 256.0]));
+        // 3 heads: the 2-head slopes, then the first of every other 4-head slope.
+        assert!(close(&alibi_slopes(3), &[1.0 / 16.0, 1.0 / 256.0, 0.25]));
+        assert_eq!(alibi_slopes(6).len(), 6);
+    }
+
+    #[test]
+    fn alibi_bias_is_minus_slope_times_distance() {
+        let device = Device::flex();
+        let pe = Positional::new(
+            PositionalKind::Alibi,
+            4,
+            2,
+            8,
+            &mut HostRng::new(0),
+            &device,
+        );
+        // Nothing is added to the embeddings.
+        let x = HostRng::new(1).normal_tensor([1, 3, 4], 1.0, &device);
+        assert_eq!(pe.add(x.clone()).into_data(), x.into_data());
+        let bias = pe.bias(2, 3, 3, &device).unwrap();
+        assert_eq!(bias.dims(), [1, 2, 3, 3]);
+        let got = bias.into_data().try_into_vec::<f32>().unwrap();
+        // Head 0, m = 1/16: row 2 is [−2/16, −1/16, 0]; head 1, m = 1/256: row 0 is [0, −1/256, −2/256].
+        assert_eq!(&got[6..9], &[-0.125, -0.0625, 0.0]);
+        assert_eq!(&got[9..12], &[0.0, -1.0 / 256.0, -2.0 / 256.0]);
+        assert!(
+            Positional::new(
+                PositionalKind::Rotary,
+                4,
+                2,
+                8,
+                &mut HostRng::new(0),
+                &device
+            )
+            .bias(2, 3, 3, &device)
+            .is_none()
+        );
+    }
 
     #[test]
     fn sinusoids_follow_the_formula() {
@@ -203,6 +320,7 @@ mod tests {
             "rotary".parse::<PositionalKind>(),
             Ok(PositionalKind::Rotary)
         );
-        assert!("alibi".parse::<PositionalKind>().is_err());
+        assert_eq!("alibi".parse::<PositionalKind>(), Ok(PositionalKind::Alibi));
+        assert!("alibi2".parse::<PositionalKind>().is_err());
     }
 }

@@ -80,6 +80,7 @@ pub fn render(backend: &str) -> Markup {
                         option value="sinusoidal" { "sinusoidal" }
                         option value="learned" { "learned (seeded table)" }
                         option value="rotary" { "rotary" }
+                        option value="alibi" { "ALiBi" }
                     } }
                     label { "heads " select #heads {
                         @for h in [1, 2, 4, 8] { option value=(h) { (h) } }

@@ -92,10 +92,11 @@ impl ModelConfig {
     }
 
     /// The attention block of layer `layer`. Absolute encodings are added once, at the embedding;
-    /// rotary acts inside every block.
+    /// rotary and ALiBi act inside every block.
     pub fn attention(&self, max_len: usize, seed: u64) -> AttentionConfig {
         let positional = match self.positional {
             PositionalKind::Rotary => PositionalKind::Rotary,
+            PositionalKind::Alibi => PositionalKind::Alibi,
             _ => PositionalKind::None,
         };
         AttentionConfig::new(self.d_model, self.n_heads)

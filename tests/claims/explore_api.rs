@@ -267,6 +267,7 @@ fn shuffling_is_equivariant_only_without_position_and_mask() {
         json!({"d_model": 8, "positional": "sinusoidal"}),
         json!({"d_model": 8, "causal": true}),
         json!({"d_model": 8, "positional": "rotary", "n_heads": 2}),
+        json!({"d_model": 8, "positional": "alibi", "n_heads": 2}),
     ] {
         let (moved, yes) = gap(options.clone());
         assert!(moved > 1e-3 && !yes, "{options}: {moved}");

@@ -202,6 +202,7 @@ device_test!(permutation_equivariant_only_without_position, |device| {
         PositionalKind::Sinusoidal,
         PositionalKind::Learned,
         PositionalKind::Rotary,
+        PositionalKind::Alibi,
     ] {
         let err = equivariance_error(&device, pe, false);
         assert!(

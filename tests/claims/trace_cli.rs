@@ -228,8 +228,8 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             "d_model = 4 is not divisible by n_heads = 3",
         ),
         (
-            &["--positional", "alibi"][..],
-            "unknown positional encoding 'alibi'",
+            &["--positional", "xpos"][..],
+            "unknown positional encoding 'xpos'",
         ),
         (
             &["--positional", "rotary", "--d-k", "3"][..],
