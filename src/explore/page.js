@@ -228,7 +228,10 @@ function renderStep() {
     [head.scores, r.tokens], [head.scaled, r.tokens], [head.weights, r.tokens], [head.output, cols(r.d_v, "o")],
   ];
   let title = step.textContent;
-  if (state.step === 5) title = `6. ÷ ${fmt(r.scale, 4)} (${r.scale_rule}${r.temperature === 1 ? "" : " × τ"})`;
+  if (state.step === 5) {
+    const alibi = r.positional === "alibi" ? ", + ALiBi's −m_h·|i − j|" : "";
+    title = `6. ÷ ${fmt(r.scale, 4)} (${r.scale_rule}${r.temperature === 1 ? "" : " × τ"})${alibi}`;
+  }
   if (state.step === 6) title = `7. softmax over ${r.softmax_axis}`;
   if (state.step >= 1 && state.step <= 3 && !r.projections) title = title.replace(/·W_[QKV]/, "") + " (no projections)";
   $("step-title").textContent = (r.n_heads > 1 && state.step > 0 ? `head ${state.head}: ` : "") + title;

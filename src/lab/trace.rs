@@ -887,10 +887,15 @@ impl TraceResult {
                 &some(&head.scores),
             );
             let step6 = format!(
-                "6. {tag}÷ {} ({}{}){}",
+                "6. {tag}÷ {} ({}{}){}{}",
                 fmt_num(self.scale as f32),
                 o.scale,
                 if o.temperature == 1.0 { "" } else { " × τ" },
+                if o.positional == PositionalKind::Alibi {
+                    ", + ALiBi's −m_h·|i − j|"
+                } else {
+                    ""
+                },
                 if o.causal {
                     ", future keys masked (−∞)"
                 } else {
