@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
+use crate::explore::trained::{Trained, TrainedModel};
 use crate::lab::trace::{self, TraceInput, TraceOptions, TraceResult};
 use crate::util::rng::HostRng;
 
@@ -76,9 +77,7 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
             body.len()
         )));
     }
-    let text = std::str::from_utf8(body).map_err(|e| bad(format!("body: not UTF-8 ({e})")))?;
-    let value = trace::parse_json(text).map_err(|e| bad(format!("body: not valid JSON ({e})")))?;
-    let Value::Object(mut object) = value else {
+    let Value::Object(mut object) = body_json(body)? else {
         return Err(bad(
             "body: expected a JSON object {\"tokens\", \"x\"?, \"w_q\"?, \"w_k\"?, \"w_v\"?, \"options\"?}",
         ));
@@ -138,7 +137,7 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
             return Err(too_many(tokens.len()));
         }
         let embedded = trace::embed_words(&tokens, d_model.unwrap_or(DEFAULT_D_MODEL), seed);
-        object.insert("x".into(), json!(rows(&embedded.x.data, embedded.x.cols)));
+        object.insert("x".into(), json!(embedded.x.to_rows()));
         trace::parse_input(&Value::Object(object))?
     } else {
         if let Some(Value::Array(rows)) = object.get("x")
@@ -238,8 +237,10 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
     })
 }
 
-fn rows(data: &[f32], cols: usize) -> Vec<Vec<f32>> {
-    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+/// A request body as JSON, read as `trace --input` reads its file (duplicate keys refused).
+fn body_json(body: &[u8]) -> Result<Value, BadRequest> {
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("body: not UTF-8 ({e})")))?;
+    trace::parse_json(text).map_err(|e| bad(format!("body: not valid JSON ({e})")))
 }
 
 /// `options[name]` as a whole number in `min ..= max`, if present.
@@ -336,6 +337,52 @@ pub fn shuffle(request: &Request, device: &burn::prelude::Device) -> Result<Valu
         "tolerance": EQUIVARIANCE_TOLERANCE,
         "equivariant": f64::from(max_delta) <= EQUIVARIANCE_TOLERANCE,
     }))
+}
+
+/// `POST /api/model` with `{"model": name, "seed"?: n}`: one example of that model's task and
+/// its attention (see [`TrainedModel::example`]).
+pub fn model(
+    body: &[u8],
+    trained: &Trained,
+    device: &burn::prelude::Device,
+) -> Result<Value, BadRequest> {
+    if body.len() > MAX_BODY {
+        return Err(bad(format!(
+            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
+            body.len()
+        )));
+    }
+    let value = body_json(body)?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad("body: expected {\"model\": name, \"seed\"?: n}"))?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["model", "seed"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "{}: unknown field; expected model and seed",
+            trace::label(unknown)
+        )));
+    }
+    let seed = match object.get("seed") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad(format!("seed: expected a whole number ≥ 0, got {v}")))?,
+    };
+    let name = object
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("model: expected the name of one of the run's models"))?;
+    let model: &TrainedModel = trained.find(name).ok_or_else(|| {
+        bad(format!(
+            "model: no model named '{}' in {}",
+            trace::label(name),
+            trained.run.display()
+        ))
+    })?;
+    Ok(model.example(seed, device))
 }
 
 #[cfg(test)]

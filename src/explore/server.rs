@@ -54,7 +54,7 @@ impl Explorer {
             "seed": self.seed,
             "example": {
                 "tokens": example.tokens,
-                "x": example.x.data.chunks(example.x.cols).collect::<Vec<_>>(),
+                "x": example.x.to_rows(),
             },
             "limits": {
                 "tokens": api::MAX_TOKENS,
@@ -215,8 +215,7 @@ async fn model(State(explorer): State<Arc<Explorer>>, body: Body) -> Response {
     compute(explorer, body, model_example).await
 }
 
-/// `POST /api/model` with `{"model": name, "seed"?: n}`: one example of the model's task and
-/// its attention.
+/// `POST /api/model`: [`api::model`] on the run's models, when `--run` gave some.
 fn model_example(explorer: &Explorer, bytes: &[u8]) -> Result<Value, BadRequest> {
     let Some(trained) = &explorer.trained else {
         return Err(BadRequest(
@@ -224,39 +223,6 @@ fn model_example(explorer: &Explorer, bytes: &[u8]) -> Result<Value, BadRequest>
                 .into(),
         ));
     };
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| BadRequest(format!("body: not UTF-8 ({e})")))?;
-    let value =
-        trace::parse_json(text).map_err(|e| BadRequest(format!("body: not valid JSON ({e})")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| BadRequest("body: expected {\"model\": name, \"seed\"?: n}".into()))?;
-    if let Some(unknown) = object
-        .keys()
-        .find(|k| !["model", "seed"].contains(&k.as_str()))
-    {
-        return Err(BadRequest(format!(
-            "{}: unknown field; expected model and seed",
-            trace::label(unknown)
-        )));
-    }
-    let seed = match object.get("seed") {
-        None | Some(Value::Null) => 0,
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| BadRequest(format!("seed: expected a whole number ≥ 0, got {v}")))?,
-    };
     let trained = trained.lock().unwrap_or_else(|e| e.into_inner());
-    let name = object
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BadRequest("model: expected the name of one of the run's models".into()))?;
-    let model = trained.find(name).ok_or_else(|| {
-        BadRequest(format!(
-            "model: no model named '{}' in {}",
-            trace::label(name),
-            trained.run.display()
-        ))
-    })?;
-    Ok(model.example(seed, &explorer.device))
+    api::model(bytes, &trained, &explorer.device)
 }

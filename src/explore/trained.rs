@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
-use crate::lab::metrics::to_host;
+use crate::lab::metrics::{head_rows, to_host};
 use crate::lab::model::TinyTransformer;
 use crate::lab::tasks::{Task, TaskError};
 use crate::util::rng::HostRng;
@@ -148,14 +148,7 @@ impl TrainedModel {
         let layers: Vec<Vec<Vec<Vec<f32>>>> = out
             .attention
             .into_iter()
-            .map(|a| {
-                let [_, heads, _, _] = a.weights.dims();
-                to_host(a.weights)
-                    .chunks(n * n)
-                    .take(heads)
-                    .map(|head| head.chunks(n).map(<[f32]>::to_vec).collect())
-                    .collect()
-            })
+            .map(|a| head_rows(a.weights))
             .collect();
         let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
         json!({

@@ -11,6 +11,22 @@ pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("an f32 tensor")
 }
 
+/// `data` (row-major) as rows of `cols` numbers, for tables and JSON.
+pub fn rows(data: &[f32], cols: usize) -> Vec<Vec<f32>> {
+    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// The heads of the first batch item of `t: [batch, heads, n, cols]`, each as n rows, read back
+/// in one transfer.
+pub fn head_rows(t: Tensor<4>) -> Vec<Vec<Vec<f32>>> {
+    let [_, heads, n, cols] = t.dims();
+    to_host(t)
+        .chunks((n * cols).max(1))
+        .take(heads)
+        .map(|head| rows(head, cols))
+        .collect()
+}
+
 /// ‖t‖_F = √(Σ t²), reduced on the device.
 pub fn norm<const D: usize>(t: Tensor<D>) -> f64 {
     t.powf_scalar(2.0).sum().sqrt().into_scalar::<f32>() as f64

@@ -17,7 +17,7 @@ use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
 use crate::lab::footprint::{self, Footprint};
-use crate::lab::metrics::{self, to_host};
+use crate::lab::metrics::{self, head_rows, to_host};
 use crate::util::rng::HostRng;
 
 /// A dense row-major matrix read from the input file.
@@ -39,6 +39,11 @@ impl Matrix {
 
     fn shape(&self) -> String {
         format!("{} × {}", self.rows, self.cols)
+    }
+
+    /// The matrix as rows of numbers.
+    pub fn to_rows(&self) -> Vec<Vec<f32>> {
+        metrics::rows(&self.data, self.cols)
     }
 }
 
@@ -667,49 +672,51 @@ pub fn run(
         device,
     );
     let trace = block.forward_traced(AttentionInput::self_attn(x));
-    let per_head = |t: Tensor<4>| -> Vec<Vec<Vec<f32>>> {
-        let [_, heads, rows, cols] = t.dims();
-        to_host(t)
-            .chunks((rows * cols).max(1))
-            .take(heads)
-            .map(|head| rows_of(head.to_vec(), cols))
-            .collect()
-    };
-    let q = per_head(trace.output.q.clone());
-    let k = per_head(trace.output.k.clone());
-    let v = per_head(trace.v);
-    let scores = per_head(trace.output.raw_scores());
-    let scaled = per_head(trace.output.scores());
-    let weights_of = per_head(trace.output.weights.clone());
-    let output = rows_of(to_host(trace.heads), n_heads * d_v);
-    let heads = (0..n_heads)
-        .map(|h| HeadTrace {
-            q: q[h].clone(),
-            k: k[h].clone(),
-            v: v[h].clone(),
-            scores: scores[h].clone(),
-            scaled: scaled[h]
-                .iter()
-                .map(|r| r.iter().map(|&s| s.is_finite().then_some(s)).collect())
-                .collect(),
-            weights: weights_of[h].clone(),
-            output: output
-                .iter()
-                .map(|r| r[h * d_v..(h + 1) * d_v].to_vec())
-                .collect(),
-        })
+    let output = metrics::rows(&to_host(trace.heads), n_heads * d_v);
+    let parts = [
+        head_rows(trace.output.q.clone()),
+        head_rows(trace.output.k.clone()),
+        head_rows(trace.v),
+        head_rows(trace.output.raw_scores()),
+        head_rows(trace.output.scores()),
+        head_rows(trace.output.weights.clone()),
+    ];
+    let [q, k, v, scores, scaled, weights_of] = parts.map(Vec::into_iter);
+    let heads = q
+        .zip(k)
+        .zip(v)
+        .zip(scores)
+        .zip(scaled)
+        .zip(weights_of)
+        .enumerate()
+        .map(
+            |(h, (((((q, k), v), scores), scaled), weights))| HeadTrace {
+                q,
+                k,
+                v,
+                scores,
+                scaled: scaled
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|s| s.is_finite().then_some(s)).collect())
+                    .collect(),
+                weights,
+                output: output
+                    .iter()
+                    .map(|r| r[h * d_v..(h + 1) * d_v].to_vec())
+                    .collect(),
+            },
+        )
         .collect();
-    let shown = |w: &Matrix| rows_of(w.data.clone(), w.cols);
     Ok(TraceResult {
         tokens: input.tokens.clone(),
         d_k,
         d_v,
         scale: block.divisor,
         options: options.clone(),
-        x: rows_of(input.x.data.clone(), d_model),
-        w_q: weights.as_ref().map(|w| shown(&w.0)),
-        w_k: weights.as_ref().map(|w| shown(&w.1)),
-        w_v: weights.as_ref().map(|w| shown(&w.2)),
+        x: input.x.to_rows(),
+        w_q: weights.as_ref().map(|w| w.0.to_rows()),
+        w_k: weights.as_ref().map(|w| w.1.to_rows()),
+        w_v: weights.as_ref().map(|w| w.2.to_rows()),
         heads,
         output,
     })
@@ -762,10 +769,6 @@ pub fn equivariance_gap(before: &TraceResult, after: &TraceResult, permutation: 
                 .map(|(a, b)| (a - b).abs())
         })
         .fold(0.0, f32::max)
-}
-
-fn rows_of(data: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
-    data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
 }
 
 impl TraceResult {
