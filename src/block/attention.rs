@@ -114,6 +114,12 @@ pub enum AttentionConfigError {
         value: usize,
         why: &'static str,
     },
+    /// Two settings that cannot go together; `why` names both.
+    #[error("{why}")]
+    Conflict {
+        field: &'static str,
+        why: &'static str,
+    },
     #[error("{kind} positional encoding needs an even {field}, got {value}")]
     Odd {
         kind: PositionalKind,

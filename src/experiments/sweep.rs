@@ -309,5 +309,12 @@ fn record(lab: &mut Lab, part: &str, label: &str, seed: u64, run: &TrainRun) {
         for (layer, m) in r.max_logit.iter().enumerate() {
             lab.metric(row("max_logit", *m).layer(Some(layer)));
         }
+        let (readout, layers) = r.output_abs.split_last().unzip();
+        for (layer, m) in layers.unwrap_or_default().iter().enumerate() {
+            lab.metric(row("attention_out_abs", *m).layer(Some(layer)));
+        }
+        if let Some(readout) = readout {
+            lab.metric(row("readout_abs", *readout));
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]), the
+//! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]) and µP's learning rates ([`mup`]), the
 //! training loop with its probes ([`train`]), trained models on disk ([`checkpoint`]), the
 //! measurements ([`metrics`]), the memory estimate ([`footprint`]), the step-by-step walkthrough
 //! ([`trace`]) and the speed benchmark ([`bench`]).
@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod footprint;
 pub mod metrics;
 pub mod model;
+pub mod mup;
 pub mod tasks;
 pub mod trace;
 pub mod train;

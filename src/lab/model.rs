@@ -56,6 +56,12 @@ pub struct ModelConfig {
     /// QK-norm in every block (see [`AttentionConfig::qk_norm`]). Default: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub qk_norm: bool,
+    /// µP relative to a model of this width (see [`crate::lab::mup`]): W_Q and the readout start
+    /// at zero, and training scales the Adam rates of the width × width matrices and of the
+    /// readout by base / d_model. Needs `scale = "dk"` and projections. Default: off (standard
+    /// parametrisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mup_base_width: Option<usize>,
 }
 
 fn one() -> usize {
@@ -83,6 +89,7 @@ impl ModelConfig {
             positional: PositionalKind::None,
             projections: true,
             qk_norm: false,
+            mup_base_width: None,
         }
     }
 
@@ -132,6 +139,25 @@ impl ModelConfig {
                 value: self.d_model,
             });
         }
+        if let Some(base) = self.mup_base_width {
+            if base == 0 {
+                return Err(AttentionConfigError::Zero {
+                    field: "mup_base_width",
+                });
+            }
+            if self.scale != ScoreScale::Dk {
+                return Err(AttentionConfigError::Conflict {
+                    field: "mup_base_width",
+                    why: "µP (mup_base_width) divides the scores by d_k: set scale = \"dk\"",
+                });
+            }
+            if !self.projections {
+                return Err(AttentionConfigError::Conflict {
+                    field: "mup_base_width",
+                    why: "µP (mup_base_width) starts W_Q at zero and scales the projections' rates: it needs projections = true",
+                });
+            }
+        }
         self.attention(1, 0).validate()
     }
 
@@ -173,13 +199,36 @@ impl ModelConfig {
                 mlp,
             });
         }
+        let mut head = linear(d_model, classes, &mut rng);
+        if self.mup_base_width.is_some() {
+            // µP's zero starts (Yang et al. 2022, Tensor Programs V, §D.2): with W_Q = 0 the
+            // logits start at 0 at every width, and with a zero readout the output's size after
+            // a step does not depend on the width either.
+            for block in &mut blocks {
+                if let Some(query) = block.attention.query.take() {
+                    block.attention.query = Some(zeroed(query));
+                }
+            }
+            head = zeroed(head);
+        }
         Ok(TinyTransformer {
             embedding,
             positional,
             blocks,
             norm: LayerNormConfig::new(d_model).init(device),
-            head: linear(d_model, classes, &mut rng),
+            head,
         })
+    }
+}
+
+/// `linear` with its weight and bias set to zero.
+fn zeroed(linear: Linear) -> Linear {
+    let zero = |p: Param<Tensor<2>>| Param::from_tensor(p.val().zeros_like());
+    Linear {
+        weight: zero(linear.weight),
+        bias: linear
+            .bias
+            .map(|b| Param::from_tensor(b.val().zeros_like())),
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::attention::AttentionConfigError;
 use crate::lab::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
+use crate::lab::mup;
 use crate::lab::tasks::Task;
 use crate::util::interrupt::{self, Interrupted};
 use crate::util::rng::HostRng;
@@ -75,6 +76,9 @@ pub struct StepRecord {
     /// Per layer: the largest scaled, unmasked logit q·kᵀ/(s·τ) in the batch, the quantity whose
     /// growth precedes attention-entropy collapse (Dehghani et al. 2023, Wortsman et al. 2023).
     pub max_logit: Vec<f64>,
+    /// Per layer: mean |coordinate| of the attention's output (after W_O), and last the mean
+    /// |logit| of the readout: the sizes µP's coordinate check follows across widths.
+    pub output_abs: Vec<f64>,
 }
 
 impl StepRecord {
@@ -99,6 +103,11 @@ impl StepRecord {
             .iter()
             .copied()
             .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// Mean |logit| of the readout.
+    pub fn readout_abs(&self) -> f64 {
+        self.output_abs.last().copied().unwrap_or(f64::NAN)
     }
 
     /// Mean logit std over layers.
@@ -200,6 +209,7 @@ pub fn train(
     let start = Instant::now();
     let mut net = model.init(task.vocab(), task.classes(), task.seq_len(), seed, device)?;
     let mut optim = AdamConfig::new().init();
+    let rates = mup::learning_rates(model, &net, config.lr);
     // A separate stream for the data, so that changing the model does not change the batches.
     let mut data = HostRng::new(seed ^ 0xDA7A_DA7A_DA7A_DA7A);
     let mut records = Vec::new();
@@ -221,7 +231,7 @@ pub fn train(
             records.push(StepRecord {
                 step,
                 loss: loss_value,
-                accuracy: accuracy(out.logits.inner(), targets.inner()),
+                accuracy: accuracy(out.logits.clone().inner(), targets.inner()),
                 grads: probes,
                 heads: head_probes(&out.attention),
                 logit_std: out
@@ -230,6 +240,7 @@ pub fn train(
                     .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
                     .collect(),
                 max_logit: max_logits(&out.attention),
+                output_abs: output_abs(&out.attention, out.logits),
             });
         }
         on_step(step);
@@ -242,7 +253,7 @@ pub fn train(
             break;
         }
         let grads = GradientsParams::from_grads(grads, &net);
-        net = optim.step(config.lr, net, grads);
+        net = optim.step(rates.clone(), net, grads);
     }
     Ok(TrainRun {
         records,
@@ -332,6 +343,22 @@ fn max_logits(attention: &[crate::block::attention::AttentionOutput]) -> Vec<f64
         .map(|a| a.scores().inner().max()) // [1]; masked entries are −∞
         .collect();
     to_host(Tensor::cat(maxes, 0)) // [layers]
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Mean |coordinate| of each layer's attention output, then of the readout, in one transfer.
+fn output_abs(
+    attention: &[crate::block::attention::AttentionOutput],
+    logits: Tensor<2>,
+) -> Vec<f64> {
+    let means = attention
+        .iter()
+        .map(|a| a.context.clone().inner().abs().mean()) // [1]
+        .chain([logits.inner().abs().mean()]) // [1]
+        .collect();
+    to_host(Tensor::cat(means, 0)) // [layers + 1]
         .into_iter()
         .map(f64::from)
         .collect()

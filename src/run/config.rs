@@ -239,7 +239,7 @@ impl Validate for ModelConfig {
                 E::Divisor { .. } => "temperature",
                 E::Dropout(_) => "dropout",
                 E::Odd { .. } => "positional",
-                E::TooMany { field, .. } => field,
+                E::TooMany { field, .. } | E::Conflict { field, .. } => field,
             };
             Invalid::new(key, e)
         })
