@@ -65,6 +65,7 @@ impl LogitGrowthConfig {
             batch_size: self.train.batch_size,
             lr,
             log_every: self.train.log_every,
+            adam_epsilon: crate::lab::train::ADAM_EPSILON,
         }
     }
 

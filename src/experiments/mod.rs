@@ -8,6 +8,7 @@ pub mod causal_mask;
 pub mod complexity;
 pub mod dk_vs_dmodel;
 pub mod logit_growth;
+pub mod mup_coord;
 pub mod no_projections;
 pub mod permutation;
 pub mod scaling;
@@ -18,7 +19,7 @@ pub mod temperature;
 use crate::run::registry::{Entry, entry};
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 9] = [
+pub const ALL: [Entry; 10] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
@@ -27,6 +28,7 @@ pub const ALL: [Entry; 9] = [
     entry::<causal_mask::CausalMask>(),
     entry::<temperature::Temperature>(),
     entry::<logit_growth::LogitGrowth>(),
+    entry::<mup_coord::MupCoord>(),
     entry::<complexity::Complexity>(),
 ];
 

@@ -231,6 +231,16 @@ pub fn held_out_accuracy(run: &TrainRun, task: &Task, batch: &Batch, device: &De
     crate::lab::train::accuracy(logits, batch.targets(device))
 }
 
+/// Cross-entropy of a trained model on `batch`, held out like [`held_out_accuracy`]'s.
+pub fn held_out_loss(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> f64 {
+    let logits = run
+        .model
+        .valid()
+        .forward(batch.tokens(device), task.n_out())
+        .logits; // [batch·n_out, classes]
+    f64::from(crate::lab::train::cross_entropy(logits, batch.targets(device)).into_scalar::<f32>())
+}
+
 /// Head 0 of the first sequence of `weights`, queries on rows.
 pub fn weights_heatmap(title: impl Into<String>, weights: Tensor<4>) -> Heatmap {
     Heatmap::new(
@@ -242,8 +252,23 @@ pub fn weights_heatmap(title: impl Into<String>, weights: Tensor<4>) -> Heatmap 
 }
 
 /// Trains `model` on `task` once per seed, recording every probe under `part`/`label`, and
-/// advancing the progress bar one unit per step.
+/// advancing the progress bar one unit per step; keeps every seed's model for the run folder.
 pub fn train_seeds(
+    lab: &mut Lab,
+    part: &str,
+    label: &str,
+    model: &ModelConfig,
+    task: &Task,
+    config: &TrainConfig,
+    seeds: &[u64],
+) -> Result<SeedRuns, LabError> {
+    let runs = run_seeds(lab, part, label, model, task, config, seeds)?;
+    keep_models(lab, part, label, model, task, seeds, &runs)?;
+    Ok(runs)
+}
+
+/// [`train_seeds`] without keeping the models, for sweeps too large to save every point of.
+pub fn run_seeds(
     lab: &mut Lab,
     part: &str,
     label: &str,
@@ -267,11 +292,6 @@ pub fn train_seeds(
         // A run that stopped early still owes the bar its remaining steps.
         lab.advance(config.steps as u64 - done);
         record(lab, part, label, seed, &run);
-        lab.keep_model(
-            &format!("{part}-{label}-seed{seed}"),
-            &run.model,
-            &ModelSpec::new(model, task, seed),
-        )?;
         if let Some(d) = &run.divergence {
             lab.finding(format!(
                 "{label}, seed {seed}: {d}; the records up to it are kept"
@@ -280,6 +300,26 @@ pub fn train_seeds(
         runs.push(run);
     }
     Ok(SeedRuns { runs })
+}
+
+/// Keeps each seed's trained model as `models/<part>-<label>-seed<seed>`.
+pub fn keep_models(
+    lab: &mut Lab,
+    part: &str,
+    label: &str,
+    model: &ModelConfig,
+    task: &Task,
+    seeds: &[u64],
+    runs: &SeedRuns,
+) -> Result<(), LabError> {
+    for (&seed, run) in seeds.iter().zip(&runs.runs) {
+        lab.keep_model(
+            &format!("{part}-{label}-seed{seed}"),
+            &run.model,
+            &ModelSpec::new(model, task, seed),
+        )?;
+    }
+    Ok(())
 }
 
 /// Every probe of a run as metric rows.

@@ -32,10 +32,31 @@ pub struct TrainConfig {
     /// Record every k-th step (and the last). Default: 1.
     #[serde(default = "every_step")]
     pub log_every: usize,
+    /// Adam's ε in m̂/(√v̂ + ε). Default: 1e-5, Burn's (PyTorch's is 1e-8). A gradient much
+    /// smaller than ε gets a step much smaller than the learning rate, which matters where
+    /// gradients shrink with the width (µP; Everett et al. 2024, "Scaling Exponents Across
+    /// Parameterizations and Optimizers").
+    #[serde(
+        default = "default_adam_epsilon",
+        skip_serializing_if = "is_adam_epsilon"
+    )]
+    pub adam_epsilon: f64,
 }
+
+/// Adam's default ε: Burn's `AdamConfig` default, which every experiment has trained with.
+pub const ADAM_EPSILON: f64 = 1e-5;
 
 fn every_step() -> usize {
     1
+}
+
+/// [`ADAM_EPSILON`], for `#[serde(default)]`.
+pub fn default_adam_epsilon() -> f64 {
+    ADAM_EPSILON
+}
+
+fn is_adam_epsilon(e: &f64) -> bool {
+    *e == ADAM_EPSILON
 }
 
 /// The gradient norms probed at each step, per layer where the parameter belongs to one.
@@ -208,7 +229,9 @@ pub fn train(
     }
     let start = Instant::now();
     let mut net = model.init(task.vocab(), task.classes(), task.seq_len(), seed, device)?;
-    let mut optim = AdamConfig::new().init();
+    let mut optim = AdamConfig::new()
+        .with_epsilon(config.adam_epsilon as f32)
+        .init();
     let rates = mup::learning_rates(model, &net, config.lr);
     // A separate stream for the data, so that changing the model does not change the batches.
     let mut data = HostRng::new(seed ^ 0xDA7A_DA7A_DA7A_DA7A);
@@ -395,6 +418,7 @@ mod tests {
             batch_size: 8,
             lr: 1e-2,
             log_every: 2,
+            adam_epsilon: ADAM_EPSILON,
         };
         (ModelConfig::new(16, 2), task, config)
     }

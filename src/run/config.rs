@@ -209,6 +209,14 @@ impl Validate for TrainConfig {
         at_most("steps", self.steps, MAX_STEPS, "years of training on a CPU")?;
         at_least("batch_size", self.batch_size, 1)?;
         positive("lr", self.lr)?;
+        positive("adam_epsilon", self.adam_epsilon)?;
+        // Burn's Adam holds ε as f32: below its normal range it would round to 0.
+        if self.adam_epsilon < 1e-30 {
+            return Err(Invalid::new(
+                "adam_epsilon",
+                format!("{:e} is below 1e-30, where f32 loses it", self.adam_epsilon),
+            ));
+        }
         at_least("log_every", self.log_every, 1)
     }
 }

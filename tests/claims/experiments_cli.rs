@@ -246,6 +246,41 @@ fn logit_growth_refuses_a_bad_sweep_before_running() {
 }
 
 #[test]
+fn mup_coord_reduced_run() {
+    // Ten steps over widths 16…128 show SP's growth and µP's flat outputs (the test fails when
+    // µP's rates are not scaled). µP's logits shrink with the width at this scale, and a
+    // 100-step sweep at two small widths is too noisy to place a best rate: left to the data.
+    reduced_run(
+        "mup_coord",
+        &[
+            "coord_sp_logit_std",
+            "coord_mup_logit_std",
+            "coord_sp_layer0_output",
+            "coord_mup_layer1_output",
+            "coord_mup_readout",
+            "transfer_sp",
+            "transfer_mup",
+        ],
+        &["in µP the attention-logit std", "best learning rate"],
+    );
+}
+
+#[test]
+fn mup_coord_refuses_what_the_experiment_sets() {
+    let config = ["--config", "tests/configs/mup_coord.toml", "--set"];
+    for (set, needle) in [
+        ("model.scale=\"dk\"", "model.scale"),
+        ("model.mup_base_width=16", "model.mup_base_width"),
+        ("coord.widths=[16]", "coord.widths"),
+        ("transfer.widths=[16, 33]", "width 33"),
+        ("transfer.lr_log2=[-5, -7]", "transfer.lr_log2"),
+        ("transfer.adam_epsilon=0.0", "adam_epsilon"),
+    ] {
+        refused("mup_coord", &[&config[..], &[set]].concat(), needle);
+    }
+}
+
+#[test]
 fn complexity_reduced_run() {
     // Timing verdicts are not asserted: tests share the cores (speed lives in the benchmark).
     reduced_run(
@@ -283,7 +318,7 @@ fn reproduce_writes_an_index_whose_links_resolve() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
     assert!(
-        stdout.contains("Claims and verdicts (9 experiments"),
+        stdout.contains("Claims and verdicts (10 experiments"),
         "{stdout}"
     );
     assert!(stdout.contains("total wall time:"), "{stdout}");

@@ -24,6 +24,7 @@ fn short(lr: f64) -> TrainConfig {
         batch_size: 16,
         lr,
         log_every: 1,
+        adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
     }
 }
 
