@@ -6,6 +6,7 @@
 
 pub mod causal_mask;
 pub mod complexity;
+pub mod counting;
 pub mod dk_vs_dmodel;
 pub mod logit_growth;
 pub mod mup_coord;
@@ -19,7 +20,7 @@ pub mod temperature;
 use crate::run::registry::{Entry, entry};
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 10] = [
+pub const ALL: [Entry; 11] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
@@ -29,6 +30,7 @@ pub const ALL: [Entry; 10] = [
     entry::<temperature::Temperature>(),
     entry::<logit_growth::LogitGrowth>(),
     entry::<mup_coord::MupCoord>(),
+    entry::<counting::Counting>(),
     entry::<complexity::Complexity>(),
 ];
 

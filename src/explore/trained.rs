@@ -151,12 +151,15 @@ impl TrainedModel {
             .map(|a| head_rows(a.weights))
             .collect();
         let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
+        // With a BOS the weights have one more key and query, in front.
+        let offset = usize::from(self.spec.model.bos);
+        let bos = self.spec.model.bos.then(|| "BOS".to_string()).into_iter();
         json!({
             "model": self.name,
             "task": self.spec.task.kind.name(),
             "seed": seed,
-            "tokens": batch.tokens.iter().map(|&t| self.task.token_name(t as usize)).collect::<Vec<_>>(),
-            "answer_positions": (n - n_out..n).collect::<Vec<_>>(),
+            "tokens": bos.chain(batch.tokens.iter().map(|&t| self.task.token_name(t as usize))).collect::<Vec<_>>(),
+            "answer_positions": (offset + n - n_out..offset + n).collect::<Vec<_>>(),
             "targets": targets.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
             "predictions": predictions.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
             "correct": predictions.iter().zip(&targets).filter(|(p, t)| p == t).count(),

@@ -62,6 +62,12 @@ pub struct ModelConfig {
     /// parametrisation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mup_base_width: Option<usize>,
+    /// A learned beginning-of-sequence vector before the tokens, at position 0, that every
+    /// query may attend to (a causal mask never hides it). Weight a row softmax leaves there is
+    /// weight it need not spread over the tokens, so a query can attend to c matches and the BOS
+    /// and read c from the BOS's share, 1/(c+1). Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bos: bool,
 }
 
 fn one() -> usize {
@@ -90,6 +96,7 @@ impl ModelConfig {
             projections: true,
             qk_norm: false,
             mup_base_width: None,
+            bos: false,
         }
     }
 
@@ -161,6 +168,11 @@ impl ModelConfig {
         self.attention(1, 0).validate()
     }
 
+    /// Positions the model sees for `tokens` tokens: one more with the BOS.
+    pub fn positions(&self, tokens: usize) -> usize {
+        tokens + usize::from(self.bos)
+    }
+
     /// Builds the model for a vocabulary of `vocab` tokens and `classes` outputs, on sequences of
     /// at most `max_len` tokens, with weights drawn from a host RNG seeded with `seed`.
     pub fn init(
@@ -182,6 +194,7 @@ impl ModelConfig {
             PositionalKind::Rotary => PositionalKind::None,
             kind => kind,
         };
+        let max_len = self.positions(max_len);
         let positional = Positional::new(absolute, d_model, d_model, max_len, &mut rng, device);
         let linear =
             |d_in, d_out, rng: &mut HostRng| uniform_linear(d_in, d_out, true, rng, device);
@@ -211,8 +224,13 @@ impl ModelConfig {
             }
             head = zeroed(head);
         }
+        // Drawn last, so a model without it keeps every other weight it had before.
+        let bos = self
+            .bos
+            .then(|| Param::from_tensor(rng.normal_tensor([1, 1, d_model], 1.0, device)));
         Ok(TinyTransformer {
             embedding,
+            bos,
             positional,
             blocks,
             norm: LayerNormConfig::new(d_model).init(device),
@@ -252,6 +270,8 @@ pub struct Block {
 #[derive(Module, Debug)]
 pub struct TinyTransformer {
     pub embedding: Embedding,
+    /// The BOS vector, `[1, 1, d_model]`; `None` without `bos`.
+    pub bos: Option<Param<Tensor<3>>>,
     pub positional: Positional,
     pub blocks: Vec<Block>,
     pub norm: LayerNorm,
@@ -264,9 +284,10 @@ pub struct ModelOutput {
     /// `[batch·n_out, classes]`: the logits at the last `n_out` positions, flattened in the
     /// order of [`crate::lab::tasks::Batch::targets`].
     pub logits: Tensor<2>,
-    /// `[batch, seq_len, d_model]`: the residual stream after the last block (before the norm).
+    /// `[batch, positions, d_model]`: the residual stream after the last block (before the norm);
+    /// positions = seq_len, plus 1 in front with the BOS.
     pub hidden: Tensor<3>,
-    /// Each block's attention output, first block first.
+    /// Each block's attention output, first block first (with the BOS its key and query 0).
     pub attention: Vec<AttentionOutput>,
 }
 
@@ -279,7 +300,12 @@ impl TinyTransformer {
 
     /// Runs from embeddings `x: [batch, seq_len, d_model]`, before the positional encoding.
     pub fn forward_embedded(&self, x: Tensor<3>, n_out: usize) -> ModelOutput {
-        let [batch, n, d_model] = x.dims();
+        let [batch, _, d_model] = x.dims();
+        let x = match &self.bos {
+            Some(bos) => Tensor::cat(vec![bos.val().expand([batch, 1, d_model]), x], 1), // [batch, 1 + n, d_model]
+            None => x,
+        };
+        let n = x.dims()[1];
         let mut h = self.positional.add(x); // [batch, n, d_model]
         let mut attention = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {

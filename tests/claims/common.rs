@@ -120,6 +120,7 @@ pub fn binary(name: &str) -> &'static str {
         "temperature" => env!("CARGO_BIN_EXE_temperature"),
         "logit_growth" => env!("CARGO_BIN_EXE_logit_growth"),
         "mup_coord" => env!("CARGO_BIN_EXE_mup_coord"),
+        "counting" => env!("CARGO_BIN_EXE_counting"),
         "complexity" => env!("CARGO_BIN_EXE_complexity"),
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),

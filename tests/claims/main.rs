@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod bos;
 mod cross_backend;
 mod experiments_cli;
 mod explore_api;
