@@ -43,6 +43,20 @@ pub struct TrainConfig {
     pub adam_epsilon: f64,
 }
 
+impl TrainConfig {
+    /// `steps` Adam steps on batches of `batch_size` at rate `lr`, recording every step, with
+    /// Burn's ε.
+    pub fn new(steps: usize, batch_size: usize, lr: f64) -> Self {
+        Self {
+            steps,
+            batch_size,
+            lr,
+            log_every: every_step(),
+            adam_epsilon: ADAM_EPSILON,
+        }
+    }
+}
+
 /// Adam's default ε: Burn's `AdamConfig` default, which every experiment has trained with.
 pub const ADAM_EPSILON: f64 = 1e-5;
 
