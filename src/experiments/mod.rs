@@ -8,6 +8,7 @@ pub mod causal_mask;
 pub mod complexity;
 pub mod counting;
 pub mod dk_vs_dmodel;
+pub mod length_generalization;
 pub mod logit_growth;
 pub mod mup_coord;
 pub mod no_projections;
@@ -20,7 +21,7 @@ pub mod temperature;
 use crate::run::registry::{Entry, entry};
 
 /// Every experiment, in the order `reproduce` runs them.
-pub const ALL: [Entry; 11] = [
+pub const ALL: [Entry; 12] = [
     entry::<scaling::Scaling>(),
     entry::<dk_vs_dmodel::DkVsDModel>(),
     entry::<permutation::Permutation>(),
@@ -31,6 +32,7 @@ pub const ALL: [Entry; 11] = [
     entry::<logit_growth::LogitGrowth>(),
     entry::<mup_coord::MupCoord>(),
     entry::<counting::Counting>(),
+    entry::<length_generalization::LengthGeneralization>(),
     entry::<complexity::Complexity>(),
 ];
 

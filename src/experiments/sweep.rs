@@ -9,7 +9,7 @@ use crate::lab::checkpoint::ModelSpec;
 use crate::lab::metrics::{Spread, first_step_reaching, head_matrix};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Batch, Task};
-use crate::lab::train::{TrainConfig, TrainRun, train};
+use crate::lab::train::{TrainConfig, TrainRun, train_on};
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table};
 use crate::run::runner::{Lab, LabError};
@@ -277,6 +277,27 @@ pub fn run_seeds(
     config: &TrainConfig,
     seeds: &[u64],
 ) -> Result<SeedRuns, LabError> {
+    run_seeds_on(
+        lab,
+        part,
+        label,
+        model,
+        std::slice::from_ref(task),
+        config,
+        seeds,
+    )
+}
+
+/// [`run_seeds`] on a mixture of tasks (see [`crate::lab::train::train_on`]).
+pub fn run_seeds_on(
+    lab: &mut Lab,
+    part: &str,
+    label: &str,
+    model: &ModelConfig,
+    tasks: &[Task],
+    config: &TrainConfig,
+    seeds: &[u64],
+) -> Result<SeedRuns, LabError> {
     let mut runs = Vec::with_capacity(seeds.len());
     for &seed in seeds {
         lab.status(format!("{part}: {label} seed {seed}"));
@@ -284,7 +305,7 @@ pub fn run_seeds(
         let mut done = 0u64;
         let run = {
             let lab_ref = &*lab;
-            train(model, task, config, seed, &device, &mut |_| {
+            train_on(model, tasks, config, seed, &device, &mut |_| {
                 done += 1;
                 lab_ref.advance(1);
             })?

@@ -17,7 +17,7 @@ use crate::block::attention::{
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
-use crate::util::limits::MAX_LAYERS;
+use crate::util::limits::{MAX_LAYERS, MAX_POSITIONS};
 use crate::util::rng::HostRng;
 
 /// The model's shape and its attention options, as written in a config's `[model]` table.
@@ -68,6 +68,12 @@ pub struct ModelConfig {
     /// and read c from the BOS's share, 1/(c+1). Default: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bos: bool,
+    /// Positions the model has room for (its learned or sinusoidal table, rotary, ALiBi).
+    /// Default: the task's sequence length. More lets it run on sequences longer than it trained
+    /// on; a learned table's rows past the training length get no gradient and keep their
+    /// initial draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
 }
 
 fn one() -> usize {
@@ -97,6 +103,7 @@ impl ModelConfig {
             qk_norm: false,
             mup_base_width: None,
             bos: false,
+            max_len: None,
         }
     }
 
@@ -146,6 +153,18 @@ impl ModelConfig {
                 value: self.d_model,
             });
         }
+        match self.max_len {
+            Some(0) => return Err(AttentionConfigError::Zero { field: "max_len" }),
+            Some(n) if n > MAX_POSITIONS => {
+                return Err(AttentionConfigError::TooMany {
+                    field: "max_len",
+                    max: MAX_POSITIONS,
+                    value: n,
+                    why: "the positional tables are allocated up front",
+                });
+            }
+            _ => {}
+        }
         if let Some(base) = self.mup_base_width {
             if base == 0 {
                 return Err(AttentionConfigError::Zero {
@@ -168,9 +187,10 @@ impl ModelConfig {
         self.attention(1, 0).validate()
     }
 
-    /// Positions the model sees for `tokens` tokens: one more with the BOS.
+    /// Positions the model is built for, given a task of `tokens` tokens: `max_len` when it is
+    /// longer, and one more with the BOS.
     pub fn positions(&self, tokens: usize) -> usize {
-        tokens + usize::from(self.bos)
+        tokens.max(self.max_len.unwrap_or(0)) + usize::from(self.bos)
     }
 
     /// Builds the model for a vocabulary of `vocab` tokens and `classes` outputs, on sequences of

@@ -209,6 +209,8 @@ pub enum TrainError {
     NoAutodiff,
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    #[error("cannot train on this mixture of tasks: {0}")]
+    Mixture(String),
 }
 
 /// Cross-entropy of `logits: [N, classes]` against `targets: [N]`, averaged.
@@ -238,11 +240,50 @@ pub fn train(
     device: &Device,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<TrainRun, TrainError> {
+    train_on(
+        model,
+        std::slice::from_ref(task),
+        config,
+        seed,
+        device,
+        on_step,
+    )
+}
+
+/// [`train`] on a mixture: each step's batch comes from one of `tasks`, drawn uniformly (e.g. one
+/// task at several lengths). They must share the vocabulary and the classes; the model has room
+/// for the longest.
+pub fn train_on(
+    model: &ModelConfig,
+    tasks: &[Task],
+    config: &TrainConfig,
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<TrainRun, TrainError> {
+    let Some(task) = tasks.first() else {
+        return Err(TrainError::Mixture("no task to train on".into()));
+    };
+    if let Some(other) = tasks
+        .iter()
+        .find(|t| (t.vocab(), t.classes()) != (task.vocab(), task.classes()))
+    {
+        return Err(TrainError::Mixture(format!(
+            "{} has {} tokens and {} classes, {} has {} and {}",
+            task.kind(),
+            task.vocab(),
+            task.classes(),
+            other.kind(),
+            other.vocab(),
+            other.classes()
+        )));
+    }
+    let longest = tasks.iter().map(Task::seq_len).max().unwrap_or(0);
     if !device.is_autodiff() {
         return Err(TrainError::NoAutodiff);
     }
     let start = Instant::now();
-    let mut net = model.init(task.vocab(), task.classes(), task.seq_len(), seed, device)?;
+    let mut net = model.init(task.vocab(), task.classes(), longest, seed, device)?;
     let mut optim = AdamConfig::new()
         .with_epsilon(config.adam_epsilon as f32)
         .init();
@@ -254,9 +295,14 @@ pub fn train(
     let every = config.log_every.max(1);
     for step in 0..config.steps {
         interrupt::check()?;
+        // One task draws nothing extra, so its batches are those `train` always drew.
+        let task = match tasks.len() {
+            1 => task,
+            n => &tasks[data.below(n)],
+        };
         let batch = task.batch(config.batch_size, &mut data);
         let targets = batch.targets(device);
-        let out = net.forward(batch.tokens(device), task.n_out());
+        let out = net.forward(batch.tokens(device), batch.n_out);
         let loss = cross_entropy(out.logits.clone(), targets.clone());
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         let grads = loss.backward();

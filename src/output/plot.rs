@@ -37,6 +37,9 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Drawn dashed-looking (thinner, with markers) to set a reference apart.
     pub reference: bool,
+    /// Per point, the (low, high) of a vertical error bar (e.g. the spread over seeds); empty
+    /// for none.
+    pub errors: Vec<(f64, f64)>,
 }
 
 /// Lines sharing axes.
@@ -82,6 +85,23 @@ impl LineChart {
             name: name.into(),
             points,
             reference: false,
+            errors: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a line with a vertical error bar (low, high) at each point.
+    pub fn line_with_errors(
+        mut self,
+        name: impl Into<String>,
+        points: Vec<(f64, f64)>,
+        errors: Vec<(f64, f64)>,
+    ) -> Self {
+        self.series.push(Series {
+            name: name.into(),
+            points,
+            reference: false,
+            errors,
         });
         self
     }
@@ -92,6 +112,7 @@ impl LineChart {
             name: name.into(),
             points,
             reference: true,
+            errors: Vec::new(),
         });
         self
     }
@@ -107,11 +128,23 @@ impl LineChart {
             .iter()
             .flat_map(|s| s.points.iter().copied().filter(shown))
             .collect();
+        // The error bars' ends are in range too.
+        let ends: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .zip(&s.errors)
+                    .flat_map(|(&(x, _), &(lo, hi))| [(x, lo), (x, hi)])
+            })
+            .filter(shown)
+            .collect();
         if points.is_empty() {
             return Err(self.error("no finite points to draw"));
         }
         let x = span(points.iter().map(|p| p.0), self.log_x);
-        let y = span(points.iter().map(|p| p.1), self.log_y);
+        let y = span(points.iter().chain(&ends).map(|p| p.1), self.log_y);
         let legend = self.emptiest_corner(&points, &x, &y);
         match (self.log_x, self.log_y) {
             (false, false) => self.draw(x, y, legend, &shown),
@@ -210,6 +243,15 @@ impl LineChart {
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))
                         .map_err(|e| self.error(e))?;
                 }
+                let bars = s
+                    .points
+                    .iter()
+                    .zip(&s.errors)
+                    .filter(|(p, e)| shown(&(p.0, e.0)) && shown(&(p.0, e.1)))
+                    .map(|(&(x, y), &(lo, hi))| {
+                        ErrorBar::new_vertical(x, lo, y, hi, style.stroke_width(1), 8)
+                    });
+                chart.draw_series(bars).map_err(|e| self.error(e))?;
             }
             chart
                 .configure_series_labels()

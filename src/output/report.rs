@@ -80,7 +80,8 @@ pub struct Verdict {
 pub enum Outcome {
     Confirmed,
     NotConfirmed,
-    /// The measurement itself failed (a non-finite number), so the data decide nothing.
+    /// The measurement itself failed (a non-finite number), or a condition the claim needs did
+    /// not hold (e.g. models that never fit their training data), so the data decide nothing.
     Inconclusive,
 }
 
@@ -100,6 +101,16 @@ impl Verdict {
             claim: claim.into(),
             outcome,
             evidence,
+        }
+    }
+
+    /// A verdict the data cannot decide, because a condition the claim needs did not hold;
+    /// `evidence` says which.
+    pub fn inconclusive(claim: impl Into<String>, evidence: impl Into<String>) -> Self {
+        Self {
+            claim: claim.into(),
+            outcome: Outcome::Inconclusive,
+            evidence: evidence.into(),
         }
     }
 
@@ -137,7 +148,7 @@ impl Serialize for Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.outcome {
-            Outcome::Inconclusive => write!(
+            Outcome::Inconclusive if shows_non_finite(&self.evidence) => write!(
                 f,
                 "{}: {} (a measurement is not a finite number: {})",
                 self.word(),

@@ -12,6 +12,8 @@ pub const MAX_SEEDS: usize = 1_000;
 pub const MAX_STEPS: usize = 10_000_000;
 /// At most this many layers (`model.n_layers`).
 pub const MAX_LAYERS: usize = 256;
+/// Most positions a model may be built for (`max_len`): its tables are allocated up front.
+pub const MAX_POSITIONS: usize = 1 << 16;
 
 /// Bytes of memory available to a new process: `MemAvailable` of `/proc/meminfo`, capped by a
 /// cgroup (v2) memory limit when one is set. `None` where neither can be read (not Linux).

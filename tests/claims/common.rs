@@ -121,6 +121,7 @@ pub fn binary(name: &str) -> &'static str {
         "logit_growth" => env!("CARGO_BIN_EXE_logit_growth"),
         "mup_coord" => env!("CARGO_BIN_EXE_mup_coord"),
         "counting" => env!("CARGO_BIN_EXE_counting"),
+        "length_generalization" => env!("CARGO_BIN_EXE_length_generalization"),
         "complexity" => env!("CARGO_BIN_EXE_complexity"),
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),

@@ -173,38 +173,49 @@ device_test!(a_saved_model_reloads_with_the_same_logits, |device| {
     let mut model = ModelConfig::new(16, 2);
     model.n_layers = 2;
     model.positional = attention_lab::PositionalKind::Sinusoidal;
-    let run = train(
-        &model,
-        &task,
-        &short(3e-3),
-        5,
-        &device.clone().autodiff(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let trained = run.model.valid();
+    // And a model with room past its training length, a BOS and µP's rates, as
+    // length_generalization, counting and mup_coord save them.
+    let mut roomy = model.clone();
+    roomy.positional = attention_lab::PositionalKind::Learned;
+    roomy.max_len = Some(3 * task.seq_len());
+    roomy.bos = true;
+    roomy.scale = attention_lab::ScoreScale::Dk;
+    roomy.mup_base_width = Some(8);
     let dir = scratch("checkpoint");
-    let spec = ModelSpec::new(&model, &task, 5);
-    let (record, json) = checkpoint::to_bytes(&trained, &spec).unwrap();
-    std::fs::write(dir.join("m.bpk"), record).unwrap();
-    std::fs::write(dir.join("m.json"), json).unwrap();
-    let (loaded, loaded_spec) = checkpoint::load(&dir.join("m"), &device).unwrap();
-    assert_eq!(loaded_spec, spec);
-    let tokens = task.batch(8, &mut attention_lab::util::rng::HostRng::new(6));
-    let logits = |m: &attention_lab::lab::model::TinyTransformer| {
-        values(m.forward(tokens.tokens(&device), task.n_out()).logits)
-    };
-    let (before, after) = (logits(&trained), logits(&loaded));
-    assert!(
-        max_abs_diff(&before, &after) <= 1e-6,
-        "{}",
-        max_abs_diff(&before, &after)
-    );
-    // A fresh model from the same seed differs: the parameters really came from the file.
-    let fresh = model
-        .init(task.vocab(), task.classes(), task.seq_len(), 5, &device)
+    let mut spec = ModelSpec::new(&model, &task, 5);
+    for model in [roomy, model] {
+        let run = train(
+            &model,
+            &task,
+            &short(3e-3),
+            5,
+            &device.clone().autodiff(),
+            &mut |_| {},
+        )
         .unwrap();
-    assert!(max_abs_diff(&before, &logits(&fresh)) > 1e-3);
+        let trained = run.model.valid();
+        spec = ModelSpec::new(&model, &task, 5);
+        let (record, json) = checkpoint::to_bytes(&trained, &spec).unwrap();
+        std::fs::write(dir.join("m.bpk"), record).unwrap();
+        std::fs::write(dir.join("m.json"), json).unwrap();
+        let (loaded, loaded_spec) = checkpoint::load(&dir.join("m"), &device).unwrap();
+        assert_eq!(loaded_spec, spec);
+        let tokens = task.batch(8, &mut attention_lab::util::rng::HostRng::new(6));
+        let logits = |m: &attention_lab::lab::model::TinyTransformer| {
+            values(m.forward(tokens.tokens(&device), task.n_out()).logits)
+        };
+        let (before, after) = (logits(&trained), logits(&loaded));
+        assert!(
+            max_abs_diff(&before, &after) <= 1e-6,
+            "{}",
+            max_abs_diff(&before, &after)
+        );
+        // A fresh model from the same seed differs: the parameters really came from the file.
+        let fresh = model
+            .init(task.vocab(), task.classes(), task.seq_len(), 5, &device)
+            .unwrap();
+        assert!(max_abs_diff(&before, &logits(&fresh)) > 1e-3);
+    }
 
     // A spec that does not match the parameters is a clean error naming the file.
     let mut wrong = spec.clone();
