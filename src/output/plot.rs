@@ -477,6 +477,27 @@ mod tests {
     }
 
     #[test]
+    fn error_bars_are_drawn_and_widen_the_range() {
+        let points = vec![(1.0, 0.5), (2.0, 0.6), (3.0, 0.7)];
+        let chart = |errors: Vec<(f64, f64)>| {
+            LineChart::new("acc", "n", "a")
+                .line_with_errors("x", points.clone(), errors)
+                .to_svg()
+                .unwrap()
+        };
+        // Bars inside the points' span leave the axes alone: each adds a stroke and two caps.
+        let plain = chart(Vec::new());
+        let inside = chart(vec![(0.5, 0.55), (0.55, 0.65), (0.65, 0.7)]);
+        let lines = |svg: &str| svg.matches("<line").count();
+        assert_eq!(lines(&inside), lines(&plain) + 9);
+        // A bar reaching 0.1 widens the axis down to it.
+        let wide = chart(vec![(0.4, 0.6), (0.1, 0.9), (0.65, 0.75)]);
+        let tick = |svg: &str, label: &str| svg.contains(&format!(">\n{label}\n</text>"));
+        assert!(tick(&wide, "0.2"), "{wide}");
+        assert!(!tick(&plain, "0.2"));
+    }
+
+    #[test]
     fn an_empty_chart_is_an_error() {
         let err = LineChart::new("t", "x", "y")
             .line("a", vec![(1.0, f64::NAN)])
