@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
 use crate::block::scale::ScoreScale;
-use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::experiments::sweep::{HELD_OUT, describe_steps, eval_batch, train_seeds};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, entropy_per_head, std, to_host};
 use crate::lab::model::ModelConfig;
@@ -260,6 +260,8 @@ struct Trained {
 
 fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Trained>, LabError> {
     let task = Task::new(config.task.clone())?;
+    let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
+    lab.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
     let early = config.sweep.early_step.unwrap_or(steps / 4).min(steps - 1);
@@ -276,7 +278,7 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
             "heads",
             "scale",
             &format!("loss @ step {early}"),
-            "final accuracy",
+            "final accuracy (held out)",
             "steps to 90 %",
         ],
     );
@@ -302,10 +304,10 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
                 &config.train,
                 &seeds,
             )?;
-            let accuracy = runs.final_spread(window, |r| r.accuracy);
+            let (_, accuracy) = runs.held_out(&task, &held_out, &lab.device);
             let early_loss = runs.spread_at(early, window, |r| r.loss);
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
-            lab.say(format!("{label}: loss@{early} {early_loss}, final accuracy {accuracy}, steps to 90 % {to90}"));
+            lab.say(format!("{label}: loss@{early} {early_loss}, held-out accuracy {accuracy}, steps to 90 % {to90}"));
             table.row(vec![
                 h.to_string(),
                 scale.to_string(),

@@ -10,7 +10,7 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::block::scale::ScoreScale;
-use crate::experiments::sweep::{describe_steps, train_seeds};
+use crate::experiments::sweep::{HELD_OUT, describe_steps, eval_batch, train_seeds};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{
     self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
@@ -484,6 +484,8 @@ fn saturation(lab: &mut Lab) {
 
 fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
     let task = Task::new(config.task.clone())?;
+    let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
+    lab.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
     let compare = config.sweep.compare_at.unwrap_or(steps - 1).min(steps - 1);
@@ -500,7 +502,7 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
             "d_k",
             "scale",
             &format!("loss @ step {compare}"),
-            "final accuracy",
+            "final accuracy (held out)",
             "steps to 90 %",
             "final entropy",
             "final logit std",
@@ -531,12 +533,12 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
                 &seeds,
             )?;
             let loss_at = runs.spread_at(compare, window, |r| r.loss);
-            let acc = runs.final_spread(window, |r| r.accuracy);
+            let (_, acc) = runs.held_out(&task, &held_out, &lab.device);
             let entropy = runs.final_spread(window, |r| r.mean_entropy());
             let logit_std = runs.final_spread(window, |r| r.mean_logit_std());
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
             lab.say(format!(
-                "{label}: loss@{compare} {loss_at}, final accuracy {acc}, steps to 90 % {to90}, logit std {logit_std}"
+                "{label}: loss@{compare} {loss_at}, held-out accuracy {acc}, steps to 90 % {to90}, logit std {logit_std}"
             ));
             table.row(vec![
                 d_k.to_string(),

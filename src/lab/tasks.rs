@@ -36,7 +36,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::util::cli::find_by_name;
-use crate::util::rng::HostRng;
+use crate::util::rng::{HostRng, stable_hash};
 
 /// Which task to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +207,11 @@ impl Batch {
     }
 }
 
+/// One sequence in this many is held out for evaluation (see [`Task::is_held_out`]).
+pub const HELD_OUT_ONE_IN: u64 = 8;
+/// Draws tried for a sequence on the wanted side of the split before taking the last one.
+pub const MAX_TRIES: usize = 1000;
+
 /// A validated task that draws batches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -309,13 +314,40 @@ impl Task {
         Some(total / batch.batch.max(1) as f64)
     }
 
-    /// `batch` fresh sequences drawn from `rng`.
+    /// `batch` fresh training sequences drawn from `rng`, never from the held-out split
+    /// ([`Task::is_held_out`]).
     pub fn batch(&self, batch: usize, rng: &mut HostRng) -> Batch {
+        self.draw(batch, rng, false)
+    }
+
+    /// `batch` sequences from the held-out split, which [`Task::batch`] never draws: a model
+    /// trained on this task has not seen them.
+    pub fn held_out_batch(&self, batch: usize, rng: &mut HostRng) -> Batch {
+        self.draw(batch, rng, true)
+    }
+
+    /// Whether a sequence belongs to the held-out split: one in [`HELD_OUT_ONE_IN`] sequences, by
+    /// a stable hash of its tokens, the same in every run and for every seed. Rejection keeps
+    /// the rest of the distribution as it was; a task with so few distinct sequences that
+    /// [`MAX_TRIES`] draws in a row all land on one side takes the last draw anyway, so only
+    /// there can the split leak.
+    pub fn is_held_out(tokens: &[usize]) -> bool {
+        stable_hash(tokens.iter().flat_map(|t| (*t as u64).to_le_bytes())) % HELD_OUT_ONE_IN == 0
+    }
+
+    fn draw(&self, batch: usize, rng: &mut HostRng, held_out: bool) -> Batch {
         let (seq_len, n_out) = (self.seq_len(), self.n_out());
         let mut tokens = Vec::with_capacity(batch * seq_len);
         let mut targets = Vec::with_capacity(batch * n_out);
         for _ in 0..batch {
-            let (seq, answer) = self.example(rng);
+            let mut example = self.example(rng);
+            for _ in 1..MAX_TRIES {
+                if Task::is_held_out(&example.0) == held_out {
+                    break;
+                }
+                example = self.example(rng);
+            }
+            let (seq, answer) = example;
             debug_assert_eq!((seq.len(), answer.len()), (seq_len, n_out));
             tokens.extend(seq.into_iter().map(|t| t as i64));
             targets.extend(answer.into_iter().map(|t| t as i64));
@@ -449,6 +481,39 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_out_sequences_are_never_trained_on_and_repeat_for_a_seed() {
+        use std::collections::HashSet;
+        for config in [
+            TaskConfig::new(TaskKind::Count, 8, 4),
+            TaskConfig::new(TaskKind::Reverse, 4, 8),
+            TaskConfig {
+                keys: Some(12),
+                ..TaskConfig::new(TaskKind::Recall, 6, 8)
+            },
+        ] {
+            let task = Task::new(config).unwrap();
+            let rows = |b: &Batch| -> Vec<Vec<i64>> {
+                b.tokens.chunks(b.seq_len).map(<[i64]>::to_vec).collect()
+            };
+            let held = task.held_out_batch(512, &mut HostRng::new(7));
+            let held_rows: HashSet<Vec<i64>> = rows(&held).into_iter().collect();
+            // 100 training batches of 64, as a run draws them.
+            let mut rng = HostRng::new(7);
+            for _ in 0..100 {
+                for row in rows(&task.batch(64, &mut rng)) {
+                    assert!(
+                        !held_rows.contains(&row),
+                        "{}: trained on {row:?}",
+                        task.kind()
+                    );
+                }
+            }
+            assert_eq!(held, task.held_out_batch(512, &mut HostRng::new(7)));
+            assert_ne!(held, task.held_out_batch(512, &mut HostRng::new(8)));
+        }
+    }
 
     fn one(kind: TaskKind, length: usize, symbols: usize, seed: u64) -> Batch {
         Task::new(TaskConfig::new(kind, length, symbols))

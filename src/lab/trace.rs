@@ -18,7 +18,7 @@ use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{self, head_rows, to_host};
-use crate::util::rng::HostRng;
+use crate::util::rng::{HostRng, stable_hash};
 
 /// A dense row-major matrix read from the input file.
 #[derive(Debug, Clone, PartialEq)]
@@ -449,10 +449,8 @@ pub fn embed_words(tokens: &[String], d_model: usize, seed: u64) -> TraceInput {
     let data = tokens
         .iter()
         .flat_map(|word| {
-            // FNV-1a of the word, mixed with the seed: a stable per-word stream.
-            let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-            });
+            // A stable hash of the word, mixed with the seed: a stable per-word stream.
+            let hash = stable_hash(word.bytes());
             HostRng::new(hash ^ seed.rotate_left(32)).normal_vec(d_model, 1.0)
         })
         .collect();

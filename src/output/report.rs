@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::util::rng::stable_hash;
+
 /// One measurement: a row of `metrics.csv`. Labels that do not apply stay empty.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricRow {
@@ -245,10 +247,7 @@ pub fn file_stem(name: &str) -> String {
     if clean.len() <= MAX_STEM && !clean.is_empty() {
         return clean;
     }
-    // FNV-1a: stable across runs and platforms, unlike std's hasher.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = stable_hash(name.bytes());
     format!("{}-{hash:016x}", &clean[..clean.len().min(MAX_STEM - 17)])
 }
 

@@ -79,6 +79,14 @@ impl HostRng {
     }
 }
 
+/// FNV-1a of `bytes`: a hash that is the same in every run and on every platform, unlike std's
+/// hasher, for names and for splitting data by content.
+pub fn stable_hash(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,6 +334,56 @@ fn length_generalization_reduced_run() {
 }
 
 #[test]
+fn counting_and_length_generalization_refuse_what_they_set() {
+    let counting = ["--config", "tests/configs/counting.toml", "--set"];
+    for (set, needle) in [
+        ("task.kind=\"majority\"", "task.kind"),
+        ("model.bos=true", "model.bos"),
+        ("model.softmax_axis=\"column\"", "model.softmax_axis"),
+        ("heatmap_counts=[99]", "heatmap_counts"),
+        ("eval_size=0", "eval_size"),
+    ] {
+        refused("counting", &[&counting[..], &[set]].concat(), needle);
+    }
+    let length = [
+        "--config",
+        "tests/configs/length_generalization.toml",
+        "--set",
+    ];
+    for (set, needle) in [
+        ("model.causal=false", "model.causal"),
+        ("model.positional=\"rotary\"", "model.positional"),
+        ("model.max_len=100", "model.max_len"),
+        ("eval_factors=[1.0, 1.5]", "eval_factors"),
+        ("eval_factors=[2.0, 1.0]", "eval_factors"),
+        ("tasks.min_length=9", "tasks.min_length"),
+        ("encodings=[]", "encodings"),
+    ] {
+        refused(
+            "length_generalization",
+            &[&length[..], &[set]].concat(),
+            needle,
+        );
+    }
+}
+
+#[test]
+fn the_new_model_and_training_keys_refuse_bad_values() {
+    // On an experiment that passes [model] and [train] through as they are.
+    let config = ["--config", "tests/configs/causal_mask.toml", "--set"];
+    for (set, needle) in [
+        ("model.max_len=0", "model.max_len"),
+        ("model.max_len=1000000000", "model.max_len"),
+        ("model.mup_base_width=16", "scale = \"dk\""),
+        ("model.mup_base_width=0", "model.mup_base_width"),
+        ("train.adam_epsilon=0.0", "train.adam_epsilon"),
+        ("train.adam_epsilon=1e-40", "train.adam_epsilon"),
+    ] {
+        refused("causal_mask", &[&config[..], &[set]].concat(), needle);
+    }
+}
+
+#[test]
 fn complexity_reduced_run() {
     // Timing verdicts are not asserted: tests share the cores (speed lives in the benchmark).
     reduced_run(
