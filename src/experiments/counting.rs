@@ -375,7 +375,7 @@ mod tests {
         bad.model.bos = true;
         assert_eq!(bad.validate().unwrap_err().key, "model.bos");
         let mut bad = config.clone();
-        bad.task.kind = TaskKind::Recall;
+        bad.task.kind = TaskKind::Majority;
         assert_eq!(bad.validate().unwrap_err().key, "task.kind");
         let mut bad = config;
         bad.heatmap_counts = vec![99];
