@@ -506,6 +506,27 @@ mod tests {
     }
 
     #[test]
+    fn a_mixture_must_share_tokens_and_classes() {
+        let (mut model, _, config) = setup();
+        model.positional = crate::block::positional::PositionalKind::Learned;
+        let device = Device::flex().autodiff();
+        let task =
+            |kind, length, symbols| Task::new(TaskConfig::new(kind, length, symbols)).unwrap();
+        // Copy at two lengths shares its tokens and classes: it trains, with a learned table long
+        // enough for the longer one.
+        let lengths = [task(TaskKind::Copy, 4, 4), task(TaskKind::Copy, 2, 4)];
+        let run = train_on(&model, &lengths, &config, 0, &device, &mut |_| {}).unwrap();
+        let long = lengths[0].batch(2, &mut HostRng::new(3));
+        let out = run.model.forward(long.tokens(&device), long.n_out);
+        assert_eq!(out.logits.dims(), [2 * 4, 4]);
+        // Copy over 4 symbols and over 6 does not.
+        let mixed = [task(TaskKind::Copy, 2, 4), task(TaskKind::Copy, 2, 6)];
+        let err = train_on(&model, &mixed, &config, 0, &device, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, TrainError::Mixture(_)), "{err}");
+        assert!(train_on(&model, &[], &config, 0, &device, &mut |_| {}).is_err());
+    }
+
+    #[test]
     fn cross_entropy_by_hand() {
         let device = Device::flex();
         // logits [0, ln 3] → p = [1/4, 3/4]; target 1 → −ln 0.75 = 0.2877.
