@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiments::sweep::{SeedRuns, train_seeds};
+use crate::experiments::sweep::{HELD_OUT, SeedRuns, eval_batch, held_out_loss, train_seeds};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
@@ -129,8 +129,8 @@ const COLLAPSE: f64 = 0.2;
 pub struct LrPoint {
     pub lr: f64,
     pub initial_loss: Spread,
-    /// Mean of the last records' loss; a diverged seed counts at its initial loss (as in
-    /// Wortsman et al.'s min(L, L₀)).
+    /// Loss on the held-out sequences at the end; a diverged seed counts at its initial loss
+    /// (as in Wortsman et al.'s min(L, L₀)).
     pub final_loss: Spread,
     pub max_logit_start: Spread,
     pub max_logit_end: Spread,
@@ -145,7 +145,8 @@ pub struct LrPoint {
 }
 
 impl LrPoint {
-    fn of(lr: f64, runs: &SeedRuns) -> Self {
+    /// `final_loss` is each seed's loss on `held_out`, never trained on.
+    fn of(lr: f64, runs: &SeedRuns, held_out: &dyn Fn(&TrainRun) -> f64) -> Self {
         // The start is step 0, before any update.
         let start = |run: &TrainRun, value: fn(&StepRecord) -> f64| {
             run.records.first().map_or(f64::NAN, value)
@@ -169,10 +170,11 @@ impl LrPoint {
             lr,
             initial_loss: per_seed(&initial_loss),
             final_loss: per_seed(&|r| {
-                if r.divergence.is_some() {
+                let loss = held_out(r);
+                if r.divergence.is_some() || !loss.is_finite() {
                     initial_loss(r)
                 } else {
-                    end(r, |s| s.loss).min(initial_loss(r))
+                    loss.min(initial_loss(r))
                 }
             }),
             max_logit_start: per_seed(&|r| start(r, StepRecord::max_logit)),
@@ -262,6 +264,7 @@ impl Experiment for LogitGrowth {
     fn run(config: &LogitGrowthConfig, lab: &mut Lab) -> Result<(), LabError> {
         let task = Task::new(config.task.clone())?;
         let seeds = config.run.seed_list();
+        let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
         let mut variants = Vec::new();
         for (name, qk_norm) in [("plain", false), ("qk_norm", true)] {
             let model = config.model_with(qk_norm);
@@ -278,7 +281,9 @@ impl Experiment for LogitGrowth {
                     &config.train_at(lr),
                     &seeds,
                 )?;
-                let point = LrPoint::of(lr, &trained);
+                let point = LrPoint::of(lr, &trained, &|r| {
+                    held_out_loss(r, &task, &held_out, &lab.device)
+                });
                 for (metric, spread) in [
                     ("final_loss", point.final_loss),
                     ("growth", point.growth),
@@ -301,7 +306,7 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
     let seeds = config.run.seeds;
     let mut table = Table::new(
         format!(
-            "Per learning rate, mean over {seeds} seed(s): loss, the largest logit and the mean attention entropy, start → end"
+            "Per learning rate, mean over {seeds} seed(s): loss (at the end on {HELD_OUT} held-out sequences), the largest logit and the mean attention entropy, start → end"
         ),
         &[
             "variant",
