@@ -13,12 +13,12 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::softmax::SoftmaxAxis;
-use crate::experiments::sweep::{Variant, compare, eval_batch, held_out_accuracy};
+use crate::experiments::sweep::{Variant, compare, eval_batch};
 use crate::lab::footprint::{self, Footprint};
-use crate::lab::metrics::{Spread, head_matrix, to_host};
+use crate::lab::metrics::{Spread, argmax_rows, head_matrix, to_host};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Batch, Task, TaskConfig, TaskKind};
-use crate::lab::train::{TrainConfig, TrainRun};
+use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
@@ -119,29 +119,27 @@ pub struct HeldOut {
 
 /// Accuracy over seeds on `batch`, and pooled per true count.
 fn held_out(variant: &Variant, task: &Task, batch: &Batch, device: &Device) -> HeldOut {
-    let accuracy = Spread::of(
-        &variant
-            .runs
-            .runs
-            .iter()
-            .map(|r| held_out_accuracy(r, task, batch, device))
-            .collect::<Vec<_>>(),
-    );
     let mut hits = vec![(0usize, 0usize); task.classes()];
+    let mut per_seed = Vec::new();
     for run in &variant.runs.runs {
-        for (p, &t) in predictions(run, task, batch, device)
-            .iter()
-            .zip(&batch.targets)
-        {
+        let logits = run
+            .model
+            .valid()
+            .forward(batch.tokens(device), task.n_out())
+            .logits; // [batch, classes]
+        let predictions = argmax_rows(&to_host(logits), task.classes());
+        let mut right = 0;
+        for (&p, &t) in predictions.iter().zip(&batch.targets) {
             let slot = &mut hits[t as usize];
-            slot.0 += usize::from(*p == t as usize);
-            slot.1 += 1;
+            let hit = usize::from(p == t as usize);
+            (slot.0, slot.1, right) = (slot.0 + hit, slot.1 + 1, right + hit);
         }
+        per_seed.push(right as f64 / predictions.len().max(1) as f64);
     }
     let seeds = variant.runs.runs.len().max(1);
     HeldOut {
         label: variant.label.clone(),
-        accuracy,
+        accuracy: Spread::of(&per_seed),
         by_count: hits
             .into_iter()
             .enumerate()
@@ -149,27 +147,6 @@ fn held_out(variant: &Variant, task: &Task, batch: &Batch, device: &Device) -> H
             .map(|(c, (right, n))| (c, right as f64 / n as f64, n / seeds))
             .collect(),
     }
-}
-
-/// The predicted class of every sequence of `batch`.
-fn predictions(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> Vec<usize> {
-    let logits = run
-        .model
-        .valid()
-        .forward(batch.tokens(device), task.n_out())
-        .logits; // [batch, classes]
-    let classes = task.classes();
-    to_host(logits)
-        .chunks(classes)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 { (i, v) } else { best }
-                })
-                .0
-        })
-        .collect()
 }
 
 /// The experiment.

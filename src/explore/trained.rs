@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
-use crate::lab::metrics::{head_rows, to_host};
+use crate::lab::metrics::{argmax_rows, head_rows, to_host};
 use crate::lab::model::TinyTransformer;
 use crate::lab::tasks::{Task, TaskError};
 use crate::util::rng::HostRng;
@@ -134,17 +134,7 @@ impl TrainedModel {
         let out = self.model.forward(batch.tokens(device), n_out);
         let classes = self.task.classes();
         let logits = to_host(out.logits); // [n_out·classes]
-        let predictions: Vec<usize> = logits
-            .chunks(classes)
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                        if v > best.1 { (i, v) } else { best }
-                    })
-                    .0
-            })
-            .collect();
+        let predictions = argmax_rows(&logits, classes);
         let layers: Vec<Vec<Vec<Vec<f32>>>> = out
             .attention
             .into_iter()

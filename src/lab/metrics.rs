@@ -16,6 +16,21 @@ pub fn rows(data: &[f32], cols: usize) -> Vec<Vec<f32>> {
     data.chunks(cols.max(1)).map(<[f32]>::to_vec).collect()
 }
 
+/// The index of each row's largest value in `data` (row-major, `cols` per row), the first on a
+/// tie: a classifier's predictions from its logits.
+pub fn argmax_rows(data: &[f32], cols: usize) -> Vec<usize> {
+    data.chunks(cols.max(1))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
 /// The heads of the first batch item of `t: [batch, heads, n, cols]`, each as n rows, read back
 /// in one transfer.
 pub fn head_rows(t: Tensor<4>) -> Vec<Vec<Vec<f32>>> {
@@ -258,6 +273,12 @@ pub fn first_step_reaching(series: &[(usize, f64)], threshold: f64) -> Option<us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_per_row_takes_the_first_of_a_tie() {
+        let logits = [0.1, 0.7, 0.2, 3.0, -1.0, 3.0];
+        assert_eq!(argmax_rows(&logits, 3), vec![1, 0]);
+    }
 
     #[test]
     fn entropy_of_uniform_and_one_hot_rows() {
