@@ -606,25 +606,26 @@ fn report(
     let logits = |param: Param| of(param).next().expect("the logits come first");
     let (sp, mup) = (logits(Param::Sp), logits(Param::Mup));
     let range = format!("d_model {} → {}", widths[0], widths[widths.len() - 1]);
+    // How far the logit std went from the narrowest to the widest model, at the last step.
+    let evidence = |c: &Coord| {
+        let last = &c.values[t_max - 1];
+        format!(
+            "{} slope {} over {range}; at t = {t_max} the std goes {:.3} → {:.3}",
+            c.param.name(),
+            c.slope_range(),
+            last[0].1,
+            last[last.len() - 1].1
+        )
+    };
     lab.verdict(Verdict::new(
         format!("in SP the attention-logit std after t = 1…{t_max} steps grows with the width (log–log slope against the width, averaged over t, > {FLAT})"),
         sp.grows(),
-        format!(
-            "SP slope {} over {range}; at t = {t_max} the std goes {:.3} → {:.3}",
-            sp.slope_range(),
-            sp.values[t_max - 1][0].1,
-            sp.values[t_max - 1][widths.len() - 1].1
-        ),
+        evidence(sp),
     ));
     lab.verdict(Verdict::new(
         format!("in µP the attention-logit std stays flat across widths (|mean slope| ≤ {FLAT})"),
         mup.flat(),
-        format!(
-            "µP slope {} over {range}; at t = {t_max} the std goes {:.3} → {:.3}",
-            mup.slope_range(),
-            mup.values[t_max - 1][0].1,
-            mup.values[t_max - 1][widths.len() - 1].1
-        ),
+        evidence(mup),
     ));
     let outputs = |param: Param| of(param).skip(1).collect::<Vec<_>>();
     let describe = |cs: &[&Coord]| {
