@@ -12,9 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::positional::PositionalKind;
-use crate::experiments::sweep::{
-    SeedRuns, eval_batch, held_out_accuracy, keep_models, run_seeds_on,
-};
+use crate::experiments::sweep::{SeedRuns, eval_batch, held_out_accuracy, keep_models, run_seeds};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::Spread;
 use crate::lab::model::ModelConfig;
@@ -249,7 +247,7 @@ impl Experiment for LengthGeneralization {
             for &encoding in &config.encodings {
                 let label = format!("{kind},{encoding}");
                 let model = config.model_with(encoding, kind);
-                let runs: SeedRuns = run_seeds_on(
+                let runs: SeedRuns = run_seeds(
                     lab,
                     "train",
                     &label,

@@ -412,7 +412,7 @@ impl Experiment for MupCoord {
                     "coord",
                     &label,
                     &model,
-                    &task,
+                    std::slice::from_ref(&task),
                     &config.coord_train(),
                     &seeds,
                 )?);
@@ -446,7 +446,7 @@ impl Experiment for MupCoord {
                         "transfer",
                         &label,
                         &model,
-                        &task,
+                        std::slice::from_ref(&task),
                         &config.transfer_train(k),
                         &seeds,
                     )?;

@@ -299,22 +299,7 @@ pub fn train_seeds(
     config: &TrainConfig,
     seeds: &[u64],
 ) -> Result<SeedRuns, LabError> {
-    let runs = run_seeds(lab, part, label, model, task, config, seeds)?;
-    keep_models(lab, part, label, model, task, seeds, &runs)?;
-    Ok(runs)
-}
-
-/// [`train_seeds`] without keeping the models, for sweeps too large to save every point of.
-pub fn run_seeds(
-    lab: &mut Lab,
-    part: &str,
-    label: &str,
-    model: &ModelConfig,
-    task: &Task,
-    config: &TrainConfig,
-    seeds: &[u64],
-) -> Result<SeedRuns, LabError> {
-    run_seeds_on(
+    let runs = run_seeds(
         lab,
         part,
         label,
@@ -322,11 +307,14 @@ pub fn run_seeds(
         std::slice::from_ref(task),
         config,
         seeds,
-    )
+    )?;
+    keep_models(lab, part, label, model, task, seeds, &runs)?;
+    Ok(runs)
 }
 
-/// [`run_seeds`] on a mixture of tasks (see [`crate::lab::train::train_on`]).
-pub fn run_seeds_on(
+/// [`train_seeds`] without keeping the models (for sweeps too large to save every point of), on
+/// one task or a mixture of them (see [`crate::lab::train::train_on`]).
+pub fn run_seeds(
     lab: &mut Lab,
     part: &str,
     label: &str,
