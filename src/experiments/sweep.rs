@@ -9,10 +9,11 @@ use crate::lab::checkpoint::ModelSpec;
 use crate::lab::metrics::{Spread, first_step_reaching, head_matrix};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Batch, Task};
-use crate::lab::train::{TrainConfig, TrainRun, train_on};
+use crate::lab::train::{StepRecord, TrainConfig, TrainRun, train_on};
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table};
 use crate::run::runner::{Lab, LabError};
+use crate::run::shard::{Unit, UnitKey};
 use crate::util::rng::HostRng;
 
 /// The runs of one configuration, one per seed.
@@ -24,10 +25,7 @@ pub struct SeedRuns {
 impl SeedRuns {
     /// (step, mean over seeds of `value`) at each recorded step that every run reached, ready
     /// to plot.
-    pub fn mean_series(
-        &self,
-        value: impl Fn(&crate::lab::train::StepRecord) -> f64,
-    ) -> Vec<(f64, f64)> {
+    pub fn mean_series(&self, value: impl Fn(&StepRecord) -> f64) -> Vec<(f64, f64)> {
         let shortest = self.runs.iter().map(|r| r.records.len()).min().unwrap_or(0);
         (0..shortest)
             .map(|i| {
@@ -40,11 +38,7 @@ impl SeedRuns {
     }
 
     /// Spread over seeds of `value` averaged over each run's last `k` records.
-    pub fn final_spread(
-        &self,
-        k: usize,
-        value: impl Fn(&crate::lab::train::StepRecord) -> f64 + Copy,
-    ) -> Spread {
+    pub fn final_spread(&self, k: usize, value: impl Fn(&StepRecord) -> f64 + Copy) -> Spread {
         self.spread_at(usize::MAX, k, value)
     }
 
@@ -53,7 +47,7 @@ impl SeedRuns {
         &self,
         step: usize,
         k: usize,
-        value: impl Fn(&crate::lab::train::StepRecord) -> f64 + Copy,
+        value: impl Fn(&StepRecord) -> f64 + Copy,
     ) -> Spread {
         let values: Vec<f64> = self
             .runs
@@ -324,19 +318,37 @@ pub fn run_seeds(
     seeds: &[u64],
 ) -> Result<SeedRuns, LabError> {
     let mut runs = Vec::with_capacity(seeds.len());
+    // Everything that decides a run besides its names and seed, for the shards' unit keys.
+    let shape = format!("{model:?}|{tasks:?}|{config:?}");
     for &seed in seeds {
         lab.status(format!("{part}: {label} seed {seed}"));
         let device = lab.autodiff.clone();
-        let mut done = 0u64;
-        let run = {
-            let lab_ref = &*lab;
-            train_on(model, tasks, config, seed, &device, &mut |_| {
-                done += 1;
-                lab_ref.advance(1);
-            })?
+        let key = UnitKey::new(part, label, seed, &shape);
+        let run = match lab.units.begin(&key, &device)? {
+            (_, Unit::Stored(run)) => {
+                lab.advance(config.steps as u64);
+                run
+            }
+            (_, Unit::Elsewhere) => {
+                lab.advance(config.steps as u64);
+                stand_in(model, tasks, config, seed, &device)?
+            }
+            (unit, Unit::Train) => {
+                let mut done = 0u64;
+                let run = {
+                    let lab_ref = &*lab;
+                    train_on(model, tasks, config, seed, &device, &mut |_| {
+                        done += 1;
+                        lab_ref.advance(1);
+                    })?
+                };
+                // A run that stopped early still owes the bar its remaining steps.
+                lab.advance(config.steps as u64 - done);
+                lab.units
+                    .keep(unit, &key, &unit_spec(model, tasks, seed), &run)?;
+                run
+            }
         };
-        // A run that stopped early still owes the bar its remaining steps.
-        lab.advance(config.steps as u64 - done);
         record(lab, part, label, seed, &run);
         if let Some(d) = &run.divergence {
             lab.finding(format!(
@@ -346,6 +358,43 @@ pub fn run_seeds(
         runs.push(run);
     }
     Ok(SeedRuns { runs })
+}
+
+/// What a shard puts in place of a training run another shard trains (see
+/// [`crate::run::shard`]): one real step, so that every number is finite and of the right shape,
+/// its record repeated at every step the full run would record, and the model after that step.
+/// Nothing computed from it is kept.
+fn stand_in(
+    model: &ModelConfig,
+    tasks: &[Task],
+    config: &TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<TrainRun, LabError> {
+    let one_step = TrainConfig {
+        steps: 1,
+        ..config.clone()
+    };
+    let mut run = train_on(model, tasks, &one_step, seed, device, &mut |_| {})?;
+    if let Some(first) = run.records.first().cloned() {
+        let every = config.log_every.max(1);
+        run.records = (0..config.steps)
+            .filter(|s| s % every == 0 || s + 1 == config.steps)
+            .map(|step| StepRecord {
+                step,
+                ..first.clone()
+            })
+            .collect();
+    }
+    Ok(run)
+}
+
+/// The spec a unit's model is stored with: built for the longest of `tasks`.
+fn unit_spec(model: &ModelConfig, tasks: &[Task], seed: u64) -> ModelSpec {
+    let longest = tasks.iter().map(Task::seq_len).max().unwrap_or(0);
+    let mut spec = ModelSpec::new(model, &tasks[0], seed);
+    spec.max_len = longest;
+    spec
 }
 
 /// Keeps each seed's trained model as `models/<part>-<label>-seed<seed>`.

@@ -77,42 +77,93 @@ fn is_adam_epsilon(e: &f64) -> bool {
 pub const PROBED: [&str; 6] = ["W_Q", "W_K", "W_V", "W_O", "mlp", "embedding"];
 
 /// One head's attention at a recorded step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeadProbe {
     pub layer: usize,
     pub head: usize,
     /// Mean row entropy in nats.
+    #[serde(with = "crate::util::exact")]
     pub entropy: f64,
     /// Mean largest weight of a row.
+    #[serde(with = "crate::util::exact")]
     pub max_weight: f64,
 }
 
 /// A gradient norm at a recorded step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GradProbe {
     /// `None` for parameters outside the blocks (the embedding).
     pub layer: Option<usize>,
     /// One of [`PROBED`].
     pub name: &'static str,
+    #[serde(with = "crate::util::exact")]
     pub norm: f64,
 }
 
-/// Everything measured at one recorded step, before that step's update.
-#[derive(Debug, Clone, PartialEq)]
+/// A [`GradProbe`] as read from a file: its name becomes the [`PROBED`] entry it was written from.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredGradProbe {
+    layer: Option<usize>,
+    name: String,
+    #[serde(with = "crate::util::exact")]
+    norm: f64,
+}
+
+// By hand: serde's derive would borrow the `&'static str` from the input, tying it to 'static.
+impl<'de> Deserialize<'de> for GradProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::try_from(StoredGradProbe::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<StoredGradProbe> for GradProbe {
+    type Error = String;
+
+    fn try_from(stored: StoredGradProbe) -> Result<Self, String> {
+        let name = PROBED
+            .iter()
+            .find(|p| **p == stored.name)
+            .copied()
+            .ok_or_else(|| {
+                format!(
+                    "unknown probe '{}': expected one of {}",
+                    stored.name,
+                    PROBED.join(", ")
+                )
+            })?;
+        Ok(Self {
+            layer: stored.layer,
+            name,
+            norm: stored.norm,
+        })
+    }
+}
+
+/// Everything measured at one recorded step, before that step's update. It serialises exactly
+/// (see [`crate::util::exact`]), so a stored run reads back bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StepRecord {
     pub step: usize,
+    #[serde(with = "crate::util::exact")]
     pub loss: f64,
+    #[serde(with = "crate::util::exact")]
     pub accuracy: f64,
     pub grads: Vec<GradProbe>,
     pub heads: Vec<HeadProbe>,
     /// Per layer: std of the scaled pre-softmax logits q·kᵀ/(s·τ) over all (query, key) pairs,
     /// masked pairs included.
+    #[serde(with = "crate::util::exact::vec")]
     pub logit_std: Vec<f64>,
     /// Per layer: the largest scaled, unmasked logit q·kᵀ/(s·τ) in the batch, the quantity whose
     /// growth precedes attention-entropy collapse (Dehghani et al. 2023, Wortsman et al. 2023).
+    #[serde(with = "crate::util::exact::vec")]
     pub max_logit: Vec<f64>,
     /// Per layer: mean |coordinate| of the attention's output (after W_O), and last the mean
     /// |logit| of the readout: the sizes µP's coordinate check follows across widths.
+    #[serde(with = "crate::util::exact::vec")]
     pub output_abs: Vec<f64>,
 }
 
@@ -152,11 +203,14 @@ impl StepRecord {
 }
 
 /// Where and how a run stopped early.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Divergence {
     pub step: usize,
     /// What became non-finite, e.g. `loss` or `‖∇W_Q‖ (layer 0)`.
     pub quantity: String,
+    /// Non-finite, so written as text (see [`crate::util::exact`]).
+    #[serde(with = "crate::util::exact")]
     pub value: f64,
 }
 

@@ -434,7 +434,7 @@ impl ReportPage<'_> {
 /// folder is made and replaced when the run ends, so a folder whose process died without a
 /// word (an abort, SIGKILL, power loss) still says `running`, next to the `pid` that was running
 /// it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,

@@ -8,7 +8,8 @@ use indicatif::ProgressBar;
 
 use crate::output::report::RunOutcome;
 use crate::run::config::{ConfigError, load};
-use crate::run::runner::{self, Experiment, ExperimentArgs, LabError, Plan};
+use crate::run::runner::{self, Experiment, ExperimentArgs, LabError, Plan, RunOptions};
+use crate::run::shard::Sweep;
 
 /// One experiment as a value: its names, a config check and a way to run it.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,8 @@ pub struct Entry {
     pub run: fn(&ExperimentArgs) -> Result<RunOutcome, LabError>,
     /// Runs it on a progress bar shared with other runs, without printing the outcome.
     pub run_on: fn(&ExperimentArgs, &ProgressBar) -> Result<RunOutcome, LabError>,
+    /// Merges a checked sweep of its shards into one run folder (see [`runner::merge`]).
+    pub merge: fn(&Sweep, &RunOptions, &ProgressBar) -> Result<RunOutcome, LabError>,
 }
 
 /// The entry of experiment `E`.
@@ -34,6 +37,7 @@ pub const fn entry<E: Experiment>() -> Entry {
         plan: plan::<E>,
         run: runner::run::<E>,
         run_on: run_on::<E>,
+        merge: runner::merge::<E>,
     }
 }
 

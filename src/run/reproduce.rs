@@ -16,6 +16,7 @@ use crate::run::registry::{Entry, find};
 use crate::run::runner::{
     ExperimentArgs, LabError, RunOptions, check_out, print_outcome, progress_bar,
 };
+use crate::run::shard::{ShardError, Sweep, open_sweep};
 use crate::util::interrupt;
 use crate::util::limits::check_memory;
 
@@ -39,6 +40,10 @@ pub struct ReproduceArgs {
     /// List the experiments and exit
     #[arg(long)]
     pub list: bool,
+    /// Merge a sweep's shards, <out>/<experiment>/<sweep-id>, into one run folder there, instead
+    /// of running anything (repeatable; every sweep is checked before the first merge)
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["names", "list"])]
+    pub merge: Vec<PathBuf>,
 }
 
 /// Why `reproduce` stopped or ended badly.
@@ -59,6 +64,8 @@ pub enum ReproduceError {
     },
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
     #[error("{} of {total} experiments did not complete: {}", failed.len(), failed.join("; "))]
     Failed { failed: Vec<String>, total: usize },
     #[error(
@@ -107,6 +114,10 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
             seconds: 0.0,
         });
     }
+    if !args.merge.is_empty() {
+        return merge(args, all);
+    }
+    let sharded = args.run.sharding()?.is_some();
     let entries = select(all, &args.names)?;
     let mut planned = Vec::with_capacity(entries.len());
     let mut total = 0;
@@ -192,9 +203,132 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    if sharded {
+        // A shard's outcomes are training runs stored for the merge: no verdicts, no index.
+        return ended(runs, seconds, PathBuf::new(), PathBuf::new());
+    }
+    write_index(args, runs, seconds, &args.run.out, &command_line(args))
+}
 
-    std::fs::create_dir_all(&args.run.out).map_err(|e| WriteError {
-        path: args.run.out.clone(),
+/// Merges every sweep in `args.merge` (each checked first, so that a missing or doubled shard
+/// stops the job before anything is written), then writes the index over the merged runs.
+fn merge(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceError> {
+    let mut planned: Vec<(Entry, Sweep)> = Vec::with_capacity(args.merge.len());
+    for dir in &args.merge {
+        let sweep = open_sweep(dir)?;
+        let entry = find(all, &sweep.experiment).ok_or_else(|| ShardError::Sweep {
+            dir: dir.clone(),
+            reason: format!(
+                "its shards ran '{}', which this version does not know",
+                sweep.experiment
+            ),
+        })?;
+        let same = |d: &Path| d.canonicalize().ok();
+        if planned.iter().any(|(_, s)| same(&s.dir) == same(dir)) {
+            return Err(ShardError::Sweep {
+                dir: dir.clone(),
+                reason: "given twice".into(),
+            }
+            .into());
+        }
+        planned.push((entry, sweep));
+    }
+    let started = Instant::now();
+    let bar = progress_bar(0);
+    let mut runs = Vec::with_capacity(planned.len());
+    for (i, (entry, sweep)) in planned.iter().enumerate() {
+        println!(
+            "\n== [{}/{}] merging {} ({} shards): {}",
+            i + 1,
+            planned.len(),
+            sweep.dir.display(),
+            sweep.shards,
+            entry.title
+        );
+        match (entry.merge)(sweep, &args.run, &bar) {
+            Ok(outcome) => {
+                print_outcome(&outcome);
+                runs.push(Ran::Done(outcome));
+            }
+            Err(e) => {
+                let error = format!("{e:#}").replace('\n', " ");
+                eprintln!("error: {}: {error}", entry.name);
+                runs.push(Ran::Failed {
+                    experiment: entry.name,
+                    title: entry.title,
+                    status: RunStatus::Failed,
+                    error,
+                    dir: None,
+                });
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    // The index goes beside the experiments' folders: <root>/<experiment>/<sweep-id>.
+    let root = planned[0]
+        .1
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| args.run.out.clone());
+    let command = format!(
+        "cargo run --release --bin reproduce -- {}",
+        args.merge
+            .iter()
+            .map(|d| format!("--merge {}", d.display()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    write_index(args, runs, seconds, &root, &command)
+}
+
+/// `Ok` with the runs, or the failures among them.
+fn ended(
+    runs: Vec<Ran>,
+    seconds: f64,
+    index_md: PathBuf,
+    index_html: PathBuf,
+) -> Result<Reproduced, ReproduceError> {
+    let failed = failures(&runs);
+    if !failed.is_empty() {
+        return Err(ReproduceError::Failed {
+            failed,
+            total: runs.len(),
+        });
+    }
+    Ok(Reproduced {
+        runs,
+        index_md,
+        index_html,
+        seconds,
+    })
+}
+
+/// Each run that did not complete, with its error.
+fn failures(runs: &[Ran]) -> Vec<String> {
+    runs.iter()
+        .filter_map(|r| match r {
+            Ran::Failed {
+                experiment, error, ..
+            } => Some(format!("{experiment} ({error})")),
+            Ran::NotRun { experiment, .. } => Some(format!("{experiment} (not run)")),
+            Ran::Done(_) => None,
+        })
+        .collect()
+}
+
+/// Prints the final table and writes `<root>/index.md` and `<root>/index.html` over `runs`.
+fn write_index(
+    args: &ReproduceArgs,
+    runs: Vec<Ran>,
+    seconds: f64,
+    root: &Path,
+    command: &str,
+) -> Result<Reproduced, ReproduceError> {
+    std::fs::create_dir_all(root).map_err(|e| WriteError {
+        path: root.to_path_buf(),
         reason: e.to_string(),
     })?;
     let mut backends: Vec<&str> = runs
@@ -214,28 +348,18 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     } else {
         backends.join(", ")
     };
-    let command = command_line(args);
     let stamp = utc_stamp(SystemTime::now());
     let page = IndexPage {
         runs: &runs,
-        root: &args.run.out,
+        root,
         backend: &backend,
         wall_seconds: seconds,
         stamp: &stamp,
-        command: &command,
+        command,
     };
-    let failed: Vec<String> = runs
-        .iter()
-        .filter_map(|r| match r {
-            Ran::Failed {
-                experiment, error, ..
-            } => Some(format!("{experiment} ({error})")),
-            Ran::NotRun { experiment, .. } => Some(format!("{experiment} (not run)")),
-            Ran::Done(_) => None,
-        })
-        .collect();
+    let failed = failures(&runs);
     print_table(&runs, seconds);
-    let kept = args.run.out.join("index.html");
+    let kept = root.join("index.html");
     if failed.len() == runs.len() && kept.is_file() {
         // A page of nothing but errors would hide the last good results; the errors are on
         // the terminal, and each run folder says what happened.
@@ -243,18 +367,7 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     }
     let (index_md, index_html) = page.write()?;
     println!("index: {} and {}", index_md.display(), index_html.display());
-    if !failed.is_empty() {
-        return Err(ReproduceError::Failed {
-            failed,
-            total: runs.len(),
-        });
-    }
-    Ok(Reproduced {
-        runs,
-        index_md,
-        index_html,
-        seconds,
-    })
+    ended(runs, seconds, index_md, index_html)
 }
 
 /// How to repeat this run.

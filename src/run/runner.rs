@@ -29,6 +29,7 @@ use crate::output::report::{
     file_stem, utc_stamp,
 };
 use crate::run::config::{ConfigError, ExperimentConfig, Loaded, load};
+use crate::run::shard::{Manifest, Shard, ShardError, Sweep, Units, check_sweep_id};
 use crate::util::cli::finish;
 use crate::util::device::{BackendError, BackendKind};
 use crate::util::guard;
@@ -79,9 +80,16 @@ pub enum LabError {
     TooLarge(#[from] TooLarge),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
     /// A panic inside the experiment, caught: a bug, reported as one line.
     #[error("the experiment crashed ({0}); this is a bug in attention-lab")]
     Panicked(String),
+    /// A panic on the remote backend: Burn's client panics when its server goes away mid-run.
+    #[error(
+        "lost the remote backend at {address} ({panic}): the server stopped or the connection broke"
+    )]
+    RemoteLost { address: String, panic: String },
     #[error("--out {out}: {reason}")]
     Out { out: PathBuf, reason: String },
     /// The run started and did not finish; what it measured is in `dir`.
@@ -109,6 +117,32 @@ pub struct RunOptions {
     /// Run even when the estimated peak memory exceeds what the machine has available
     #[arg(long)]
     pub force: bool,
+    /// Train only shard I of N of the sweep's training runs (0-based), or `auto` to read Slurm's
+    /// SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT; needs --sweep-id. Merge the shards with
+    /// `reproduce --merge <DIR>/<experiment>/<sweep-id>`
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<String>,
+    /// The sweep a shard belongs to, the same for every shard: shards write to
+    /// <DIR>/<experiment>/<sweep-id>/shard-I-of-N/
+    #[arg(long, value_name = "NAME")]
+    pub sweep_id: Option<String>,
+}
+
+impl RunOptions {
+    /// The shard and sweep id, when this run is one shard of a sweep; both or neither must be
+    /// given.
+    pub fn sharding(&self) -> Result<Option<(Shard, String)>, ShardError> {
+        match (&self.shard, &self.sweep_id) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ShardError::SweepIdAlone),
+            (Some(_), None) => Err(ShardError::NeedsSweepId),
+            (Some(shard), Some(id)) => {
+                let shard = Shard::parse(shard)?;
+                check_sweep_id(id)?;
+                Ok(Some((shard, id.clone())))
+            }
+        }
+    }
 }
 
 /// The options every experiment binary takes.
@@ -162,6 +196,9 @@ pub struct Lab {
     pub summary: serde_json::Map<String, serde_json::Value>,
     /// Trained models for `models/`: (file stem, parameters, spec), see [`Lab::keep_model`].
     pub models: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Which training runs are trained here: all of them, a shard's, or none (a merge reads
+    /// them back).
+    pub units: Units,
     progress: ProgressBar,
 }
 
@@ -177,6 +214,7 @@ impl Lab {
             findings: Vec::new(),
             summary: serde_json::Map::new(),
             models: Vec::new(),
+            units: Units::All,
             progress,
         }
     }
@@ -342,12 +380,14 @@ pub fn check_out(out: &Path) -> Result<(), LabError> {
 }
 
 /// Runs `E` with a loaded config, writing under `options.out`, reporting progress on `progress`
-/// (which may be shared with other runs: it is advanced, never finished, here).
+/// (which may be shared with other runs: it is advanced, never finished, here). With `--shard`,
+/// trains only the shard's units and stores them (see [`crate::run::shard`]).
 pub fn run_loaded<E: Experiment>(
     loaded: &Loaded<E::Config>,
     options: &RunOptions,
     progress: &ProgressBar,
 ) -> Result<RunOutcome, LabError> {
+    let sharding = options.sharding()?;
     let config = &loaded.config;
     let plan = plan::<E>(loaded)?;
     let kind = plan.backend;
@@ -355,10 +395,14 @@ pub fn run_loaded<E: Experiment>(
     let device = kind.device()?;
     let autodiff = kind.autodiff_device()?;
     check_out(&options.out)?;
+    let lab = Lab::new(device, autodiff, progress.clone());
+    if let Some((shard, sweep_id)) = sharding {
+        return run_shard::<E>(loaded, options, kind, lab, shard, &sweep_id);
+    }
 
     let dir = RunDir::create(&options.out, E::NAME)?;
     dir.write("config.toml", loaded.resolved.as_bytes())?;
-    let mut summary = serde_json::json!({
+    let summary = serde_json::json!({
         "experiment": E::NAME,
         "title": E::TITLE,
         "run_id": dir.id,
@@ -369,17 +413,58 @@ pub fn run_loaded<E: Experiment>(
         "config": loaded.path.display().to_string(),
         "estimated_peak_bytes": plan.footprint.bytes,
     });
-    let write_summary = |summary: &serde_json::Value| {
-        let json = serde_json::to_string_pretty(summary).expect("a summary serialises");
-        dir.write("summary.json", json.as_bytes())
-    };
-    write_summary(&summary)?;
+    write_summary(&dir, &summary)?;
+    let (lab, result, seconds) = run_guarded::<E>(config, kind, lab);
+    write_run::<E>(
+        &dir,
+        config,
+        kind,
+        lab,
+        result,
+        seconds,
+        summary,
+        Vec::new(),
+    )
+}
+
+/// Runs the experiment, a panic caught as an error, and times it.
+fn run_guarded<E: Experiment>(
+    config: &E::Config,
+    kind: BackendKind,
+    mut lab: Lab,
+) -> (Lab, Result<(), LabError>, f64) {
     interrupt::install();
     let start = Instant::now();
-    let mut lab = Lab::new(device, autodiff, progress.clone());
-    let result = guard::catch(|| E::run(config, &mut lab))
-        .unwrap_or_else(|panic| Err(LabError::Panicked(panic.to_string())));
-    let seconds = start.elapsed().as_secs_f64();
+    let result = guard::catch(|| E::run(config, &mut lab)).unwrap_or_else(|panic| {
+        Err(match kind {
+            BackendKind::Remote => LabError::RemoteLost {
+                address: crate::util::device::remote_address(),
+                panic: panic.to_string(),
+            },
+            _ => LabError::Panicked(panic.to_string()),
+        })
+    });
+    (lab, result, start.elapsed().as_secs_f64())
+}
+
+fn write_summary(dir: &RunDir, summary: &serde_json::Value) -> Result<(), WriteError> {
+    let json = serde_json::to_string_pretty(summary).expect("a summary serialises");
+    dir.write("summary.json", json.as_bytes()).map(|_| ())
+}
+
+/// Writes what `lab` holds into `dir` whichever way the run ended, `summary.json` last, and
+/// turns the result into the outcome (or an [`LabError::Incomplete`] naming the folder).
+#[allow(clippy::too_many_arguments)] // one call per way of running; a struct would only rename them
+fn write_run<E: Experiment>(
+    dir: &RunDir,
+    config: &E::Config,
+    kind: BackendKind,
+    lab: Lab,
+    result: Result<(), LabError>,
+    seconds: f64,
+    mut summary: serde_json::Value,
+    extra_lines: Vec<String>,
+) -> Result<RunOutcome, LabError> {
     let status = match &result {
         Ok(()) => RunStatus::Complete,
         Err(_) if interrupt::requested() => RunStatus::Interrupted,
@@ -398,15 +483,16 @@ pub fn run_loaded<E: Experiment>(
         dir.write(&format!("models/{stem}.bpk"), record)?;
         dir.write(&format!("models/{stem}.json"), spec)?;
     }
-    let run_lines = vec![
+    let mut run_lines = vec![
         format!("backend: `{}`; seeds: {:?}", kind, config.run().seed_list()),
         format!("wall time: {seconds:.1} s"),
-        format!(
-            "repeat: `cargo run --release --bin {} -- --config {}`",
-            E::NAME,
-            dir.path.join("config.toml").display()
-        ),
     ];
+    run_lines.extend(extra_lines);
+    run_lines.push(format!(
+        "repeat: `cargo run --release --bin {} -- --config {}`",
+        E::NAME,
+        dir.path.join("config.toml").display()
+    ));
     let page = ReportPage {
         experiment: E::NAME,
         title: E::TITLE,
@@ -429,10 +515,10 @@ pub fn run_loaded<E: Experiment>(
         summary["error"] = error.clone().into();
     }
     // Last, so that `complete` is only ever said of a folder that holds everything.
-    write_summary(&summary)?;
+    write_summary(dir, &summary)?;
     if let Err(source) = result {
         return Err(LabError::Incomplete {
-            dir: dir.path,
+            dir: dir.path.clone(),
             status,
             source: Box::new(source),
         });
@@ -442,7 +528,7 @@ pub fn run_loaded<E: Experiment>(
         title: E::TITLE,
         claim: E::CLAIM,
         backend: kind.name(),
-        dir: dir.path,
+        dir: dir.path.clone(),
         plots: lab
             .plots
             .iter()
@@ -452,6 +538,224 @@ pub fn run_loaded<E: Experiment>(
         findings: lab.findings,
         seconds,
     })
+}
+
+/// One shard of a sweep: trains the shard's units into
+/// `<out>/<experiment>/<sweep-id>/shard-I-of-N/` and nothing else. A shard folder that exists
+/// with the same config is resumed (its stored units are read back); one with another config is
+/// refused.
+fn run_shard<E: Experiment>(
+    loaded: &Loaded<E::Config>,
+    options: &RunOptions,
+    kind: BackendKind,
+    mut lab: Lab,
+    shard: Shard,
+    sweep_id: &str,
+) -> Result<RunOutcome, LabError> {
+    let sweep_dir = options.out.join(E::NAME).join(sweep_id);
+    let refuse = |dir: &Path, reason: &str| {
+        LabError::Shard(ShardError::Sweep {
+            dir: dir.to_path_buf(),
+            reason: reason.into(),
+        })
+    };
+    if sweep_dir.join("summary.json").is_file() {
+        return Err(refuse(
+            &sweep_dir,
+            "this sweep is already merged; give a new --sweep-id",
+        ));
+    }
+    let folder = sweep_dir.join(shard.folder());
+    let config_path = folder.join("config.toml");
+    if folder.join(crate::run::shard::MANIFEST).is_file() {
+        Manifest::read(&folder)?;
+        let before = std::fs::read_to_string(&config_path).unwrap_or_default();
+        if before != loaded.resolved {
+            return Err(refuse(
+                &folder,
+                "this shard was started with another config; give a new --sweep-id, or delete                  the folder to start the shard over",
+            ));
+        }
+    }
+    let dir = RunDir {
+        path: folder.clone(),
+        id: sweep_id.to_string(),
+    };
+    dir.write("config.toml", loaded.resolved.as_bytes())?;
+    let mut manifest = Manifest {
+        experiment: E::NAME.into(),
+        sweep_id: sweep_id.into(),
+        shard: shard.index,
+        shards: shard.count,
+        status: RunStatus::Running,
+        backend: kind.name().into(),
+        started: utc_stamp(std::time::SystemTime::now()),
+        units_total: 0,
+        units: Vec::new(),
+        trained: 0,
+        wall_seconds: 0.0,
+        error: None,
+    };
+    manifest.write(&folder)?;
+    lab.units = Units::shard(shard, folder.clone());
+    let (lab, result, seconds) = run_guarded::<E>(&loaded.config, kind, lab);
+    let status = match &result {
+        Ok(()) => RunStatus::Complete,
+        Err(_) if interrupt::requested() => RunStatus::Interrupted,
+        Err(_) => RunStatus::Failed,
+    };
+    if let Units::Shard {
+        stored,
+        trained,
+        next,
+        ..
+    } = &lab.units
+    {
+        manifest.units = stored.clone();
+        manifest.units.sort_unstable();
+        manifest.trained = *trained;
+        manifest.units_total = *next;
+    }
+    manifest.status = status;
+    manifest.wall_seconds = seconds;
+    manifest.error = result
+        .as_ref()
+        .err()
+        .map(|e| format!("{e:#}").replace('\n', " "));
+    manifest.write(&folder)?;
+    if let Err(source) = result {
+        return Err(LabError::Incomplete {
+            dir: folder,
+            status,
+            source: Box::new(source),
+        });
+    }
+    let reused = manifest.units.len() - manifest.trained;
+    Ok(RunOutcome {
+        experiment: E::NAME,
+        title: E::TITLE,
+        claim: E::CLAIM,
+        backend: kind.name(),
+        dir: folder,
+        plots: Vec::new(),
+        verdicts: Vec::new(),
+        findings: vec![format!(
+            "shard {} of {} (0-based): {} of the sweep's {} training runs are stored here ({} \
+             trained now{}); the verdicts come from the merge: `reproduce --merge {}` once \
+             every shard is done",
+            shard.index,
+            shard.count,
+            manifest.units.len(),
+            manifest.units_total,
+            manifest.trained,
+            if reused > 0 {
+                format!(", {reused} read back from an earlier attempt")
+            } else {
+                String::new()
+            },
+            sweep_dir.display()
+        )],
+        seconds,
+    })
+}
+
+/// Merges the checked sweep `sweep` (see [`crate::run::shard::open_sweep`]) into one run folder,
+/// the sweep folder itself: `E` runs once more with every training run read back from the
+/// shards, so the metrics, plots, models and verdicts are those of one unsharded run. Only
+/// `options.backend` applies (the device the analysis runs on). Nothing is written unless the
+/// whole merge succeeds.
+pub fn merge<E: Experiment>(
+    sweep: &Sweep,
+    options: &RunOptions,
+    progress: &ProgressBar,
+) -> Result<RunOutcome, LabError> {
+    let refuse = |reason: String| {
+        LabError::Shard(ShardError::Sweep {
+            dir: sweep.dir.clone(),
+            reason,
+        })
+    };
+    if sweep.experiment != E::NAME {
+        return Err(refuse(format!(
+            "its shards are of {}, not {}",
+            sweep.experiment,
+            E::NAME
+        )));
+    }
+    if options.seed.is_some() || options.shard.is_some() || options.sweep_id.is_some() {
+        return Err(refuse(
+            "--seed, --shard and --sweep-id do not apply to a merge: the shards fixed them".into(),
+        ));
+    }
+    let overrides: Vec<String> = options
+        .backend
+        .iter()
+        .map(|b| format!("run.backend={b:?}"))
+        .collect();
+    let loaded = load::<E::Config>(&sweep.config, &overrides)?;
+    let plan = plan::<E>(&loaded)?;
+    let kind = plan.backend;
+    let mut lab = Lab::new(kind.device()?, kind.autodiff_device()?, progress.clone());
+    lab.units = Units::Merge {
+        units: sweep.units.clone(),
+        next: 0,
+    };
+    let (lab, result, seconds) = run_guarded::<E>(&loaded.config, kind, lab);
+    result?;
+    if lab.units.asked() != sweep.units.len() {
+        return Err(refuse(format!(
+            "the shards hold {} training runs, but the experiment asked for {}: the shards were \
+             run with another version of attention-lab",
+            sweep.units.len(),
+            lab.units.asked()
+        )));
+    }
+    let dir = RunDir {
+        path: sweep.dir.clone(),
+        id: sweep.sweep_id.clone(),
+    };
+    dir.write("config.toml", loaded.resolved.as_bytes())?;
+    let summary = serde_json::json!({
+        "experiment": E::NAME,
+        "title": E::TITLE,
+        "run_id": dir.id,
+        "status": RunStatus::Running,
+        "pid": std::process::id(),
+        "started": utc_stamp(std::time::SystemTime::now()),
+        "backend": kind.name(),
+        "config": sweep.config.display().to_string(),
+        "estimated_peak_bytes": plan.footprint.bytes,
+        "sweep": {
+            "shards": sweep.shards,
+            "training_runs": sweep.units.len(),
+            "shard_backend": sweep.backend,
+            "shard_wall_seconds": sweep.wall_seconds,
+        },
+    });
+    let shard_seconds: Vec<String> = sweep
+        .wall_seconds
+        .iter()
+        .map(|s| format!("{s:.1}"))
+        .collect();
+    let lines = vec![format!(
+        "merged from {} shards of sweep `{}` ({} training runs, trained on `{}`; shard wall \
+         times {} s)",
+        sweep.shards,
+        sweep.sweep_id,
+        sweep.units.len(),
+        sweep.backend,
+        shard_seconds.join(", ")
+    )];
+    write_run::<E>(
+        &dir,
+        &loaded.config,
+        kind,
+        lab,
+        Ok(()),
+        seconds,
+        summary,
+        lines,
+    )
 }
 
 /// The verdicts, findings, wall time and folder of a run, on stdout.

@@ -2,12 +2,14 @@
 //! seed mean the same weights on every backend ([`rng`]), the binaries' error ending and name
 //! matching ([`cli`]), the counting allocator behind host-memory measurements ([`memory`]), and
 //! what keeps a run whole at the edges: Ctrl-C as a request ([`interrupt`]), a panic as an error
-//! ([`guard`]), and the machine's memory and the caps on absurd values ([`limits`]).
+//! ([`guard`]), and the machine's memory and the caps on absurd values ([`limits`]); floats that
+//! survive a JSON file bit for bit ([`exact`]).
 //!
 //! May use: nothing else in the crate.
 
 pub mod cli;
 pub mod device;
+pub mod exact;
 pub mod guard;
 pub mod interrupt;
 pub mod limits;

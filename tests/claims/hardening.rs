@@ -133,6 +133,7 @@ fn a_panic_is_a_failed_run_that_keeps_its_measurements_and_reproduce_goes_on() {
             ..RunOptions::default()
         },
         list: false,
+        merge: Vec::new(),
     };
     let all = [entry::<Crashes>(), entry::<Temperature>()];
     let err = reproduce(&args, &all).unwrap_err();

@@ -19,5 +19,6 @@ mod properties;
 mod qk_norm;
 #[cfg(feature = "remote-server")]
 mod remote;
+mod shard;
 mod trace_cli;
 mod training;
