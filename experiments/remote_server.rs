@@ -5,20 +5,25 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use attention_lab::util::cli::finish;
-use attention_lab::util::device::{self, BackendKind};
+use attention_lab::util::device::{self, BackendKind, REMOTE_TOKEN_VAR};
 use clap::Parser;
 
-/// Serve a local backend over WebSocket; clients set BURN_REMOTE_ADDRESS=ws://HOST:PORT and pass
-/// --backend remote. Build with --features remote-server.
+/// Serve a local backend over WebSocket; clients set BURN_REMOTE_ADDRESS=ws://HOST:PORT and the
+/// same ATTENTION_LAB_REMOTE_TOKEN, and pass --backend remote. Build with --features
+/// remote-server. WebSocket is unencrypted: use it on a trusted network or through an SSH tunnel.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// The local backend to host: flex, ndarray, wgpu, wgpu-cpu, cuda.
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
-    /// Address to listen on.
+    /// Address to listen on. Any address but a loopback one needs a token.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: String,
+    /// The token clients must present [default: $ATTENTION_LAB_REMOTE_TOKEN]. Prefer the
+    /// variable: a flag is visible to every user of the machine in `ps`.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -26,12 +31,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.or_else(device::remote_token);
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    device::check_exposure(address, token.as_deref()).map_err(anyhow::Error::msg)?;
     println!(
-        "serving {} on ws://{} (Ctrl-C stops)",
+        "serving {} on ws://{address} ({}; Ctrl-C stops)",
         args.backend,
-        listener.local_addr()?
+        if token.is_some() {
+            format!("clients must present the token, which they read from {REMOTE_TOKEN_VAR}")
+        } else {
+            "no token: only this machine can connect".to_string()
+        }
     );
-    device::serve(args.backend, listener).map_err(anyhow::Error::msg)
+    device::serve(args.backend, listener, token.as_deref()).map_err(anyhow::Error::msg)
 }

@@ -117,30 +117,94 @@ pub fn remote_address() -> String {
     std::env::var("BURN_REMOTE_ADDRESS").unwrap_or_else(|_| "ws://127.0.0.1:3000".to_string())
 }
 
-#[cfg(feature = "remote")]
-fn remote_device() -> Result<Device, BackendError> {
-    remote_device_at(&remote_address())
+/// The variable that holds the remote server's token, for `remote_server` and its clients alike.
+/// An environment variable rather than a flag on the client, so that it stays out of `ps` and of
+/// the shell history.
+pub const REMOTE_TOKEN_VAR: &str = "ATTENTION_LAB_REMOTE_TOKEN";
+
+/// The token in [`REMOTE_TOKEN_VAR`], if one is set and not empty.
+pub fn remote_token() -> Option<String> {
+    std::env::var(REMOTE_TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
-/// Device 0 of the Burn server at `address`, e.g. `ws://127.0.0.1:3000`.
+#[cfg(feature = "remote")]
+fn remote_device() -> Result<Device, BackendError> {
+    remote_device_with(&remote_address(), remote_token().as_deref())
+}
+
+/// Device 0 of the Burn server at `address`, e.g. `ws://127.0.0.1:3000`, presenting the token in
+/// [`REMOTE_TOKEN_VAR`] if one is set.
 #[cfg(feature = "remote")]
 pub fn remote_device_at(address: &str) -> Result<Device, BackendError> {
-    use burn::tensor::remote::RemoteHost;
-    Device::remote_options(&RemoteHost::websocket(address))
-        .init()
-        .map_err(|e| BackendError::Unavailable {
+    remote_device_with(address, remote_token().as_deref())
+}
+
+/// Device 0 of the Burn server at `address`, presenting `token` (the server's
+/// `TokenAuthorizer` checks it when the session opens).
+#[cfg(feature = "remote")]
+pub fn remote_device_with(address: &str, token: Option<&str>) -> Result<Device, BackendError> {
+    use burn::tensor::remote::{ConnectError, RemoteHost};
+    let mut host = RemoteHost::websocket(address);
+    if let Some(token) = token {
+        host = host.with_credential(token);
+    }
+    Device::remote_options(&host).init().map_err(|e| match e {
+        ConnectError::Unauthorized => BackendError::Unavailable {
+            asked: "remote",
+            missing: format!(
+                "the Burn server at {address} refused this client: {}",
+                if token.is_some() {
+                    "the token in ATTENTION_LAB_REMOTE_TOKEN is not the server's"
+                } else {
+                    "it requires a token, and ATTENTION_LAB_REMOTE_TOKEN is not set"
+                }
+            ),
+            remedy: "Set ATTENTION_LAB_REMOTE_TOKEN to the token the server was started with.",
+        },
+        e => BackendError::Unavailable {
             asked: "remote",
             missing: format!("no Burn server answered at {address} ({e})"),
             remedy: "Start one there, set BURN_REMOTE_ADDRESS to where one runs, or use --backend flex.",
-        })
+        },
+    })
+}
+
+/// Whether a server may listen on `address` with or without a token: without one, every client
+/// that reaches it gets a session, so only a loopback address (this machine alone) is allowed.
+pub fn check_exposure(address: std::net::SocketAddr, token: Option<&str>) -> Result<(), String> {
+    match token {
+        Some("") => Err("the token is empty".into()),
+        None if !address.ip().is_loopback() => Err(format!(
+            "refusing to serve on {address} without a token: any machine that reaches it could \
+             run work on this one; set {REMOTE_TOKEN_VAR} (or pass --token), or listen on \
+             127.0.0.1 and reach it through an SSH tunnel"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Serves `kind`'s device to remote clients over WebSocket on `listener`; blocks while serving.
+/// With a `token`, only clients presenting it get a session (Burn's `TokenAuthorizer`, checked on
+/// every session a client opens); without one, every client does, which [`check_exposure`]
+/// allows only on a loopback address.
 #[cfg(feature = "remote-server")]
-pub fn serve(kind: BackendKind, listener: std::net::TcpListener) -> Result<(), String> {
-    use burn::tensor::server::{RemoteServer, WebSocketTransport};
-    let device = kind.device().map_err(|e| e.to_string())?;
-    RemoteServer::new([device])
+pub fn serve(
+    kind: BackendKind,
+    listener: std::net::TcpListener,
+    token: Option<&str>,
+) -> Result<(), String> {
+    use burn::tensor::server::{RemoteServer, TokenAuthorizer, WebSocketTransport};
+    check_exposure(listener.local_addr().map_err(|e| e.to_string())?, token)?;
+    let server = RemoteServer::new([kind.device().map_err(|e| e.to_string())?]);
+    let server = match token {
+        Some(token) => {
+            server.with_authorizer(TokenAuthorizer::new(token).map_err(|e| e.to_string())?)
+        }
+        None => server,
+    };
+    server
         .serve(WebSocketTransport::from_listener(listener))
         .map_err(|e| format!("the remote server stopped: {e}"))
 }
@@ -257,6 +321,18 @@ mod tests {
     fn cuda_without_the_feature_is_a_clear_error() {
         let err = BackendKind::Cuda.device().unwrap_err();
         assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn only_loopback_may_go_without_a_token() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(check_exposure(at("127.0.0.1:3000"), None).is_ok());
+        assert!(check_exposure(at("[::1]:3000"), None).is_ok());
+        let open = check_exposure(at("0.0.0.0:3000"), None).unwrap_err();
+        assert!(open.contains("without a token"), "{open}");
+        assert!(check_exposure(at("10.1.2.3:3000"), None).is_err());
+        assert!(check_exposure(at("0.0.0.0:3000"), Some("s3cret")).is_ok());
+        assert!(check_exposure(at("127.0.0.1:3000"), Some("")).is_err());
     }
 
     #[cfg(not(feature = "remote"))]
