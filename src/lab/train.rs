@@ -285,7 +285,9 @@ pub fn accuracy(logits: Tensor<2>, targets: Tensor<1, Int>) -> f64 {
 /// Trains a fresh model built from `model` on `task` with Adam, on the autodiff `device`.
 ///
 /// `seed` fixes both the initial weights and the batches, so two runs with the same seed on
-/// the same CPU backend are identical. `on_step` is called after every step with its index.
+/// the same CPU backend are identical. `on_step` is called after every step with its index, once
+/// per index and in order; steps trained ahead of a bad step that is found later (see the loop's
+/// comment) are reported too, then undone.
 pub fn train(
     model: &ModelConfig,
     task: &Task,
@@ -347,8 +349,44 @@ pub fn train_on(
     let mut records = Vec::new();
     let mut divergence = None;
     let every = config.log_every.max(1);
-    for step in 0..config.steps {
+    let recorded = |step: usize| step % every == 0 || step + 1 == config.steps;
+    // Between recorded steps nothing is read back from the device, so that a GPU never waits
+    // for the host: each such step only adds (loss + Σ‖∇‖²)·0 to a flag on the device, which
+    // turns NaN once any of them is not finite. The flag is read at the next recorded step;
+    // if it is NaN, training rewinds to where the unread steps began and replays them with a
+    // check on every step, so the first bad step, its record and the model before it are
+    // exactly those of a loop that checks every step.
+    let mut unread: Option<Unread> = None;
+    // Replaying rewound steps (checked one by one) up to, not including, this step.
+    let mut replay_until = 0;
+    // Steps already reported through `on_step` (a replayed step is not reported twice).
+    let mut reported = 0;
+    let mut step = 0;
+    while step < config.steps {
         interrupt::check()?;
+        let checked = recorded(step) || step < replay_until;
+        if checked && let Some(window) = unread.take() {
+            if window
+                .flag
+                .is_some_and(|flag| flag.into_scalar::<f32>().is_nan())
+            {
+                replay_until = step;
+                step = window.step;
+                net = window.net;
+                optim = window.optim;
+                data = window.data;
+                continue;
+            }
+        }
+        if !checked && unread.is_none() {
+            unread = Some(Unread {
+                step,
+                net: net.clone(),
+                optim: optim.clone(),
+                data: data.clone(),
+                flag: None,
+            });
+        }
         // One task draws nothing extra, so its batches are those `train` always drew.
         let task = match tasks.len() {
             1 => task,
@@ -358,39 +396,56 @@ pub fn train_on(
         let targets = batch.targets(device);
         let out = net.forward(batch.tokens(device), batch.n_out);
         let loss = cross_entropy(out.logits.clone(), targets.clone());
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
         let grads = loss.backward();
-        let probes = grad_probes(&net, &grads);
-
-        let recorded = step % every == 0 || step + 1 == config.steps;
-        let bad = first_non_finite(loss_value, &probes);
-        if recorded || bad.is_some() {
-            records.push(StepRecord {
-                step,
-                loss: loss_value,
-                accuracy: accuracy(out.logits.clone().inner(), targets.inner()),
-                grads: probes,
-                heads: head_probes(&out.attention),
-                logit_std: out
-                    .attention
-                    .iter()
-                    .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
-                    .collect(),
-                max_logit: max_logits(&out.attention),
-                output_abs: output_abs(&out.attention, out.logits),
+        if let Some(window) = unread.as_mut().filter(|_| !checked) {
+            let mut flag = loss.inner(); // [1]
+            if let Some((_, squares)) = grad_squares(&net, &grads) {
+                flag = flag + squares.sum(); // [1]
+            }
+            let flag = flag.mul_scalar(0.0);
+            window.flag = Some(match window.flag.take() {
+                Some(before) => before + flag,
+                None => flag,
             });
+        } else {
+            let loss_value = loss.into_scalar::<f32>() as f64;
+            let probes = grad_probes(&net, &grads);
+            let bad = first_non_finite(loss_value, &probes);
+            if recorded(step) || bad.is_some() {
+                records.push(StepRecord {
+                    step,
+                    loss: loss_value,
+                    accuracy: accuracy(out.logits.clone().inner(), targets.inner()),
+                    grads: probes,
+                    heads: head_probes(&out.attention),
+                    logit_std: out
+                        .attention
+                        .iter()
+                        .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
+                        .collect(),
+                    max_logit: max_logits(&out.attention),
+                    output_abs: output_abs(&out.attention, out.logits),
+                });
+            }
+            if let Some((quantity, value)) = bad {
+                if step >= reported {
+                    on_step(step);
+                }
+                divergence = Some(Divergence {
+                    step,
+                    quantity,
+                    value,
+                });
+                break;
+            }
         }
-        on_step(step);
-        if let Some((quantity, value)) = bad {
-            divergence = Some(Divergence {
-                step,
-                quantity,
-                value,
-            });
-            break;
+        if step >= reported {
+            on_step(step);
+            reported = step + 1;
         }
         let grads = GradientsParams::from_grads(grads, &net);
         net = optim.step(rates.clone(), net, grads);
+        step += 1;
     }
     Ok(TrainRun {
         records,
@@ -411,8 +466,44 @@ fn first_non_finite(loss: f64, grads: &[GradProbe]) -> Option<(String, f64)> {
     })
 }
 
+/// Steps trained without reading anything back, and what to rewind to should one of them have
+/// gone bad (see [`train_on`]).
+struct Unread {
+    /// The first of them.
+    step: usize,
+    /// The model, optimiser and data stream as they were before it.
+    net: TinyTransformer,
+    optim: burn::optim::ModuleOptimizer,
+    data: HostRng,
+    /// 0 while every loss and gradient norm since was finite, NaN after; on the device, and
+    /// `None` before the first of the steps is done.
+    flag: Option<Tensor<1>>,
+}
+
 /// Gradient norms of every probed parameter, gathered in one transfer from the device.
 fn grad_probes(net: &TinyTransformer, grads: &burn::tensor::Gradients) -> Vec<GradProbe> {
+    let Some((labels, squares)) = grad_squares(net, grads) else {
+        return Vec::new();
+    };
+    let norms = to_host(squares.sqrt()); // [probes]
+    labels
+        .into_iter()
+        .zip(norms)
+        .map(|((layer, name), norm)| GradProbe {
+            layer,
+            name,
+            norm: norm as f64,
+        })
+        .collect()
+}
+
+/// Labels of the probed gradients, each (layer, name), and their squared norms on the device:
+/// `[probes]`; `None` when nothing is probed.
+#[allow(clippy::type_complexity)] // a pair read once by each of two callers
+fn grad_squares(
+    net: &TinyTransformer,
+    grads: &burn::tensor::Gradients,
+) -> Option<(Vec<(Option<usize>, &'static str)>, Tensor<1>)> {
     let mut labels = Vec::new();
     let mut squares = Vec::new();
     let mut probe = |layer, name, params: Vec<Option<Tensor<1>>>| {
@@ -456,18 +547,9 @@ fn grad_probes(net: &TinyTransformer, grads: &burn::tensor::Gradients) -> Vec<Gr
         vec![sq2(net.embedding.weight.grad(grads))],
     );
     if squares.is_empty() {
-        return Vec::new();
+        return None;
     }
-    let norms = to_host(Tensor::cat(squares, 0).sqrt()); // [probes]
-    labels
-        .into_iter()
-        .zip(norms)
-        .map(|((layer, name), norm)| GradProbe {
-            layer,
-            name,
-            norm: norm as f64,
-        })
-        .collect()
+    Some((labels, Tensor::cat(squares, 0))) // [probes]
 }
 
 /// Each layer's largest unmasked scaled logit, gathered in one transfer.

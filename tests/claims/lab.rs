@@ -226,3 +226,97 @@ device_test!(a_saved_model_reloads_with_the_same_logits, |device| {
         .to_string();
     assert!(err.contains("m.bpk does not fit"), "{err}");
 });
+
+// Between recorded steps the loop reads nothing back from the device (so that a GPU never waits
+// on the host); its NaN guard must still find the exact first bad step, keep the same records
+// and return the same model as a loop that checks every step.
+device_test!(sparse_records_change_nothing_but_what_is_read, |device| {
+    let plain = device.clone();
+    let device = device.autodiff();
+    let task = recall();
+    let batch = task.held_out_batch(8, &mut attention_lab::util::rng::HostRng::new(9));
+    let logits = |run: &attention_lab::lab::train::TrainRun| -> Vec<u32> {
+        values(
+            run.model
+                .valid()
+                .forward(batch.tokens(&plain), task.n_out())
+                .logits,
+        )
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+    };
+    for lr in [3e-3, 1e9] {
+        let every_step = train(
+            &ModelConfig::new(16, 2),
+            &task,
+            &short(lr),
+            0,
+            &device,
+            &mut |_| {},
+        )
+        .unwrap();
+        for log_every in [4, 1000] {
+            let config = TrainConfig {
+                log_every,
+                ..short(lr)
+            };
+            let mut reported = Vec::new();
+            let sparse = train(
+                &ModelConfig::new(16, 2),
+                &task,
+                &config,
+                0,
+                &device,
+                &mut |s| reported.push(s),
+            )
+            .unwrap();
+            let bad = every_step.divergence.as_ref().map(|d| d.step);
+            assert_eq!(
+                sparse.divergence.as_ref().map(|d| (d.step, &d.quantity)),
+                every_step
+                    .divergence
+                    .as_ref()
+                    .map(|d| (d.step, &d.quantity)),
+                "lr {lr}, log_every {log_every}"
+            );
+            let expected: Vec<_> = every_step
+                .records
+                .iter()
+                .filter(|r| r.step % log_every == 0 || r.step + 1 == 25 || Some(r.step) == bad)
+                .cloned()
+                .collect();
+            // Compared as their exact text, in which NaN equals NaN.
+            let text =
+                |r: &[attention_lab::lab::train::StepRecord]| serde_json::to_string(r).unwrap();
+            assert_eq!(
+                text(&sparse.records),
+                text(&expected),
+                "lr {lr}, log_every {log_every}"
+            );
+            assert_eq!(
+                logits(&sparse),
+                logits(&every_step),
+                "lr {lr}, log_every {log_every}"
+            );
+            // Every step reported once, in order, at least up to the last one trained (steps
+            // trained ahead of a bad one that is found later are reported, then undone).
+            let last = bad.unwrap_or(24);
+            assert_eq!(reported, (0..reported.len()).collect::<Vec<_>>(), "lr {lr}");
+            assert!(
+                reported.len() > last && reported.len() <= 25,
+                "{reported:?}"
+            );
+        }
+        if lr == 1e9 {
+            assert!(
+                every_step
+                    .divergence
+                    .as_ref()
+                    .is_some_and(|d| d.step % 4 != 0),
+                "the test needs a divergence between recorded steps: {:?}",
+                every_step.divergence
+            );
+        }
+    }
+});
