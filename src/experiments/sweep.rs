@@ -327,7 +327,7 @@ pub fn run_seeds(
         let run = match lab.units.begin(&key, &device)? {
             (_, Unit::Stored(run)) => {
                 lab.advance(config.steps as u64);
-                run
+                *run
             }
             (_, Unit::Elsewhere) => {
                 lab.advance(config.steps as u64);
@@ -379,7 +379,7 @@ fn stand_in(
     if let Some(first) = run.records.first().cloned() {
         let every = config.log_every.max(1);
         run.records = (0..config.steps)
-            .filter(|s| s % every == 0 || s + 1 == config.steps)
+            .filter(|s| s.is_multiple_of(every) || s + 1 == config.steps)
             .map(|step| StepRecord {
                 step,
                 ..first.clone()

@@ -349,7 +349,7 @@ pub fn train_on(
     let mut records = Vec::new();
     let mut divergence = None;
     let every = config.log_every.max(1);
-    let recorded = |step: usize| step % every == 0 || step + 1 == config.steps;
+    let recorded = |step: usize| step.is_multiple_of(every) || step + 1 == config.steps;
     // Between recorded steps nothing is read back from the device, so that a GPU never waits
     // for the host: each such step only adds (loss + Σ‖∇‖²)·0 to a flag on the device, which
     // turns NaN once any of them is not finite. The flag is read at the next recorded step;
@@ -365,18 +365,18 @@ pub fn train_on(
     while step < config.steps {
         interrupt::check()?;
         let checked = recorded(step) || step < replay_until;
-        if checked && let Some(window) = unread.take() {
-            if window
+        if checked
+            && let Some(window) = unread.take()
+            && window
                 .flag
                 .is_some_and(|flag| flag.into_scalar::<f32>().is_nan())
-            {
-                replay_until = step;
-                step = window.step;
-                net = window.net;
-                optim = window.optim;
-                data = window.data;
-                continue;
-            }
+        {
+            replay_until = step;
+            step = window.step;
+            net = window.net;
+            optim = window.optim;
+            data = window.data;
+            continue;
         }
         if !checked && unread.is_none() {
             unread = Some(Unread {

@@ -213,6 +213,14 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
 /// Merges every sweep in `args.merge` (each checked first, so that a missing or doubled shard
 /// stops the job before anything is written), then writes the index over the merged runs.
 fn merge(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceError> {
+    if args.run.seed.is_some() || args.run.shard.is_some() || args.run.sweep_id.is_some() {
+        return Err(ShardError::Sweep {
+            dir: args.merge[0].clone(),
+            reason: "--seed, --shard and --sweep-id do not apply to a merge: the shards fixed them"
+                .into(),
+        }
+        .into());
+    }
     let mut planned: Vec<(Entry, Sweep)> = Vec::with_capacity(args.merge.len());
     for dir in &args.merge {
         let sweep = open_sweep(dir)?;
@@ -265,6 +273,10 @@ fn merge(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceErr
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    if runs.iter().all(|r| !matches!(r, Ran::Done(_))) {
+        // Nothing was merged, so nothing is written, not even an index of the failures.
+        return ended(runs, seconds, PathBuf::new(), PathBuf::new());
+    }
     // The index goes beside the experiments' folders: <root>/<experiment>/<sweep-id>.
     let root = planned[0]
         .1

@@ -573,7 +573,8 @@ fn run_shard<E: Experiment>(
         if before != loaded.resolved {
             return Err(refuse(
                 &folder,
-                "this shard was started with another config; give a new --sweep-id, or delete                  the folder to start the shard over",
+                "this shard was started with another config; give a new --sweep-id, or delete the \
+                 folder to start the shard over",
             ));
         }
     }
@@ -695,6 +696,7 @@ pub fn merge<E: Experiment>(
     let loaded = load::<E::Config>(&sweep.config, &overrides)?;
     let plan = plan::<E>(&loaded)?;
     let kind = plan.backend;
+    check_memory(plan.footprint.bytes, &plan.footprint.what, options.force)?;
     let mut lab = Lab::new(kind.device()?, kind.autodiff_device()?, progress.clone());
     lab.units = Units::Merge {
         units: sweep.units.clone(),

@@ -281,7 +281,7 @@ pub enum Unit {
     /// Train it here.
     Train,
     /// Read back from a shard.
-    Stored(TrainRun),
+    Stored(Box<TrainRun>),
     /// Another shard trains it: stand in for it.
     Elsewhere,
 }
@@ -343,7 +343,7 @@ impl Units {
                 }
                 let run = read_unit(&stem, unit, key, device)?;
                 stored.push(unit);
-                Ok((unit, Unit::Stored(run)))
+                Ok((unit, Unit::Stored(Box::new(run))))
             }
             Self::Merge { units, next } => {
                 let unit = *next;
@@ -355,7 +355,10 @@ impl Units {
                          the shards were run with another config or version"
                     ),
                 })?;
-                Ok((unit, Unit::Stored(read_unit(stem, unit, key, device)?)))
+                Ok((
+                    unit,
+                    Unit::Stored(Box::new(read_unit(stem, unit, key, device)?)),
+                ))
             }
         }
     }

@@ -156,6 +156,41 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(stdout.contains("(0 trained now, 3 read back"), "{stdout}");
 
+    // A shard of the sweep run with another config is refused, and so are merge options that
+    // the shards fixed.
+    let other_config = run(
+        NAME,
+        &[
+            "--config",
+            CONFIG,
+            "--out",
+            sharded.to_str().unwrap(),
+            "--sweep-id",
+            "lr-sweep",
+            "--shard",
+            "1/3",
+            "--set",
+            "train.lr=0.003",
+        ],
+    );
+    assert_eq!(other_config.status.code(), Some(2));
+    assert!(
+        stderr(&other_config).contains("this shard was started with another config"),
+        "{}",
+        stderr(&other_config)
+    );
+    let seeded = run(
+        "reproduce",
+        &["--merge", sweep.to_str().unwrap(), "--seed", "5"],
+    );
+    assert_eq!(seeded.status.code(), Some(2));
+    assert!(
+        stderr(&seeded).contains("do not apply to a merge"),
+        "{}",
+        stderr(&seeded)
+    );
+    assert!(!sweep.join("summary.json").exists() && !sharded.join("index.html").exists());
+
     // Refusals, on copies of the sweep so that the real one stays whole.
     let broken = root.join("broken").join(NAME);
     let missing = broken.join("missing");
