@@ -402,17 +402,7 @@ pub fn run_loaded<E: Experiment>(
 
     let dir = RunDir::create(&options.out, E::NAME)?;
     dir.write("config.toml", loaded.resolved.as_bytes())?;
-    let summary = serde_json::json!({
-        "experiment": E::NAME,
-        "title": E::TITLE,
-        "run_id": dir.id,
-        "status": RunStatus::Running,
-        "pid": std::process::id(),
-        "started": utc_stamp(std::time::SystemTime::now()),
-        "backend": kind.name(),
-        "config": loaded.path.display().to_string(),
-        "estimated_peak_bytes": plan.footprint.bytes,
-    });
+    let summary = running_summary::<E>(&dir, kind, &loaded.path, &plan);
     write_summary(&dir, &summary)?;
     let (lab, result, seconds) = run_guarded::<E>(config, kind, lab);
     write_run::<E>(
@@ -425,6 +415,26 @@ pub fn run_loaded<E: Experiment>(
         summary,
         Vec::new(),
     )
+}
+
+/// `summary.json` as a run starts: what runs, where, and `running`, with this process's id.
+fn running_summary<E: Experiment>(
+    dir: &RunDir,
+    kind: BackendKind,
+    config: &Path,
+    plan: &Plan,
+) -> serde_json::Value {
+    serde_json::json!({
+        "experiment": E::NAME,
+        "title": E::TITLE,
+        "run_id": dir.id,
+        "status": RunStatus::Running,
+        "pid": std::process::id(),
+        "started": utc_stamp(std::time::SystemTime::now()),
+        "backend": kind.name(),
+        "config": config.display().to_string(),
+        "estimated_peak_bytes": plan.footprint.bytes,
+    })
 }
 
 /// Runs the experiment, a panic caught as an error, and times it.
@@ -717,22 +727,12 @@ pub fn merge<E: Experiment>(
         id: sweep.sweep_id.clone(),
     };
     dir.write("config.toml", loaded.resolved.as_bytes())?;
-    let summary = serde_json::json!({
-        "experiment": E::NAME,
-        "title": E::TITLE,
-        "run_id": dir.id,
-        "status": RunStatus::Running,
-        "pid": std::process::id(),
-        "started": utc_stamp(std::time::SystemTime::now()),
-        "backend": kind.name(),
-        "config": sweep.config.display().to_string(),
-        "estimated_peak_bytes": plan.footprint.bytes,
-        "sweep": {
-            "shards": sweep.shards,
-            "training_runs": sweep.units.len(),
-            "shard_backend": sweep.backend,
-            "shard_wall_seconds": sweep.wall_seconds,
-        },
+    let mut summary = running_summary::<E>(&dir, kind, &sweep.config, &plan);
+    summary["sweep"] = serde_json::json!({
+        "shards": sweep.shards,
+        "training_runs": sweep.units.len(),
+        "shard_backend": sweep.backend,
+        "shard_wall_seconds": sweep.wall_seconds,
     });
     let shard_seconds: Vec<String> = sweep
         .wall_seconds

@@ -55,6 +55,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `NAME` as shard `shard` of the sweep `lr-sweep` under `out`, with `extra` flags.
+fn shard_command(out: &Path, shard: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary(NAME));
+    command
+        .args(["--config", CONFIG, "--out", out.to_str().unwrap()])
+        .args(["--sweep-id", "lr-sweep", "--shard", shard])
+        .args(extra);
+    command
+}
+
 /// `reproduce --merge dir` must fail with exit 2 saying `needle`, and write nothing in `dir`.
 fn merge_refused(dir: &Path, needle: &str) {
     let before = files(dir);
@@ -86,19 +96,17 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
 
     let sharded = root.join("sharded");
     let spawn = |shard: usize| {
-        let mut command = Command::new(binary(NAME));
-        command.args(["--config", CONFIG, "--out", sharded.to_str().unwrap()]);
-        command.args(["--sweep-id", "lr-sweep"]);
-        if shard == 2 {
+        let mut command = if shard == 2 {
             // As Slurm numbers `sbatch --array=1-3`: the third task has id 3.
+            let mut command = shard_command(&sharded, "auto", &[]);
             command
-                .args(["--shard", "auto"])
                 .env("SLURM_ARRAY_TASK_ID", "3")
                 .env("SLURM_ARRAY_TASK_MIN", "1")
                 .env("SLURM_ARRAY_TASK_COUNT", "3");
+            command
         } else {
-            command.args(["--shard", &format!("{shard}/3")]);
-        }
+            shard_command(&sharded, &format!("{shard}/3"), &[])
+        };
         command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -139,40 +147,16 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
     );
 
     // A shard run again (a re-queued job) reads its units back instead of training them.
-    let again = run(
-        NAME,
-        &[
-            "--config",
-            CONFIG,
-            "--out",
-            sharded.to_str().unwrap(),
-            "--sweep-id",
-            "lr-sweep",
-            "--shard",
-            "1/3",
-        ],
-    );
+    let again = shard_command(&sharded, "1/3", &[]).output().unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(stdout.contains("(0 trained now, 3 read back"), "{stdout}");
 
     // A shard of the sweep run with another config is refused, and so are merge options that
     // the shards fixed.
-    let other_config = run(
-        NAME,
-        &[
-            "--config",
-            CONFIG,
-            "--out",
-            sharded.to_str().unwrap(),
-            "--sweep-id",
-            "lr-sweep",
-            "--shard",
-            "1/3",
-            "--set",
-            "train.lr=0.003",
-        ],
-    );
+    let other_config = shard_command(&sharded, "1/3", &["--set", "train.lr=0.003"])
+        .output()
+        .unwrap();
     assert_eq!(other_config.status.code(), Some(2));
     assert!(
         stderr(&other_config).contains("this shard was started with another config"),
@@ -282,19 +266,7 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
 
     // A merged sweep is neither merged again nor added to.
     merge_refused(&sweep, "already merged");
-    let late = run(
-        NAME,
-        &[
-            "--config",
-            CONFIG,
-            "--out",
-            sharded.to_str().unwrap(),
-            "--sweep-id",
-            "lr-sweep",
-            "--shard",
-            "0/3",
-        ],
-    );
+    let late = shard_command(&sharded, "0/3", &[]).output().unwrap();
     assert_eq!(late.status.code(), Some(2));
     assert!(
         stderr(&late).contains("already merged"),
