@@ -697,6 +697,15 @@ mod tests {
             ("SLURM_ARRAY_TASK_COUNT", "4"),
         ];
         assert!(Shard::from_env(env(&beyond)).is_err());
+        let garbled = [
+            ("SLURM_ARRAY_TASK_ID", "two"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        let garbled = Shard::from_env(env(&garbled)).unwrap_err().to_string();
+        assert!(
+            garbled.contains("\"two\" is not a whole number"),
+            "{garbled}"
+        );
     }
 
     #[test]

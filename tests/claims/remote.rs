@@ -219,6 +219,16 @@ fn a_server_without_a_token_listens_only_on_loopback() {
         "{message}"
     );
     assert!(message.contains(REMOTE_TOKEN_VAR), "{message}");
+    let empty = Command::new(env!("CARGO_BIN_EXE_remote_server"))
+        .args(["--listen", "127.0.0.1:0", "--token", ""])
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        stderr(&empty).contains("the token is empty"),
+        "{}",
+        stderr(&empty)
+    );
 }
 
 #[test]

@@ -202,6 +202,21 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("lr = 0.002", "lr = 0.003")).unwrap();
     merge_refused(&other, "shard-2-of-3/config.toml differs");
+    let garbled = broken.join("garbled");
+    copy_dir(&sweep, &garbled);
+    std::fs::write(garbled.join("shard-1-of-3/shard.json"), "{ not json").unwrap();
+    merge_refused(&garbled, "not a shard manifest");
+    let twice = run(
+        "reproduce",
+        &[
+            "--merge",
+            sweep.to_str().unwrap(),
+            "--merge",
+            sweep.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(stderr(&twice).contains("given twice"), "{}", stderr(&twice));
     let lost = broken.join("lost-unit");
     copy_dir(&sweep, &lost);
     std::fs::remove_file(lost.join("shard-1-of-3/units/000004.run.json")).unwrap();
