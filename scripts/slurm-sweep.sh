@@ -29,7 +29,8 @@
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2
+  # The header comment above, without its '#'.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
 fi
 experiment=$1
