@@ -161,6 +161,13 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `output` must have ended with exit code 2, saying `needle` on stderr.
+pub fn exited_2_saying(output: &Output, needle: &str) {
+    let message = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains(needle), "expected {needle:?} in {message}");
+}
+
 /// `args` on `name` must fail with exit code 2, say `needle`, and create nothing under --out.
 pub fn refused(name: &str, args: &[&str], needle: &str) {
     let out = scratch(&format!("bad-{name}-{}", needle.len()));

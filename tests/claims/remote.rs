@@ -223,12 +223,7 @@ fn a_server_without_a_token_listens_only_on_loopback() {
         .args(["--listen", "127.0.0.1:0", "--token", ""])
         .output()
         .unwrap();
-    assert_eq!(empty.status.code(), Some(2));
-    assert!(
-        stderr(&empty).contains("the token is empty"),
-        "{}",
-        stderr(&empty)
-    );
+    exited_2_saying(&empty, "the token is empty");
 }
 
 #[test]

@@ -157,22 +157,12 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
     let other_config = shard_command(&sharded, "1/3", &["--set", "train.lr=0.003"])
         .output()
         .unwrap();
-    assert_eq!(other_config.status.code(), Some(2));
-    assert!(
-        stderr(&other_config).contains("this shard was started with another config"),
-        "{}",
-        stderr(&other_config)
-    );
+    exited_2_saying(&other_config, "this shard was started with another config");
     let seeded = run(
         "reproduce",
         &["--merge", sweep.to_str().unwrap(), "--seed", "5"],
     );
-    assert_eq!(seeded.status.code(), Some(2));
-    assert!(
-        stderr(&seeded).contains("do not apply to a merge"),
-        "{}",
-        stderr(&seeded)
-    );
+    exited_2_saying(&seeded, "do not apply to a merge");
     assert!(!sweep.join("summary.json").exists() && !sharded.join("index.html").exists());
 
     // Refusals, on copies of the sweep so that the real one stays whole.
@@ -215,8 +205,7 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
             sweep.to_str().unwrap(),
         ],
     );
-    assert_eq!(twice.status.code(), Some(2));
-    assert!(stderr(&twice).contains("given twice"), "{}", stderr(&twice));
+    exited_2_saying(&twice, "given twice");
     let lost = broken.join("lost-unit");
     copy_dir(&sweep, &lost);
     std::fs::remove_file(lost.join("shard-1-of-3/units/000004.run.json")).unwrap();
@@ -282,12 +271,7 @@ fn three_shard_processes_merge_into_what_one_run_writes() {
     // A merged sweep is neither merged again nor added to.
     merge_refused(&sweep, "already merged");
     let late = shard_command(&sharded, "0/3", &[]).output().unwrap();
-    assert_eq!(late.status.code(), Some(2));
-    assert!(
-        stderr(&late).contains("already merged"),
-        "{}",
-        stderr(&late)
-    );
+    exited_2_saying(&late, "already merged");
 }
 
 #[test]
@@ -325,12 +309,7 @@ fn bad_shard_options_are_refused_before_anything_runs() {
     }
     let nowhere = scratch("merge-nowhere").join("nothing-here");
     let result = run("reproduce", &["--merge", nowhere.to_str().unwrap()]);
-    assert_eq!(result.status.code(), Some(2));
-    assert!(
-        stderr(&result).contains("cannot read it"),
-        "{}",
-        stderr(&result)
-    );
+    exited_2_saying(&result, "cannot read it");
     let empty = scratch("merge-empty");
     merge_refused(&empty, "no shard folders");
     let result = run(
@@ -418,12 +397,7 @@ fn the_slurm_script_runs_an_array_then_its_merge() {
     assert!(results.join("index.html").is_file());
 
     let bad = script(&["temperature", "zero"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        stderr(&bad).contains("SHARDS must be a whole number"),
-        "{}",
-        stderr(&bad)
-    );
+    exited_2_saying(&bad, "SHARDS must be a whole number");
 }
 
 #[test]
