@@ -1,16 +1,19 @@
-//! `bench`: forward+backward time of our attention block vs burn-nn's MultiHeadAttention.
+//! `bench`: forward+backward time and memory of the block, fused and decomposed, against burn-nn's
+//! MultiHeadAttention and optionally PyTorch; and ms per training step of the tiny transformer.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use attention_lab::lab::bench::{self, BenchSetup};
+use attention_lab::block::attention::AttentionPath;
+use attention_lab::lab::bench::{self, BenchSetup, TrainRow};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
 use attention_lab::util::limits::check_memory;
 use clap::Parser;
 
-/// Time our block against burn-nn's MultiHeadAttention (b = 4, d_model = 64, one head) and print
-/// the ratio. Same device, same run, same weights.
+/// Time the block's fused and decomposed paths against burn-nn's MultiHeadAttention (b = 4,
+/// d_model = 64, one head, forward+backward) with peak memory per n, and print the ratios. Same
+/// device, same run, same weights.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -18,11 +21,32 @@ struct Args {
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Sequence lengths to time.
-    #[arg(long, value_delimiter = ',', default_value = "16,64,128,512,1024")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "16,64,128,512,1024,2048,4096"
+    )]
     sizes: Vec<usize>,
     /// Seconds spent timing each implementation at each length (at most an hour).
     #[arg(long, default_value_t = 1.5)]
     seconds: f64,
+    /// A PyTorch peer to pair with, run between our timings at each n as `sh -c "PEER n"`; it must
+    /// print `n eager_ms sdpa_ms`, e.g. `--peer "python3 ../shared/peers/torch_attention.py"`.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Runs of the peer per n (our timing is split into as many slices around them).
+    #[arg(long, default_value_t = 3)]
+    peer_runs: usize,
+    /// Also time Adam steps of the tiny transformer at the shapes of dk_vs_dmodel and scaling.
+    #[arg(long)]
+    train: bool,
+    /// Adam steps per training case (the first fifth is warm-up).
+    #[arg(long, default_value_t = 200)]
+    train_steps: usize,
+    /// The training peer, run as `sh -c "PEER d_model h"`; it must print `h ms_per_step`, e.g.
+    /// `--train-peer "python3 ../shared/peers/torch_train.py"`.
+    #[arg(long)]
+    train_peer: Option<String>,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -46,36 +70,97 @@ fn run(args: Args) -> anyhow::Result<()> {
         "--seconds must be a positive number of at most {MAX_SECONDS}, got {}",
         args.seconds
     );
+    anyhow::ensure!(args.peer_runs >= 1, "--peer-runs must be at least 1");
+    anyhow::ensure!(
+        args.train_steps >= 10,
+        "--train-steps must be at least 10 (the first fifth is warm-up), got {}",
+        args.train_steps
+    );
     let setup = BenchSetup {
         sizes: args.sizes,
         budget: Duration::try_from_secs_f64(args.seconds)?,
+        peer_runs: args.peer_runs,
         ..BenchSetup::default()
     };
     let needs = setup.footprint();
     check_memory(needs.bytes, &needs.what, args.force)?;
     let device = args.backend.device()?;
+    let host_memory = matches!(args.backend, BackendKind::Flex | BackendKind::Ndarray);
     println!(
-        "forward+backward, batch {}, d_model {}, {} head(s), backend {}:",
-        setup.batch, setup.d_model, setup.n_heads, args.backend
+        "forward+backward, batch {}, d_model {}, {} head(s), backend {}{}:",
+        setup.batch,
+        setup.d_model,
+        setup.n_heads,
+        args.backend,
+        args.peer
+            .as_ref()
+            .map_or(String::new(), |p| format!(", peer `{p}`"))
     );
-    let rows = bench::run(&setup, &device, |r| {
+    let mut peer = args.peer.as_deref().map(bench::command_peer);
+    let peer = peer
+        .as_mut()
+        .map(|p| p as &mut dyn FnMut(usize) -> Result<bench::PeerTimes, String>);
+    let rows = bench::run(&setup, &device, host_memory, peer, |r| {
+        let torch = r.peer.map_or(String::new(), |p| {
+            format!(
+                ", torch eager {:.3} ms, SDPA {:.3} ms",
+                p.eager_ms, p.sdpa_ms
+            )
+        });
         println!(
-            "  n = {:5}: ours {:9.3} ms, burn-nn {:9.3} ms, ratio {:.2}",
-            r.n,
-            r.ours_ms,
-            r.burn_ms,
-            r.ratio()
+            "  n = {:5}: fused {:9.3} ms, decomposed {:9.3} ms, burn-nn {:9.3} ms{torch}",
+            r.n, r.fused_ms, r.decomposed_ms, r.burn_ms
         );
-    });
+    })
+    .map_err(anyhow::Error::msg)?;
     println!("\n{}", bench::table(&rows));
-    let worst = rows.iter().map(|r| r.ratio()).fold(0.0, f64::max);
-    let verdict = if worst <= 1.05 {
-        "NOT SLOWER"
-    } else {
-        "SLOWER"
-    };
-    println!(
-        "{verdict}: worst ours/burn ratio {worst:.2} (≤ 1.05 counts as not slower, to allow timing noise)"
-    );
+    for line in bench::worst_lines(&rows) {
+        println!("{line}");
+    }
+    if !host_memory {
+        println!(
+            "peak memory is not measured on {}: its tensors live in device memory",
+            args.backend
+        );
+    }
+
+    if args.train {
+        let device = device.autodiff();
+        println!(
+            "\nms per Adam step of the tiny transformer, batch 32, backend {}:",
+            args.backend
+        );
+        let mut rows = Vec::new();
+        for case in bench::train_cases(args.train_steps) {
+            let fused = bench::time_training(&case, AttentionPath::Fused, &device)
+                .map_err(anyhow::Error::msg)?;
+            let decomposed = bench::time_training(&case, AttentionPath::Decomposed, &device)
+                .map_err(anyhow::Error::msg)?;
+            let peer_ms = match (&args.train_peer, &case.peer_args) {
+                (Some(peer), Some(peer_args)) => {
+                    Some(bench::train_peer(peer, peer_args).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
+            println!(
+                "  {}: fused {fused:.3} ms, decomposed {decomposed:.3} ms",
+                case.label
+            );
+            rows.push(TrainRow {
+                label: case.label,
+                fused_ms: fused,
+                decomposed_ms: decomposed,
+                peer_ms,
+            });
+        }
+        println!("\n{}", bench::train_table(&rows));
+        if let Some((ratio, label)) = rows
+            .iter()
+            .filter_map(|r| r.peer_ms.map(|p| (r.fused_ms / p, &r.label)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+        {
+            println!("worst fused / torch per step: {ratio:.2} at {label} (target ≤ 1)");
+        }
+    }
     Ok(())
 }

@@ -10,13 +10,19 @@
 //! normalises each head's q and k before the dot product (Dehghani et al. 2023; Wortsman et al.
 //! 2023), which bounds the logits whatever the weights grow to. The same code runs on every Burn
 //! [`Device`], with or without autodiff.
+//!
+//! Where the math is the textbook's (row softmax, no dropout, no ALiBi bias), steps 2–4 of the
+//! forward pass run as one fused op ([`fused`]) that never holds the [n_q, n_k] weights; the
+//! weights are recomputed when someone asks for them. [`AttentionPath::Decomposed`] turns it off.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
+use crate::block::fused;
 use crate::block::mask::attention_mask;
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
@@ -79,6 +85,40 @@ pub struct AttentionConfig {
     /// block on every backend. Default: 0.
     #[config(default = 0)]
     pub seed: u64,
+    /// How the scores become the context: the fused op where it applies, or always step by step.
+    /// Default: fused.
+    #[config(default = "AttentionPath::Fused")]
+    pub path: AttentionPath,
+}
+
+/// How the block computes softmax(scores)·V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionPath {
+    /// One fused op, with its own backward, wherever it computes the same thing as the steps:
+    /// a row softmax, no dropout and no ALiBi bias. Elsewhere the block takes the steps.
+    #[default]
+    Fused,
+    /// Scores, mask, softmax, dropout and the weighted sum as separate tensor ops, each kept for
+    /// the backward: [n_q, n_k] memory per head.
+    Decomposed,
+}
+
+impl AttentionPath {
+    pub const ALL: [AttentionPath; 2] = [AttentionPath::Fused, AttentionPath::Decomposed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionPath::Fused => "fused",
+            AttentionPath::Decomposed => "decomposed",
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why a configuration cannot build a block.
@@ -258,6 +298,7 @@ impl AttentionConfig {
             divisor: self.scale.divisor(d_k, d_model) * self.temperature,
             softmax_axis: self.softmax_axis,
             causal: self.causal,
+            path: self.path,
         })
     }
 }
@@ -316,6 +357,8 @@ pub struct Attention {
     #[module(skip)]
     pub softmax_axis: SoftmaxAxis,
     pub causal: bool,
+    #[module(skip)]
+    pub path: AttentionPath,
 }
 
 /// What one forward pass returns.
@@ -323,19 +366,53 @@ pub struct Attention {
 pub struct AttentionOutput {
     /// `[batch, n_q, d_model]` (or `[batch, n_q, n_heads·d_v]` without an output projection).
     pub context: Tensor<3>,
-    /// `[batch, heads, n_q, n_k]`, after the softmax (and dropout, when training).
-    pub weights: Tensor<4>,
+    /// `[batch, heads, n_q, n_k]`: the weights the decomposed path computed (after dropout, when
+    /// training); `None` after the fused op, which recomputes them on request.
+    weights: Option<Tensor<4>>,
     /// `[batch, heads, n_q, d_k]`, after any rotary encoding.
     pub q: Tensor<4>,
     /// `[batch, heads, n_k, d_k]`, after any rotary encoding.
     pub k: Tensor<4>,
-    mask: Option<Tensor<4, Bool>>,
+    causal: bool,
+    /// `[batch, n_k]`, true where a key is padding.
+    key_padding: Option<Tensor<2, Bool>>,
     /// ALiBi's `[1, heads, n_q, n_k]` biases, added after scaling.
     bias: Option<Tensor<4>>,
     divisor: f64,
 }
 
 impl AttentionOutput {
+    /// `[batch, heads, n_q, n_k]`: the attention weights, after the softmax (and after dropout
+    /// when training on the decomposed path). After the fused op they are recomputed from q and k
+    /// (one matmul and a softmax, the forward's own operations); they still carry gradients to
+    /// q and k on an autodiff device.
+    pub fn weights(&self) -> Tensor<4> {
+        match &self.weights {
+            Some(weights) => weights.clone(),
+            None => masked_softmax(self.scores(), self.mask(), SoftmaxAxis::Row),
+        }
+    }
+
+    /// Whether the fused op computed this output.
+    pub fn fused(&self) -> bool {
+        self.weights.is_none()
+    }
+
+    /// `[batch, 1, n_q, n_k]`, true where a key is hidden from a query; `None` when none is.
+    pub fn mask(&self) -> Option<Tensor<4, Bool>> {
+        let [batch, _, n_q, _] = self.q.dims();
+        let n_k = self.k.dims()[2];
+        let device = self.q.device();
+        attention_mask(
+            batch,
+            n_q,
+            n_k,
+            self.causal,
+            self.key_padding.clone(),
+            &device,
+        )
+    }
+
     /// `[batch, heads, n_q, n_k]`: the scaled, masked logits fed to the softmax, q·kᵀ / (s·τ)
     /// (+ ALiBi's biases), with masked entries −∞.
     ///
@@ -348,8 +425,8 @@ impl AttentionOutput {
             Some(bias) => scaled + bias.clone(), // [batch, heads, n_q, n_k]
             None => scaled,
         };
-        match &self.mask {
-            Some(mask) => scaled.mask_fill(mask.clone(), f32::NEG_INFINITY),
+        match self.mask() {
+            Some(mask) => scaled.mask_fill(mask, f32::NEG_INFINITY),
             None => scaled,
         }
     }
@@ -467,20 +544,42 @@ impl Attention {
         let q = self.positional.rotate(q);
         let k = self.positional.rotate(k);
 
+        let bias = self.positional.bias(self.n_heads, n_q, n_k, &device);
+        if self.takes_fused_path(bias.is_some()) {
+            // 2–4 in one op: softmax(q·kᵀ / (s·τ), masked)·v, with its own backward.
+            let heads = fused::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                input.key_padding.clone(),
+                1.0 / self.divisor,
+                self.causal,
+            ) // [batch, heads, n_q, d_v]
+            .swap_dims(1, 2) // [batch, n_q, heads, d_v]
+            .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
+            return self.finish(heads, v, None, q, k, input.key_padding, None);
+        }
+
         // 2. Scores, scaled: q·kᵀ / (s·τ), plus ALiBi's distance penalty.
         let scaled = q
             .clone()
             .matmul(k.clone().swap_dims(2, 3)) // [batch, heads, n_q, n_k]
             .div_scalar(self.divisor);
-        let bias = self.positional.bias(self.n_heads, n_q, n_k, &device);
         let scaled = match &bias {
             Some(bias) => scaled + bias.clone(), // [batch, heads, n_q, n_k]
             None => scaled,
         };
 
         // 3. Mask, softmax on the chosen axis, dropout on the weights.
-        let mask = attention_mask(batch, n_q, n_k, self.causal, input.key_padding, &device);
-        let weights = masked_softmax(scaled, mask.clone(), self.softmax_axis);
+        let mask = attention_mask(
+            batch,
+            n_q,
+            n_k,
+            self.causal,
+            input.key_padding.clone(),
+            &device,
+        );
+        let weights = masked_softmax(scaled, mask, self.softmax_axis);
         let weights = self.dropout.forward(weights);
 
         // 4. Weighted sum of values, heads concatenated, then W_O.
@@ -489,11 +588,34 @@ impl Attention {
             .matmul(v.clone()) // [batch, heads, n_q, d_v]
             .swap_dims(1, 2) // [batch, n_q, heads, d_v]
             .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
+        self.finish(heads, v, Some(weights), q, k, input.key_padding, bias)
+    }
+
+    /// Whether the fused op computes what the steps would: a row softmax, no dropout, no
+    /// additive bias (ALiBi), and the fused path not turned off.
+    pub fn takes_fused_path(&self, has_bias: bool) -> bool {
+        self.path == AttentionPath::Fused
+            && self.softmax_axis == SoftmaxAxis::Row
+            && self.dropout.prob == 0.0
+            && !has_bias
+    }
+
+    /// Step 5: W_O over the concatenated heads, and the output.
+    #[allow(clippy::too_many_arguments)] // the pieces of an output, named
+    fn finish(
+        &self,
+        heads: Tensor<3>,
+        v: Tensor<4>,
+        weights: Option<Tensor<4>>,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        key_padding: Option<Tensor<2, Bool>>,
+        bias: Option<Tensor<4>>,
+    ) -> AttentionTrace {
         let context = match &self.output {
             Some(w_o) => w_o.forward(heads.clone()), // [batch, n_q, d_model]
             None => heads.clone(),
         };
-
         AttentionTrace {
             v,
             heads,
@@ -502,7 +624,8 @@ impl Attention {
                 weights,
                 q,
                 k,
-                mask,
+                causal: self.causal,
+                key_padding,
                 bias,
                 divisor: self.divisor,
             },
@@ -598,7 +721,7 @@ mod tests {
         let x = HostRng::new(0).normal_tensor([3, 5, 8], 1.0, &device);
         let out = block.forward(x);
         assert_eq!(out.context.dims(), [3, 5, 8]);
-        assert_eq!(out.weights.dims(), [3, 2, 5, 5]);
+        assert_eq!(out.weights().dims(), [3, 2, 5, 5]);
         assert_eq!(out.scores().dims(), [3, 2, 5, 5]);
     }
 

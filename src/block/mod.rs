@@ -1,10 +1,14 @@
 //! The attention block and its parts: [`attention`] (projections, heads, forward, outputs) built
 //! from the scaling rule ([`scale`]), the softmax over a chosen axis ([`softmax`]), the masks
 //! ([`mask`]) and the positional encodings ([`positional`]). This is what the claims are about.
+//! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
+//! flex's kernels in [`flash`]).
 //!
 //! May use: util.
 
 pub mod attention;
+pub mod flash;
+pub mod fused;
 pub mod mask;
 pub mod positional;
 pub mod scale;

@@ -314,7 +314,7 @@ fn heatmaps(
                 .forward(example.tokens(&device), task.n_out())
                 .attention
                 .swap_remove(0)
-                .weights; // [1, heads, positions, positions]
+                .weights(); // [1, heads, positions, positions]
             let matrix = head_matrix(weights, 0, 0);
             let mut answer = matrix.last().cloned().unwrap_or_default();
             if run.model.bos.is_none() {

@@ -135,13 +135,13 @@ pub fn measure_heads(
     let x = HostRng::new(seed ^ 0x5EED).normal_tensor([batch, n, d_model], 1.0, device);
     let out = block.forward(x);
     let logits = out.raw_scores().div_scalar(out.divisor()); // [batch, heads, n, n]
-    let entropy = entropy_per_head(out.weights.clone());
+    let entropy = entropy_per_head(out.weights());
     Ok(HeadPoint {
         n_heads,
         d_k: block.d_k,
         logit_std: std(logits),
         normalized_entropy: entropy.iter().sum::<f64>() / entropy.len() as f64 / (n as f64).ln(),
-        weights: to_host(out.weights),
+        weights: to_host(out.weights()),
     })
 }
 

@@ -106,7 +106,7 @@ pub fn init_diagonal_mass(
         .init(device)?;
     let mut rng = HostRng::new(seed ^ (d_model as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let x = rng.normal_tensor([batch, n, d_model], 1.0, device); // [batch, n, d_model]
-    Ok(diagonal_mass(block.forward(x).weights))
+    Ok(diagonal_mass(block.forward(x).weights()))
 }
 
 /// The experiment.

@@ -163,7 +163,7 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
             .with_seed(config.run.seed)
             .init(&lab.device)?;
         let x = HostRng::new(config.run.seed).normal_tensor([batch, n, d], 1.0, &lab.device);
-        let s = sums(block.forward(x).weights);
+        let s = sums(block.forward(x).weights());
         for (metric, value) in [
             ("row_sum_min", s.row_min),
             ("row_sum_max", s.row_max),

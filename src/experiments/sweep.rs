@@ -249,7 +249,7 @@ pub fn trained_weights(run: &TrainRun, task: &Task, batch: &Batch, device: &Devi
         .forward(batch.tokens(device), task.n_out())
         .attention
         .swap_remove(0)
-        .weights
+        .weights()
 }
 
 /// Accuracy of a trained model on `batch`: held-out sequences, unlike the training records.

@@ -269,7 +269,7 @@ fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             .with_temperature(tau)
             .with_seed(config.run.seed)
             .init(&lab.device)?;
-        let weights = block.forward(x.clone()).weights; // [1, heads, n, n]
+        let weights = block.forward(x.clone()).weights(); // [1, heads, n, n]
         let entropy = entropy_per_head(weights.clone())[0];
         let max_weight = max_weight_per_head(weights.clone())[0];
         let label = format!("tau={tau}");

@@ -138,7 +138,7 @@ impl TrainedModel {
         let layers: Vec<Vec<Vec<Vec<f32>>>> = out
             .attention
             .into_iter()
-            .map(|a| head_rows(a.weights))
+            .map(|a| head_rows(a.weights()))
             .collect();
         let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
         // With a BOS the weights have one more key and query, in front.

@@ -1,32 +1,71 @@
-//! The speed benchmark: forward+backward time of our block against burn-nn's
-//! `MultiHeadAttention`, on the same device, in the same run.
+//! The speed benchmark: forward+backward time and peak memory of the block on its fused path,
+//! on its decomposed path and as burn-nn's `MultiHeadAttention`, on the same device, in the same
+//! run; optionally paired with a PyTorch peer; and ms per Adam step of the tiny transformer.
 //!
-//! Both get the same weights, biases on, dropout 0 and no mask, so they do the same arithmetic;
-//! any gap is overhead in how the block is written.
+//! All three block variants get the same weights, biases on, dropout 0 and no mask, so they do the
+//! same arithmetic; any gap is in how the attention is computed.
 
 use std::time::{Duration, Instant};
 
 use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
-use crate::block::attention::AttentionConfig;
+use crate::block::attention::{AttentionConfig, AttentionPath};
 use crate::lab::footprint::{self, Footprint};
+use crate::lab::model::ModelConfig;
+use crate::lab::tasks::{Task, TaskConfig, TaskKind};
+use crate::lab::train::{TrainConfig, train};
+use crate::util::memory::peak_during;
 use crate::util::rng::HostRng;
+
+/// A PyTorch peer's times at one n (its own medians), in ms per forward+backward.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerTimes {
+    pub eager_ms: f64,
+    pub sdpa_ms: f64,
+}
 
 /// One line of the benchmark table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchRow {
     pub n: usize,
-    /// Milliseconds per forward+backward of our block.
-    pub ours_ms: f64,
+    /// Milliseconds per forward+backward of the block on its fused path.
+    pub fused_ms: f64,
+    /// The same on its decomposed path.
+    pub decomposed_ms: f64,
     /// The same for burn-nn's `MultiHeadAttention`.
     pub burn_ms: f64,
+    /// Peak host bytes of one forward+backward (`None` off the host heap: a GPU backend).
+    pub fused_bytes: Option<usize>,
+    pub decomposed_bytes: Option<usize>,
+    pub burn_bytes: Option<usize>,
+    /// The PyTorch peer, median over its runs, when one was given.
+    pub peer: Option<PeerTimes>,
 }
 
 impl BenchRow {
-    /// ours / burn: below 1 means our block is faster.
-    pub fn ratio(&self) -> f64 {
-        self.ours_ms / self.burn_ms
+    /// fused / decomposed: below 1 means the fused path is faster.
+    pub fn fused_vs_decomposed(&self) -> f64 {
+        self.fused_ms / self.decomposed_ms
+    }
+
+    /// fused / burn-nn.
+    pub fn fused_vs_burn(&self) -> f64 {
+        self.fused_ms / self.burn_ms
+    }
+
+    /// fused / PyTorch eager and fused / PyTorch SDPA.
+    pub fn fused_vs_peer(&self) -> Option<(f64, f64)> {
+        self.peer
+            .map(|p| (self.fused_ms / p.eager_ms, self.fused_ms / p.sdpa_ms))
+    }
+
+    /// Decomposed peak memory over fused peak memory.
+    pub fn memory_saving(&self) -> Option<f64> {
+        match (self.decomposed_bytes, self.fused_bytes) {
+            (Some(d), Some(f)) if f > 0 => Some(d as f64 / f as f64),
+            _ => None,
+        }
     }
 }
 
@@ -41,11 +80,13 @@ pub struct BenchSetup {
     pub budget: Duration,
     /// Fewest timed iterations, however long they take.
     pub min_iters: usize,
+    /// Runs of the peer per size, alternated with slices of our own timing.
+    pub peer_runs: usize,
 }
 
 impl BenchSetup {
-    /// The memory of the largest size: our block and burn-nn's side by side, each through
-    /// forward and backward.
+    /// The memory of the largest size: the three variants' graphs are not alive at once, so the
+    /// decomposed one (the largest) bounds it, twice for safety.
     pub fn footprint(&self) -> Footprint {
         let largest = self.sizes.iter().copied().max().unwrap_or(0);
         let one = footprint::block(
@@ -65,26 +106,39 @@ impl Default for BenchSetup {
             batch: 4,
             d_model: 64,
             n_heads: 1,
-            sizes: vec![16, 64, 128, 512, 1024],
+            sizes: vec![16, 64, 128, 512, 1024, 2048, 4096],
             budget: Duration::from_millis(1500),
             min_iters: 5,
+            peer_runs: 3,
         }
     }
 }
 
+/// A peer at one n: its times, or why it failed.
+pub type Peer<'a> = &'a mut dyn FnMut(usize) -> Result<PeerTimes, String>;
+
 /// Runs the benchmark on `device` (autodiff is added if missing), calling `progress` after each
-/// size.
+/// size. `host_memory` says whether the device's tensors live on the host heap, where the peak
+/// can be counted.
 pub fn run(
     setup: &BenchSetup,
     device: &Device,
+    host_memory: bool,
+    mut peer: Option<Peer>,
     mut progress: impl FnMut(&BenchRow),
-) -> Vec<BenchRow> {
+) -> Result<Vec<BenchRow>, String> {
     let device = device.clone().autodiff();
-    let ours = AttentionConfig::new(setup.d_model, setup.n_heads)
-        .with_bias(true)
+    let config = AttentionConfig::new(setup.d_model, setup.n_heads).with_bias(true);
+    let fused = config
+        .clone()
+        .with_path(AttentionPath::Fused)
         .init(&device)
         .expect("benchmark config is valid");
-    let theirs = ours
+    let decomposed = config
+        .with_path(AttentionPath::Decomposed)
+        .init(&device)
+        .expect("benchmark config is valid");
+    let theirs = decomposed
         .burn_nn_twin()
         .expect("the benchmark block is plain multi-head attention");
 
@@ -92,37 +146,70 @@ pub fn run(
     let mut rows = Vec::new();
     for &n in &setup.sizes {
         let x = rng.normal_tensor([setup.batch, n, setup.d_model], 1.0, &device);
-        let ours_step = || {
-            let out = ours.forward(x.clone());
+        let fused_step = || {
+            let out = fused.forward(x.clone());
+            let _grads = out.context.powf_scalar(2.0).mean().backward();
+        };
+        let decomposed_step = || {
+            let out = decomposed.forward(x.clone());
             let _grads = out.context.powf_scalar(2.0).mean().backward();
         };
         let theirs_step = || {
             let out = theirs.forward(MhaInput::self_attn(x.clone()));
             let _grads = out.context.powf_scalar(2.0).mean().backward();
         };
-        // Alternate the two, and which goes first, so drift in machine load falls on both alike.
-        let (mut ours_t, mut theirs_t) = (Vec::new(), Vec::new());
-        time_iters(&device, &ours_step, 3);
-        time_iters(&device, &theirs_step, 3);
-        let started = Instant::now();
-        while ours_t.len() < setup.min_iters || started.elapsed() < setup.budget * 2 {
-            if ours_t.len() % 2 == 0 {
-                ours_t.push(time_iters(&device, &ours_step, 1));
-                theirs_t.push(time_iters(&device, &theirs_step, 1));
-            } else {
-                theirs_t.push(time_iters(&device, &theirs_step, 1));
-                ours_t.push(time_iters(&device, &ours_step, 1));
+        let steps: [&dyn Fn(); 3] = [&fused_step, &decomposed_step, &theirs_step];
+        for step in steps {
+            time_iters(&device, &step, 2); // warm-up
+        }
+        // Rotate which goes first, so drift in machine load falls on all alike; hand the peer
+        // the machine between slices, so that it sees the same drift.
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut peer_times = Vec::new();
+        let slices = if peer.is_some() { setup.peer_runs } else { 1 };
+        for slice in 0..slices {
+            let started = Instant::now();
+            let mut round = 0;
+            while times[0].len() < setup.min_iters * (slice + 1) / slices
+                || started.elapsed() < setup.budget * 3 / slices as u32
+            {
+                for i in 0..3 {
+                    let which = (i + round) % 3;
+                    times[which].push(time_iters(&device, &steps[which], 1));
+                }
+                round += 1;
+            }
+            if let Some(peer) = peer.as_mut() {
+                peer_times.push(peer(n)?);
             }
         }
+        let bytes = |step: &dyn Fn()| {
+            host_memory.then(|| {
+                peak_during(|| {
+                    step();
+                    device.sync().expect("device sync");
+                })
+                .1
+            })
+        };
+        let [fused_t, decomposed_t, burn_t] = times;
         let row = BenchRow {
             n,
-            ours_ms: median(ours_t),
-            burn_ms: median(theirs_t),
+            fused_ms: median(fused_t),
+            decomposed_ms: median(decomposed_t),
+            burn_ms: median(burn_t),
+            fused_bytes: bytes(&fused_step),
+            decomposed_bytes: bytes(&decomposed_step),
+            burn_bytes: bytes(&theirs_step),
+            peer: (!peer_times.is_empty()).then(|| PeerTimes {
+                eager_ms: median(peer_times.iter().map(|p| p.eager_ms).collect()),
+                sdpa_ms: median(peer_times.iter().map(|p| p.sdpa_ms).collect()),
+            }),
         };
         progress(&row);
         rows.push(row);
     }
-    rows
+    Ok(rows)
 }
 
 /// Milliseconds per iteration of `step`, waiting for the device to finish.
@@ -146,17 +233,262 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// The table as markdown.
+fn mib(bytes: Option<usize>) -> String {
+    bytes.map_or("–".into(), |b| {
+        format!("{:.1}", b as f64 / (1 << 20) as f64)
+    })
+}
+
+/// The block table as markdown, with a last line giving the worst ratio of each column.
 pub fn table(rows: &[BenchRow]) -> String {
-    let mut out =
-        String::from("| n | ours ms | burn-nn MHA ms | ours / burn |\n|---|---|---|---|\n");
+    let with_peer = rows.iter().any(|r| r.peer.is_some());
+    let mut out = String::from(
+        "| n | fused ms | decomposed ms | burn-nn ms | fused / decomposed | fused / burn-nn |",
+    );
+    if with_peer {
+        out.push_str(" torch eager ms | torch SDPA ms | fused / eager | fused / SDPA |");
+    }
+    out.push_str(" peak MiB fused | decomposed | burn-nn | decomposed / fused |\n|");
+    let columns = 10 + if with_peer { 4 } else { 0 };
+    out.push_str(&"---|".repeat(columns));
+    out.push('\n');
     for r in rows {
         out.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.2} |\n",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
             r.n,
-            r.ours_ms,
+            r.fused_ms,
+            r.decomposed_ms,
             r.burn_ms,
-            r.ratio()
+            r.fused_vs_decomposed(),
+            r.fused_vs_burn()
+        ));
+        if with_peer {
+            match (r.peer, r.fused_vs_peer()) {
+                (Some(p), Some((eager, sdpa))) => out.push_str(&format!(
+                    " {:.3} | {:.3} | {eager:.2} | {sdpa:.2} |",
+                    p.eager_ms, p.sdpa_ms
+                )),
+                _ => out.push_str(" – | – | – | – |"),
+            }
+        }
+        out.push_str(&format!(
+            " {} | {} | {} | {} |\n",
+            mib(r.fused_bytes),
+            mib(r.decomposed_bytes),
+            mib(r.burn_bytes),
+            r.memory_saving().map_or("–".into(), |s| format!("{s:.1}×"))
+        ));
+    }
+    out
+}
+
+/// The worst (largest) of `ratios` with the n it occurred at.
+pub fn worst(rows: &[BenchRow], ratio: impl Fn(&BenchRow) -> Option<f64>) -> Option<(f64, usize)> {
+    rows.iter()
+        .filter_map(|r| ratio(r).map(|x| (x, r.n)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The worst-ratio lines under the block table: one per comparison, each with its n.
+pub fn worst_lines(rows: &[BenchRow]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = |what: &str, w: Option<(f64, usize)>, target: &str| {
+        if let Some((x, n)) = w {
+            lines.push(format!("worst {what}: {x:.2} at n = {n} ({target})"));
+        }
+    };
+    line(
+        "fused / decomposed",
+        worst(rows, |r| Some(r.fused_vs_decomposed())),
+        "below 1 = fused faster",
+    );
+    line(
+        "fused / burn-nn",
+        worst(rows, |r| Some(r.fused_vs_burn())),
+        "below 1 = fused faster",
+    );
+    line(
+        "fused / torch eager",
+        worst(rows, |r| r.fused_vs_peer().map(|p| p.0)),
+        "target ≤ 1 at every n",
+    );
+    line(
+        "fused / torch SDPA at n ≥ 512",
+        worst(rows, |r| {
+            r.fused_vs_peer().filter(|_| r.n >= 512).map(|p| p.1)
+        }),
+        "target ≤ 1",
+    );
+    // Memory: the smallest saving is the worst one.
+    if let Some((saving, n)) = rows
+        .iter()
+        .filter_map(|r| r.memory_saving().map(|s| (s, r.n)))
+        .filter(|&(_, n)| n >= 1024)
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        lines.push(format!(
+            "smallest memory saving at n ≥ 1024: decomposed / fused = {saving:.1}× at n = {n} (target ≥ 8× at n = 4096)"
+        ));
+    }
+    lines
+}
+
+/// One training-step case: a model and task at an experiment's shapes.
+#[derive(Debug, Clone)]
+pub struct TrainCase {
+    pub label: String,
+    pub model: ModelConfig,
+    pub task: TaskConfig,
+    pub train: TrainConfig,
+    /// The arguments that make the PyTorch peer train the same shapes, when it can.
+    pub peer_args: Option<Vec<String>>,
+}
+
+/// The shapes of `configs/dk_vs_dmodel.toml` (h = 1, 4, 16) and `configs/scaling.toml`
+/// (d_k = 16, 256, one head), `steps` Adam steps each, recording every 5th step as they do.
+pub fn train_cases(steps: usize) -> Vec<TrainCase> {
+    let mut train = TrainConfig::new(steps, 32, 1e-3);
+    train.log_every = 5;
+    let recall = |length, keys| TaskConfig {
+        keys: Some(keys),
+        ..TaskConfig::new(TaskKind::Recall, length, 8)
+    };
+    let mut cases = Vec::new();
+    for h in [1, 4, 16] {
+        let model = ModelConfig {
+            d_ff: Some(128),
+            ..ModelConfig::new(128, h)
+        };
+        cases.push(TrainCase {
+            label: format!("dk_vs_dmodel h = {h} (d_model 128, d_k {})", 128 / h),
+            model,
+            task: recall(8, 16),
+            train: train.clone(),
+            peer_args: Some(vec!["128".into(), h.to_string()]),
+        });
+    }
+    for d_k in [16, 256] {
+        let model = ModelConfig {
+            d_k: Some(d_k),
+            d_ff: Some(64),
+            ..ModelConfig::new(32, 1)
+        };
+        cases.push(TrainCase {
+            label: format!("scaling d_k = {d_k} (d_model 32, one head)"),
+            model,
+            task: recall(6, 12),
+            train: train.clone(),
+            // The peer sets d_k = d_model / h and d_ff = d_model: it has no such shape.
+            peer_args: None,
+        });
+    }
+    cases
+}
+
+/// One line of the training table: ms per Adam step on each path, and the peer's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRow {
+    pub label: String,
+    pub fused_ms: f64,
+    pub decomposed_ms: f64,
+    pub peer_ms: Option<f64>,
+}
+
+/// ms per step of `case` on `device` with `path`: the time between the first recorded step
+/// (past the warm-up) and the last, over the steps between.
+pub fn time_training(
+    case: &TrainCase,
+    path: AttentionPath,
+    device: &Device,
+) -> Result<f64, String> {
+    let model = ModelConfig {
+        attention_path: path,
+        ..case.model.clone()
+    };
+    let task = Task::new(case.task.clone()).map_err(|e| e.to_string())?;
+    let warm_up = case.train.steps / 5;
+    let mut started = None;
+    let mut last = None;
+    train(&model, &task, &case.train, 0, device, &mut |step| {
+        if step + 1 == warm_up.max(1) {
+            started = Some(Instant::now());
+        } else if started.is_some() {
+            last = Some((step, Instant::now()));
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    device.sync().expect("device sync");
+    let (Some(start), Some((end_step, end))) = (started, last) else {
+        return Ok(f64::NAN);
+    };
+    Ok((end - start).as_secs_f64() * 1e3 / (end_step + 1 - warm_up.max(1)) as f64)
+}
+
+/// Runs `command` (through `sh -c`) with `args` appended and returns its standard output's lines.
+fn run_peer(command: &str, args: &[String]) -> Result<Vec<String>, String> {
+    let line = format!("{command} {}", args.join(" "));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .output()
+        .map_err(|e| format!("peer `{line}` could not start: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or("");
+        return Err(format!("peer `{line}` failed ({}): {last}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Numbers of a whitespace-separated line, or why not.
+fn numbers(line: &str, want: usize, peer: &str) -> Result<Vec<f64>, String> {
+    let xs: Result<Vec<f64>, _> = line.split_whitespace().map(str::parse).collect();
+    match xs {
+        Ok(xs) if xs.len() == want => Ok(xs),
+        _ => Err(format!(
+            "peer `{peer}` printed `{line}`, expected {want} numbers"
+        )),
+    }
+}
+
+/// A block peer: `command n` must print `n eager_ms sdpa_ms` (as `torch_attention.py` does).
+pub fn command_peer(command: &str) -> impl FnMut(usize) -> Result<PeerTimes, String> + '_ {
+    move |n| {
+        let lines = run_peer(command, &[n.to_string()])?;
+        let last = lines.last().map(String::as_str).unwrap_or("");
+        let xs = numbers(last, 3, command)?;
+        Ok(PeerTimes {
+            eager_ms: xs[1],
+            sdpa_ms: xs[2],
+        })
+    }
+}
+
+/// A training peer: `command d_model h` must print `h ms_per_step` (as `torch_train.py` does).
+pub fn train_peer(command: &str, args: &[String]) -> Result<f64, String> {
+    let lines = run_peer(command, args)?;
+    let last = lines.last().map(String::as_str).unwrap_or("");
+    Ok(numbers(last, 2, command)?[1])
+}
+
+/// The training table as markdown, with the worst fused / peer ratio last.
+pub fn train_table(rows: &[TrainRow]) -> String {
+    let mut out = String::from(
+        "| shapes | fused ms/step | decomposed ms/step | torch ms/step | fused / decomposed | fused / torch |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {} | {:.2} | {} |\n",
+            r.label,
+            r.fused_ms,
+            r.decomposed_ms,
+            r.peer_ms.map_or("–".into(), |p| format!("{p:.3}")),
+            r.fused_ms / r.decomposed_ms,
+            r.peer_ms
+                .map_or("–".into(), |p| format!("{:.2}", r.fused_ms / p)),
         ));
     }
     out
@@ -170,5 +502,34 @@ mod tests {
     fn median_of_odd_and_even() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn worst_lines_name_the_n() {
+        let row = |n, fused_ms, peer| BenchRow {
+            n,
+            fused_ms,
+            decomposed_ms: 2.0,
+            burn_ms: 2.0,
+            fused_bytes: Some(100),
+            decomposed_bytes: Some(1000),
+            burn_bytes: Some(1000),
+            peer,
+        };
+        let peer = Some(PeerTimes {
+            eager_ms: 1.0,
+            sdpa_ms: 0.5,
+        });
+        let rows = [row(16, 1.5, peer), row(1024, 1.0, peer)];
+        let lines = worst_lines(&rows).join("\n");
+        assert!(
+            lines.contains("worst fused / torch eager: 1.50 at n = 16"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("worst fused / torch SDPA at n ≥ 512: 2.00 at n = 1024"),
+            "{lines}"
+        );
+        assert!(lines.contains("10.0× at n = 1024"), "{lines}");
     }
 }

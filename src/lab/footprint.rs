@@ -16,8 +16,10 @@ use crate::util::limits::human_bytes;
 /// Bytes of one `f32`.
 const F32: f64 = 4.0;
 
-/// Copies of the `[batch, heads, n_q, n_k]` tensors alive at the peak of a forward+backward:
-/// scores, scaled and masked scores, weights, and their gradients on the way back.
+/// Copies of the `[batch, heads, n_q, n_k]` tensors alive at the peak of a forward+backward on the
+/// decomposed path: scores, scaled and masked scores, weights, and their gradients on the way
+/// back. The fused path holds fewer (none on flex, a few transient ones on the other backends),
+/// so this bounds it too; the estimate does not know the backend, so it does not count on that.
 const SCORE_COPIES: f64 = 8.0;
 
 /// Copies of each `[batch, n, width]` activation alive at the peak (the value, its normalised or

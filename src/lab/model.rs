@@ -12,7 +12,8 @@ use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{
-    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, uniform_linear,
+    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, AttentionPath,
+    uniform_linear,
 };
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
@@ -74,6 +75,15 @@ pub struct ModelConfig {
     /// initial draws.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
+    /// `"fused"`: softmax(scores)·V as one op where the math allows (see
+    /// [`AttentionPath`]); `"decomposed"`: step by step everywhere, to compare. The results are
+    /// the same to float rounding. Default: fused.
+    #[serde(default, skip_serializing_if = "is_fused")]
+    pub attention_path: AttentionPath,
+}
+
+fn is_fused(path: &AttentionPath) -> bool {
+    *path == AttentionPath::Fused
 }
 
 fn one() -> usize {
@@ -104,6 +114,7 @@ impl ModelConfig {
             mup_base_width: None,
             bos: false,
             max_len: None,
+            attention_path: AttentionPath::Fused,
         }
     }
 
@@ -129,6 +140,7 @@ impl ModelConfig {
             .with_causal(self.causal)
             .with_positional(positional)
             .with_qk_norm(self.qk_norm)
+            .with_path(self.attention_path)
             .with_max_len(max_len)
             .with_seed(seed)
     }
@@ -370,7 +382,7 @@ mod tests {
         let out = model.forward(batch.tokens(&device), task.n_out());
         assert_eq!(out.logits.dims(), [3 * 4, 6]);
         assert_eq!(out.attention.len(), 2);
-        assert_eq!(out.attention[0].weights.dims(), [3, 2, 8, 8]);
+        assert_eq!(out.attention[0].weights().dims(), [3, 2, 8, 8]);
     }
 
     #[test]

@@ -677,7 +677,7 @@ pub fn run(
         head_rows(trace.v),
         head_rows(trace.output.raw_scores()),
         head_rows(trace.output.scores()),
-        head_rows(trace.output.weights.clone()),
+        head_rows(trace.output.weights()),
     ];
     let [q, k, v, scores, scaled, weights_of] = parts.map(Vec::into_iter);
     let heads = q

@@ -587,7 +587,7 @@ fn output_abs(
 fn head_probes(attention: &[crate::block::attention::AttentionOutput]) -> Vec<HeadProbe> {
     let mut probes = Vec::new();
     for (layer, out) in attention.iter().enumerate() {
-        let weights = out.weights.clone().inner();
+        let weights = out.weights().inner();
         let entropy = entropy_per_head(weights.clone());
         let max_weight = max_weight_per_head(weights);
         for (head, (entropy, max_weight)) in entropy.into_iter().zip(max_weight).enumerate() {

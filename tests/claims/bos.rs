@@ -22,11 +22,11 @@ device_test!(bos_is_a_key_every_query_sees_and_it_trains, |device| {
     let batch = task.batch(3, &mut HostRng::new(8));
     let n = task.seq_len();
     let out = model.forward(batch.tokens(&device), task.n_out());
-    assert_eq!(out.attention[0].weights.dims(), [3, 2, n + 1, n + 1]);
+    assert_eq!(out.attention[0].weights().dims(), [3, 2, n + 1, n + 1]);
     assert_eq!(out.hidden.dims(), [3, n + 1, 16]);
     assert_eq!(out.logits.dims(), [3, task.classes()]);
     // Under the causal mask every query still sees key 0, the BOS.
-    let weights = values(out.attention[0].weights.clone().inner());
+    let weights = values(out.attention[0].weights().inner());
     for (i, row) in weights.chunks(n + 1).enumerate() {
         assert!(row[0] > 0.0, "row {i} gives the BOS no weight: {row:?}");
     }

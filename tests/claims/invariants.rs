@@ -21,7 +21,7 @@ device_test!(row_softmax_gives_distributions, |device| {
         .init(&device)
         .unwrap();
     let x = HostRng::new(2).normal_tensor([3, 7, 16], 1.0, &device);
-    let w = values(block.forward(x).weights);
+    let w = values(block.forward(x).weights());
     assert!(w.iter().all(|&v| v >= 0.0), "negative weight");
     for s in row_sums(&w, 7) {
         assert!((s - 1.0).abs() < 1e-5, "row sums to {s}");
@@ -34,7 +34,7 @@ device_test!(column_softmax_normalises_columns_not_rows, |device| {
         .init(&device)
         .unwrap();
     let x = HostRng::new(3).normal_tensor([2, 6, 16], 1.0, &device);
-    let w = values(block.forward(x).weights);
+    let w = values(block.forward(x).weights());
     for s in column_sums(&w, 6, 6) {
         assert!((s - 1.0).abs() < 1e-5, "column sums to {s}");
     }
@@ -54,7 +54,7 @@ device_test!(whole_softmax_normalises_each_head_matrix, |device| {
         .init(&device)
         .unwrap();
     let x = HostRng::new(4).normal_tensor([2, 5, 8], 1.0, &device);
-    let w = values(block.forward(x).weights);
+    let w = values(block.forward(x).weights());
     for head in w.chunks(25) {
         let s: f32 = head.iter().sum();
         assert!((s - 1.0).abs() < 1e-5, "head matrix sums to {s}");
@@ -71,7 +71,7 @@ device_test!(causal_mask_hides_the_future, |device| {
     let mut rng = HostRng::new(6);
     let x = rng.normal_tensor([1, n, d], 1.0, &device);
     let out = block.forward(x.clone());
-    let w = values(out.weights.clone());
+    let w = values(out.weights());
     for (r, row) in w.chunks(n).enumerate() {
         let i = r % n;
         for (j, &v) in row.iter().enumerate() {
@@ -118,7 +118,7 @@ device_test!(padding_gets_zero_weight_and_full_mask_no_nan, |device| {
     // Lengths 5, 3 and 0: the last sequence is all padding.
     let pad = padding_mask(&[5, 3, 0], n, &device);
     let out = block.forward_input(AttentionInput::self_attn(x).key_padding(pad));
-    let w = values(out.weights);
+    let w = values(out.weights());
     let context = values(out.context);
     assert!(
         w.iter().chain(&context).all(|v| v.is_finite()),
@@ -153,7 +153,7 @@ device_test!(hand_worked_two_tokens, |device| {
         .unwrap();
     let x = Tensor::<3>::from_floats([[[1.0, 0.0], [1.0, 1.0]]], &device);
     let out = block.forward(x);
-    let w = values(out.weights);
+    let w = values(out.weights());
     let want_w = [0.5, 0.5, 0.330_238_45, 0.669_761_55];
     assert!(max_abs_diff(&w, &want_w) < 1e-6, "weights {w:?}");
     let c = values(out.context);
@@ -257,10 +257,10 @@ device_test!(cross_attention_shapes_and_numbers, |device| {
     let context = rng.normal_tensor([2, 7, 16], 1.0, &device);
     let out = block.forward_cross(x.clone(), context.clone());
     assert_eq!(out.context.dims(), [2, 3, 16]);
-    assert_eq!(out.weights.dims(), [2, 4, 3, 7]);
+    assert_eq!(out.weights().dims(), [2, 4, 3, 7]);
 
     let mha = block.burn_nn_twin().expect("plain multi-head attention");
     let reference = mha.forward(MhaInput::new(x, context.clone(), context));
-    assert!(max_abs_diff(&values(out.context), &values(reference.context)) < 1e-5);
-    assert!(max_abs_diff(&values(out.weights), &values(reference.weights)) < 1e-5);
+    assert!(max_abs_diff(&values(out.context.clone()), &values(reference.context)) < 1e-5);
+    assert!(max_abs_diff(&values(out.weights()), &values(reference.weights)) < 1e-5);
 });

@@ -9,6 +9,7 @@ mod cross_backend;
 mod experiments_cli;
 mod explore_api;
 mod explore_browser;
+mod fused;
 mod fuzz;
 mod hardening;
 mod invariants;

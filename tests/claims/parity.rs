@@ -25,7 +25,7 @@ device_test!(matches_burn_nn_mha, |device| {
         let ours = block.forward(x.clone());
         // Burn fills masked scores with −1e4 rather than −∞; exp(−1e4 − max) is 0 in f32 all the
         // same, so the weights agree everywhere, masked entries included.
-        let dw = max_abs_diff(&values(ours.weights), &values(theirs.weights));
+        let dw = max_abs_diff(&values(ours.weights()), &values(theirs.weights));
         let dc = max_abs_diff(&values(ours.context), &values(theirs.context));
         assert!(dw < 1e-5, "causal = {causal}: weights differ by {dw}");
         assert!(dc < 1e-5, "causal = {causal}: contexts differ by {dc}");

@@ -74,7 +74,7 @@ fn check(case: &Case, device: &Device) -> Result<(), TestCaseError> {
         input = input.key_padding(padding_mask(lengths, n, device));
     }
     let out = block.forward_input(input);
-    let w = values(out.weights);
+    let w = values(out.weights());
     let context = values(out.context);
     prop_assert!(
         w.iter().chain(&context).all(|v| v.is_finite()),

@@ -19,7 +19,7 @@ device_test!(qk_norm_keeps_shapes_and_trains_its_gains, |device| {
     let x = HostRng::new(51).normal_tensor([2, 6, 16], 1.0, &device);
     let out = block.forward(x);
     assert_eq!(out.context.dims(), [2, 6, 16]);
-    assert_eq!(out.weights.dims(), [2, 4, 6, 6]);
+    assert_eq!(out.weights().dims(), [2, 4, 6, 6]);
     assert_eq!(out.q.dims(), [2, 4, 6, 4]);
     let grads = out.context.powf_scalar(2.0).mean().backward();
     for (name, norm) in [("q", &block.q_norm), ("k", &block.k_norm)] {
@@ -93,7 +93,7 @@ device_test!(qk_norm_is_the_plain_block_on_unit_rms_heads, |device| {
     };
     let plain = build(false).forward(x());
     let normed = build(true).forward(x());
-    let gap = max_abs_diff(&values(plain.weights), &values(normed.weights));
+    let gap = max_abs_diff(&values(plain.weights()), &values(normed.weights()));
     assert!(gap < 1e-5, "weights differ by {gap}");
     let gap = max_abs_diff(&values(plain.context), &values(normed.context));
     assert!(gap < 1e-5, "outputs differ by {gap}");

@@ -1,0 +1,818 @@
+//! The CPU kernels behind the fused attention op: a flash forward that keeps the row log-sum-exp,
+//! and a tiled backward that recomputes the weights from it. Plain `f32` slices in, plain vectors
+//! out, so they know nothing of Burn; [`crate::block::fused`] feeds them flex's tensors.
+//!
+//! For one head, with c the scale (1 / (divisor·τ)) and M the mask (true = hidden):
+//! - forward (FlashAttention, Dao et al. 2022; FlashAttention-2, Dao 2023): S = c·Q·Kᵀ with
+//!   S_ij = −∞ where M_ij, lse_i = log Σ_j exp(S_ij), O = exp(S − lse)·V, computed one key tile at
+//!   a time with a running maximum m_i, running sum ℓ_i and a rescaled O_i, so that no [n_q, n_k]
+//!   matrix is ever held: memory O(n·d) per head.
+//! - backward, given dO: D_i = dO_i·O_i, then per tile P = exp(c·Q·Kᵀ − lse), dV += Pᵀ·dO,
+//!   dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ += c·dS·K, dK += c·dSᵀ·Q.
+//!
+//! A fully masked row has lse = +∞, so every P_ij is exp(−∞) = 0 and its output and gradients are
+//! 0, never NaN. A NaN anywhere in a row's scores still makes that row NaN, so the training loop's
+//! divergence guard sees it. Tiles above a causal diagonal and tiles of padding only are skipped.
+//!
+//! The tile products go to the `gemm` crate (the one flex's matmul uses); the work is split over
+//! rayon's pool by (batch·head, query block) in the forward and (batch·head, group of key tiles)
+//! in the backward, each group with its own dQ accumulator, so no two threads write one value.
+
+use rayon::prelude::*;
+
+/// Query rows per block.
+const BLOCK_Q: usize = 64;
+/// Keys per tile.
+const BLOCK_K: usize = 64;
+/// Below this many multiply-adds (batch·heads·n_q·n_k·(d_k + d_v)) one thread does the whole call.
+/// Measured in `bench` on 2 cores: with the pool at n = 64 and 128 (b = 4, d = 64: 2M and 8M)
+/// the block's forward+backward took 1.4× the decomposed path's, serially 0.8×; rayon's idle
+/// workers spin between calls and take the core from the flex ops around the kernel.
+const SERIAL_WORK: usize = 1 << 24;
+
+/// The shapes of one call: q `[batch, heads, n_q, d_k]`, k `[batch, heads, n_k, d_k]`,
+/// v `[batch, heads, n_k, d_v]`, all contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub heads: usize,
+    pub n_q: usize,
+    pub n_k: usize,
+    pub d_k: usize,
+    pub d_v: usize,
+}
+
+impl Dims {
+    fn work(&self) -> usize {
+        self.batch * self.heads * self.n_q * self.n_k * (self.d_k + self.d_v)
+    }
+}
+
+/// What hides key j from query i: the causal rule (j > i) and a key-padding mask `[batch, n_k]`
+/// (nonzero = padding), as flex stores booleans.
+#[derive(Debug, Clone, Copy)]
+pub struct Masks<'a> {
+    pub causal: bool,
+    pub padding: Option<&'a [u8]>,
+}
+
+/// How much of a (query block, key tile) pair the masks hide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cover {
+    /// Every entry: skip the tile.
+    All,
+    /// Some entries: mask them one by one.
+    Some,
+    None,
+}
+
+impl Masks<'_> {
+    /// Rows `rows` of batch `b` against keys `keys`.
+    fn cover(
+        &self,
+        b: usize,
+        n_k: usize,
+        rows: std::ops::Range<usize>,
+        keys: std::ops::Range<usize>,
+    ) -> Cover {
+        // Causal: key j is hidden from every row when j > the block's last row.
+        if self.causal && keys.start > rows.end - 1 {
+            return Cover::All;
+        }
+        let causal_cuts = self.causal && keys.end - 1 > rows.start;
+        let padded = self.padding.map(|pad| {
+            let flags = &pad[b * n_k + keys.start..b * n_k + keys.end];
+            (flags.iter().all(|&f| f != 0), flags.iter().any(|&f| f != 0))
+        });
+        match padded {
+            Some((true, _)) => Cover::All,
+            Some((_, true)) => Cover::Some,
+            _ if causal_cuts => Cover::Some,
+            _ => Cover::None,
+        }
+    }
+
+    /// Sets the hidden entries of `scores` (query row `i`, keys from `j0`) to −∞.
+    fn hide(&self, b: usize, n_k: usize, i: usize, j0: usize, scores: &mut [f32]) {
+        for (t, s) in scores.iter_mut().enumerate() {
+            let j = j0 + t;
+            let padded = self.padding.is_some_and(|pad| pad[b * n_k + j] != 0);
+            if (self.causal && j > i) || padded {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// A row-major or transposed view of a matrix inside a slice: element (r, c) is
+/// `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            rs: width,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix of row width `width`.
+    fn transposed(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: width,
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+            assert!(last < self.data.len(), "flash: {what} out of bounds");
+        }
+    }
+}
+
+/// dst[m×n] = (dst if `accumulate`, else 0) + beta · lhs[m×k] · rhs[k×n], with dst row-major of
+/// row width `dst_rs`. Bounds are checked here, so the unsafe call below only sees valid ranges.
+#[allow(clippy::too_many_arguments)] // a gemm call: three matrices and their sizes
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "flash: dst out of bounds"
+    );
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    if k == 0 {
+        if !accumulate {
+            for row in 0..m {
+                dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: every index gemm reads or writes lies inside the slices (checked just above), and
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// e^x to about 2 ulp, written without branches so that a row of it vectorises: Cody–Waite range
+/// reduction x = n·ln2 + r and Cephes' degree-6 polynomial for e^r (the form of Cephes `expf`).
+/// e^−∞ is exactly 0 (so are arguments below −87.3, where e^x < 2⁻¹²⁶), and NaN stays NaN.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOW: f32 = -87.336_55;
+    const HIGH: f32 = 88.0;
+    // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let clamped = x.clamp(LOW, HIGH); // NaN stays NaN
+    let shifted = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    let n_bits = shifted.to_bits() as i32 - 0x4B40_0000;
+    let two_n = f32::from_bits(((n_bits + 127) << 23) as u32);
+    let e = e_r * two_n;
+    if x < LOW {
+        0.0
+    } else if x > HIGH {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+
+/// The larger of two, NaN if either is NaN (so that a NaN score reaches the output).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// row[j] ← e^(row[j] − shift); returns the sum. The exponentials are a plain map and the sum
+/// runs in 8 lanes, since a single running float sum is a chain the compiler may not reorder
+/// (and so would not vectorise, exponentials included).
+#[inline(always)]
+fn exp_shifted_generic(row: &mut [f32], shift: f32) -> f32 {
+    for x in row.iter_mut() {
+        *x = exp(*x - shift);
+    }
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// The largest entry of `row` (−∞ for an empty one), NaN if any is NaN; in 8 lanes.
+#[inline(always)]
+fn row_max_generic(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = nan_max(*lane, x);
+        }
+    }
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| nan_max(m, x));
+    lanes.iter().fold(rest, |m, &x| nan_max(m, x))
+}
+
+/// dS ← P ⊙ (dP − D)·c, in place in `dp`.
+#[inline(always)]
+fn score_grad_generic(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+    for (g, &w) in dp.iter_mut().zip(p) {
+        *g = w * (*g - d) * scale;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_shifted_avx2(row: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_generic(row, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn row_max_avx2(row: &[f32]) -> f32 {
+    row_max_generic(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn score_grad_avx2(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+    score_grad_generic(p, dp, d, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// The element-wise loops, on 8-wide vectors where the CPU has them.
+fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just checked to have AVX2 and FMA.
+        return unsafe { exp_shifted_avx2(row, shift) };
+    }
+    exp_shifted_generic(row, shift)
+}
+
+fn row_max(row: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { row_max_avx2(row) };
+    }
+    row_max_generic(row)
+}
+
+fn score_grad(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { score_grad_avx2(p, dp, d, scale) };
+    }
+    score_grad_generic(p, dp, d, scale)
+}
+
+/// The forward pass: `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q])`.
+pub fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    scale: f32,
+    masks: Masks,
+) -> (Vec<f32>, Vec<f32>) {
+    let Dims {
+        batch,
+        heads,
+        n_q,
+        n_k,
+        d_k,
+        d_v,
+    } = dims;
+    check_inputs(q, k, v, dims, masks);
+    let mut o = vec![0.0f32; batch * heads * n_q * d_v]; // [batch, heads, n_q, d_v]
+    let mut lse = vec![f32::INFINITY; batch * heads * n_q]; // [batch, heads, n_q]
+    if o.is_empty() && lse.is_empty() {
+        return (o, lse);
+    }
+    // One unit per (batch·head, query block): disjoint rows of o and lse.
+    let blocks_per_head = n_q.div_ceil(BLOCK_Q);
+    let mut units: Vec<(usize, &mut [f32], &mut [f32])> = Vec::new();
+    for (bh, (o_head, lse_head)) in o
+        .chunks_mut((n_q * d_v).max(1))
+        .zip(lse.chunks_mut(n_q.max(1)))
+        .enumerate()
+    {
+        let o_blocks = o_head.chunks_mut((BLOCK_Q * d_v).max(1));
+        let lse_blocks = lse_head.chunks_mut(BLOCK_Q);
+        for (qb, (o_blk, lse_blk)) in o_blocks.zip(lse_blocks).enumerate() {
+            units.push((bh * blocks_per_head + qb, o_blk, lse_blk));
+        }
+    }
+    let unit_body = |(unit, o_blk, lse_blk): (usize, &mut [f32], &mut [f32])| {
+        let (bh, qb) = (unit / blocks_per_head, unit % blocks_per_head);
+        let b = bh / heads;
+        let i0 = qb * BLOCK_Q;
+        let rows = lse_blk.len();
+        let q_blk = &q[(bh * n_q + i0) * d_k..(bh * n_q + i0 + rows) * d_k];
+        let k_head = &k[bh * n_k * d_k..(bh + 1) * n_k * d_k];
+        let v_head = &v[bh * n_k * d_v..(bh + 1) * n_k * d_v];
+        let mut scores = vec![0.0f32; rows * BLOCK_K];
+        let mut max = vec![f32::NEG_INFINITY; rows];
+        let mut sum = vec![0.0f32; rows];
+        for j0 in (0..n_k).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(n_k - j0);
+            let cover = masks.cover(b, n_k, i0..i0 + rows, j0..j0 + cols);
+            if cover == Cover::All {
+                continue;
+            }
+            let scores = &mut scores[..rows * cols];
+            // S = c·Q_blk·K_tileᵀ   [rows, cols]
+            matmul(
+                (rows, cols, d_k),
+                scores,
+                cols,
+                false,
+                View::rows(q_blk, d_k),
+                View::transposed(&k_head[j0 * d_k..(j0 + cols) * d_k], d_k),
+                scale,
+            );
+            for r in 0..rows {
+                let row = &mut scores[r * cols..(r + 1) * cols];
+                if cover == Cover::Some {
+                    masks.hide(b, n_k, i0 + r, j0, row);
+                }
+                let tile_max = row_max(row);
+                let new_max = nan_max(max[r], tile_max);
+                if new_max == f32::NEG_INFINITY {
+                    // Nothing visible yet in this row: it adds nothing.
+                    row.fill(0.0);
+                    continue;
+                }
+                let rescale = exp(max[r] - new_max);
+                sum[r] = sum[r] * rescale + exp_shifted(row, new_max);
+                if rescale != 1.0 {
+                    for x in &mut o_blk[r * d_v..(r + 1) * d_v] {
+                        *x *= rescale;
+                    }
+                }
+                max[r] = new_max;
+            }
+            // O_blk += P·V_tile   [rows, d_v]
+            matmul(
+                (rows, d_v, cols),
+                o_blk,
+                d_v,
+                true,
+                View::rows(scores, cols),
+                View::rows(&v_head[j0 * d_v..(j0 + cols) * d_v], d_v),
+                1.0,
+            );
+        }
+        for r in 0..rows {
+            if max[r] == f32::NEG_INFINITY {
+                // Fully masked: output 0 (already), lse = +∞ so that the backward's P is 0.
+                continue;
+            }
+            let inv = 1.0 / sum[r];
+            for x in &mut o_blk[r * d_v..(r + 1) * d_v] {
+                *x *= inv;
+            }
+            lse_blk[r] = max[r] + sum[r].ln();
+        }
+    };
+    if dims.work() >= SERIAL_WORK {
+        units.into_par_iter().for_each(unit_body);
+    } else {
+        units.into_iter().for_each(unit_body);
+    }
+    (o, lse)
+}
+
+/// The gradients `(dq, dk, dv)`, shaped like q, k and v, from the forward's inputs, its output
+/// `o`, its `lse` and the output's gradient `d_o [batch, heads, n_q, d_v]`.
+#[allow(clippy::too_many_arguments)] // the backward's saved state, as in the equations
+pub fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    lse: &[f32],
+    d_o: &[f32],
+    dims: Dims,
+    scale: f32,
+    masks: Masks,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims {
+        batch,
+        heads,
+        n_q,
+        n_k,
+        d_k,
+        d_v,
+    } = dims;
+    check_inputs(q, k, v, dims, masks);
+    let bh_count = batch * heads;
+    assert_eq!(o.len(), bh_count * n_q * d_v, "flash: o has the wrong size");
+    assert_eq!(d_o.len(), o.len(), "flash: d_o has the wrong size");
+    assert_eq!(lse.len(), bh_count * n_q, "flash: lse has the wrong size");
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dv = vec![0.0f32; v.len()];
+    let tiles = n_k.div_ceil(BLOCK_K);
+    if bh_count == 0 || n_q == 0 || tiles == 0 {
+        return (dq, dk, dv);
+    }
+    // dK and dV of a key tile gather over all query blocks, dQ of a query block over all key
+    // tiles. A unit owns some key tiles of one head and keeps its own dQ; with fewer heads than
+    // threads a head's tiles are split over several units (interleaved, to share a causal
+    // triangle's work evenly) and their dQs summed after.
+    let parallel = dims.work() >= SERIAL_WORK;
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let groups = (2 * threads).div_ceil(bh_count).clamp(1, tiles);
+    struct Part {
+        bh: usize,
+        dq: Vec<f32>,
+        /// (first key, dK rows, dV rows) per owned tile.
+        tiles: Vec<(usize, Vec<f32>, Vec<f32>)>,
+    }
+    let unit = |u: usize| -> Part {
+        let (bh, group) = (u / groups, u % groups);
+        let b = bh / heads;
+        let q_head = &q[bh * n_q * d_k..(bh + 1) * n_q * d_k];
+        let k_head = &k[bh * n_k * d_k..(bh + 1) * n_k * d_k];
+        let v_head = &v[bh * n_k * d_v..(bh + 1) * n_k * d_v];
+        let o_head = &o[bh * n_q * d_v..(bh + 1) * n_q * d_v];
+        let do_head = &d_o[bh * n_q * d_v..(bh + 1) * n_q * d_v];
+        let lse_head = &lse[bh * n_q..(bh + 1) * n_q];
+        // D_i = dO_i · O_i
+        let d_row: Vec<f32> = (0..n_q)
+            .map(|i| {
+                let (a, b) = (
+                    &do_head[i * d_v..(i + 1) * d_v],
+                    &o_head[i * d_v..(i + 1) * d_v],
+                );
+                a.iter().zip(b).map(|(x, y)| x * y).sum()
+            })
+            .collect();
+        let mut part = Part {
+            bh,
+            dq: vec![0.0f32; n_q * d_k],
+            tiles: Vec::new(),
+        };
+        let mut p = vec![0.0f32; BLOCK_Q * BLOCK_K];
+        let mut ds = vec![0.0f32; BLOCK_Q * BLOCK_K];
+        for tile in (group..tiles).step_by(groups) {
+            let j0 = tile * BLOCK_K;
+            let cols = BLOCK_K.min(n_k - j0);
+            let k_tile = &k_head[j0 * d_k..(j0 + cols) * d_k];
+            let v_tile = &v_head[j0 * d_v..(j0 + cols) * d_v];
+            let mut dk_tile = vec![0.0f32; cols * d_k];
+            let mut dv_tile = vec![0.0f32; cols * d_v];
+            // Under a causal mask, query blocks that end before j0 see none of these keys.
+            let first_block = if masks.causal { j0 / BLOCK_Q } else { 0 };
+            for i0 in (first_block * BLOCK_Q..n_q).step_by(BLOCK_Q) {
+                let rows = BLOCK_Q.min(n_q - i0);
+                let cover = masks.cover(b, n_k, i0..i0 + rows, j0..j0 + cols);
+                if cover == Cover::All {
+                    continue;
+                }
+                let q_blk = &q_head[i0 * d_k..(i0 + rows) * d_k];
+                let do_blk = &do_head[i0 * d_v..(i0 + rows) * d_v];
+                let p = &mut p[..rows * cols];
+                let ds = &mut ds[..rows * cols];
+                // P = exp(c·Q_blk·K_tileᵀ − lse)   [rows, cols]
+                matmul(
+                    (rows, cols, d_k),
+                    p,
+                    cols,
+                    false,
+                    View::rows(q_blk, d_k),
+                    View::transposed(k_tile, d_k),
+                    scale,
+                );
+                for r in 0..rows {
+                    let row = &mut p[r * cols..(r + 1) * cols];
+                    if cover == Cover::Some {
+                        masks.hide(b, n_k, i0 + r, j0, row);
+                    }
+                    exp_shifted(row, lse_head[i0 + r]);
+                }
+                // dV_tile += Pᵀ·dO_blk   [cols, d_v]
+                matmul(
+                    (cols, d_v, rows),
+                    &mut dv_tile,
+                    d_v,
+                    true,
+                    View::transposed(p, cols),
+                    View::rows(do_blk, d_v),
+                    1.0,
+                );
+                // dP = dO_blk·V_tileᵀ   [rows, cols]
+                matmul(
+                    (rows, cols, d_v),
+                    ds,
+                    cols,
+                    false,
+                    View::rows(do_blk, d_v),
+                    View::transposed(v_tile, d_v),
+                    1.0,
+                );
+                // dS = P ⊙ (dP − D)·c   [rows, cols]
+                for r in 0..rows {
+                    let span = r * cols..(r + 1) * cols;
+                    score_grad(&p[span.clone()], &mut ds[span], d_row[i0 + r], scale);
+                }
+                // dQ_blk += dS·K_tile   [rows, d_k]
+                matmul(
+                    (rows, d_k, cols),
+                    &mut part.dq[i0 * d_k..(i0 + rows) * d_k],
+                    d_k,
+                    true,
+                    View::rows(ds, cols),
+                    View::rows(k_tile, d_k),
+                    1.0,
+                );
+                // dK_tile += dSᵀ·Q_blk   [cols, d_k]
+                matmul(
+                    (cols, d_k, rows),
+                    &mut dk_tile,
+                    d_k,
+                    true,
+                    View::transposed(ds, cols),
+                    View::rows(q_blk, d_k),
+                    1.0,
+                );
+            }
+            part.tiles.push((j0, dk_tile, dv_tile));
+        }
+        part
+    };
+    let parts: Vec<Part> = if parallel {
+        (0..bh_count * groups).into_par_iter().map(unit).collect()
+    } else {
+        (0..bh_count * groups).map(unit).collect()
+    };
+    for part in parts {
+        let bh = part.bh;
+        for (acc, x) in dq[bh * n_q * d_k..(bh + 1) * n_q * d_k]
+            .iter_mut()
+            .zip(&part.dq)
+        {
+            *acc += x;
+        }
+        for (j0, dk_tile, dv_tile) in part.tiles {
+            let at = bh * n_k + j0;
+            dk[at * d_k..at * d_k + dk_tile.len()].copy_from_slice(&dk_tile);
+            dv[at * d_v..at * d_v + dv_tile.len()].copy_from_slice(&dv_tile);
+        }
+    }
+    (dq, dk, dv)
+}
+
+fn check_inputs(q: &[f32], k: &[f32], v: &[f32], dims: Dims, masks: Masks) {
+    let bh = dims.batch * dims.heads;
+    assert_eq!(
+        q.len(),
+        bh * dims.n_q * dims.d_k,
+        "flash: q has the wrong size"
+    );
+    assert_eq!(
+        k.len(),
+        bh * dims.n_k * dims.d_k,
+        "flash: k has the wrong size"
+    );
+    assert_eq!(
+        v.len(),
+        bh * dims.n_k * dims.d_v,
+        "flash: v has the wrong size"
+    );
+    if let Some(pad) = masks.padding {
+        assert_eq!(
+            pad.len(),
+            dims.batch * dims.n_k,
+            "flash: the padding mask has the wrong size"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook computation in f64, one head at a time: full score matrix, row softmax.
+    fn naive(q: &[f32], k: &[f32], v: &[f32], dims: Dims, scale: f32, masks: Masks) -> Vec<f32> {
+        let Dims {
+            batch,
+            heads,
+            n_q,
+            n_k,
+            d_k,
+            d_v,
+        } = dims;
+        let mut out = vec![0.0f32; batch * heads * n_q * d_v];
+        for bh in 0..batch * heads {
+            let b = bh / heads;
+            for i in 0..n_q {
+                let scores: Vec<f64> = (0..n_k)
+                    .map(|j| {
+                        let hidden = (masks.causal && j > i)
+                            || masks.padding.is_some_and(|p| p[b * n_k + j] != 0);
+                        if hidden {
+                            return f64::NEG_INFINITY;
+                        }
+                        (0..d_k)
+                            .map(|t| {
+                                q[(bh * n_q + i) * d_k + t] as f64
+                                    * k[(bh * n_k + j) * d_k + t] as f64
+                            })
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    continue;
+                }
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = e.iter().sum();
+                for t in 0..d_v {
+                    let x: f64 = (0..n_k)
+                        .map(|j| e[j] / total * v[(bh * n_k + j) * d_v + t] as f64)
+                        .sum();
+                    out[(bh * n_q + i) * d_v + t] = x as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn draw(len: usize, seed: u64) -> Vec<f32> {
+        crate::util::rng::HostRng::new(seed).uniform_vec(len, 1.0)
+    }
+
+    #[test]
+    fn exp_matches_std_to_two_ulp() {
+        let mut worst = 0.0f64;
+        for i in 0..200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let x = x.min(87.9);
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3e-7, "worst relative error {worst:e}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-200.0), 0.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn forward_matches_the_textbook_across_tile_edges() {
+        // n = 1, a tile minus one, exactly two tiles, and beyond; n_q ≠ n_k; d_k ≠ d_v.
+        for (n_q, n_k) in [(1, 1), (63, 63), (128, 128), (70, 133), (130, 5)] {
+            for causal in [false, true] {
+                let dims = Dims {
+                    batch: 2,
+                    heads: 2,
+                    n_q,
+                    n_k,
+                    d_k: 5,
+                    d_v: 3,
+                };
+                let (q, k, v) = (
+                    draw(4 * n_q * 5, 1),
+                    draw(4 * n_k * 5, 2),
+                    draw(4 * n_k * 3, 3),
+                );
+                let pad: Vec<u8> = (0..2 * n_k).map(|j| (j >= n_k + n_k / 2) as u8).collect();
+                let masks = Masks {
+                    causal,
+                    padding: Some(&pad),
+                };
+                let (o, _) = forward(&q, &k, &v, dims, 0.7, masks);
+                let want = naive(&q, &k, &v, dims, 0.7, masks);
+                for (a, b) in o.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "n_q {n_q} n_k {n_k} causal {causal}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_fully_masked_row_gives_zeros_and_no_nan() {
+        let dims = Dims {
+            batch: 1,
+            heads: 1,
+            n_q: 3,
+            n_k: 4,
+            d_k: 2,
+            d_v: 2,
+        };
+        let (q, k, v) = (draw(6, 1), draw(8, 2), draw(8, 3));
+        let pad = [1u8; 4];
+        let masks = Masks {
+            causal: false,
+            padding: Some(&pad),
+        };
+        let (o, lse) = forward(&q, &k, &v, dims, 1.0, masks);
+        assert!(o.iter().all(|&x| x == 0.0), "{o:?}");
+        assert!(lse.iter().all(|&x| x == f32::INFINITY), "{lse:?}");
+        let (dq, dk, dv) = backward(&q, &k, &v, &o, &lse, &draw(6, 4), dims, 1.0, masks);
+        for g in [dq, dk, dv] {
+            assert!(g.iter().all(|&x| x == 0.0), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn a_nan_score_reaches_the_output() {
+        let dims = Dims {
+            batch: 1,
+            heads: 1,
+            n_q: 2,
+            n_k: 3,
+            d_k: 2,
+            d_v: 2,
+        };
+        let mut q = draw(4, 1);
+        q[0] = f32::NAN;
+        let (o, _) = forward(
+            &q,
+            &draw(6, 2),
+            &draw(6, 3),
+            dims,
+            1.0,
+            Masks {
+                causal: false,
+                padding: None,
+            },
+        );
+        assert!(o[0].is_nan() && o[1].is_nan(), "{o:?}");
+        assert!(o[2].is_finite() && o[3].is_finite(), "{o:?}");
+    }
+}

@@ -1,0 +1,465 @@
+//! Fused scaled-dot-product attention: softmax(c·Q·Kᵀ, masked)·V as one op with its own backward,
+//! through Burn's backend extension, so the autodiff graph keeps q, k, v, the output and the row
+//! log-sum-exp (n·d per head) instead of the [n_q, n_k] scores, weights and their gradients.
+//!
+//! - On flex (f32) the forward and backward are the flash kernels of [`crate::block::flash`].
+//! - On ndarray, wgpu/cuda (Burn's `Cube`) and Burn's `Remote`, both are composed from Burn's tensor
+//!   ops ([`reference_forward`], [`reference_backward`]): the same equations, not the same memory.
+//! - Under autodiff, on every backend, the backward is the hand-written one
+//!   (FlashAttention, Dao et al. 2022, §3.1 and appendix B.2), not Burn's differentiation of the
+//!   composed forward.
+//!
+//! The op covers the row softmax only, with a scale c that folds in the temperature, a causal mask
+//! (key j hidden from query i when j > i), a key-padding mask `[batch, n_k]`, n_q ≠ n_k and
+//! d_k ≠ d_v. A fully masked row gives zeros, as the decomposed path does.
+
+// Burn deprecates its ndarray backend, but `--backend ndarray` is still offered, so the op must
+// be implemented for it: an extension called on a backend it does not list panics.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{
+    Autodiff, Backend, Cube, Dispatch, ExtensionType, Flex, NdArray, Scalar, TensorMetadata,
+    backend_extension,
+};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+use crate::block::flash;
+
+/// The key-padding mask handed to the op: `[batch, n_k]`, true where a key is padding.
+#[derive(ExtensionType, Clone, Debug)]
+pub enum KeyPadding<B: Backend> {
+    None,
+    Keys(BoolTensor<B>),
+}
+
+impl<B: Backend> KeyPadding<B> {
+    fn into_option(self) -> Option<BoolTensor<B>> {
+        match self {
+            KeyPadding::None => None,
+            KeyPadding::Keys(mask) => Some(mask),
+        }
+    }
+}
+
+/// The op as every backend offers it. Call it through [`attention`].
+#[backend_extension(Flex, NdArray, Cube, Remote: cfg(feature = "remote"), Autodiff)]
+pub trait FusedAttention: Backend {
+    /// `[batch, heads, n_q, d_v]` from q `[batch, heads, n_q, d_k]`, k `[batch, heads, n_k, d_k]`
+    /// and v `[batch, heads, n_k, d_v]`.
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        #[extension_type] padding: KeyPadding<Self>,
+        scale: f32,
+        causal: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// The forward that keeps the row log-sum-exp, and the backward that uses it: what a backend
+/// provides for the op. The defaults are the composed reference; flex overrides both.
+pub trait AttentionKernels: Backend {
+    /// `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q, 1])`.
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: Option<BoolTensor<Self>>,
+        scale: f32,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference_forward::<Self>(q, k, v, padding, scale, causal)
+    }
+
+    /// `(dq, dk, dv)` from the forward's inputs, output and lse and the output's gradient.
+    #[allow(clippy::too_many_arguments)] // the saved state of the equations
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        padding: Option<BoolTensor<Self>>,
+        scale: f32,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference_backward::<Self>(q, k, v, o, lse, d_o, padding, scale, causal)
+    }
+}
+
+impl AttentionKernels for NdArray {}
+impl AttentionKernels for Cube {}
+#[cfg(feature = "remote")]
+impl AttentionKernels for burn::backend::Remote {}
+
+macro_rules! forward_only {
+    ($($backend:ty),*) => {$(
+        impl FusedAttention for $backend {
+            fn fused_attention(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                padding: KeyPadding<Self>,
+                scale: f32,
+                causal: bool,
+            ) -> FloatTensor<Self> {
+                Self::attention_forward(q, k, v, padding.into_option(), scale, causal).0
+            }
+        }
+    )*};
+}
+forward_only!(Flex, NdArray, Cube);
+#[cfg(feature = "remote")]
+forward_only!(burn::backend::Remote);
+
+/// The fused op on any [`Device`]: `[batch, heads, n_q, d_v]`, with gradients for q, k and v on
+/// an autodiff device. `scale` multiplies the scores (1 / (divisor·τ)); `padding` is
+/// `[batch, n_k]`, true where a key is padding.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    padding: Option<Tensor<2, Bool>>,
+    scale: f64,
+    causal: bool,
+) -> Tensor<4> {
+    let padding = match padding {
+        Some(mask) => KeyPadding::Keys(mask.into_dispatch()),
+        None => KeyPadding::None,
+    };
+    Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        padding,
+        scale as f32,
+        causal,
+    ))
+}
+
+/// What the backward needs: the inputs, the output and its row log-sum-exp, and the masks.
+#[derive(Debug, Clone)]
+struct Saved<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    o: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    padding: Option<BoolTensor<B>>,
+    scale: f32,
+    causal: bool,
+}
+
+#[derive(Debug)]
+struct FusedBackward;
+
+impl<B: AttentionKernels> Backward<B, 3> for FusedBackward {
+    type State = Saved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let d_o = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let (dq, dk, dv) =
+            B::attention_backward(s.q, s.k, s.v, s.o, s.lse, d_o, s.padding, s.scale, s.causal);
+        for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: KeyPadding<Self>,
+        scale: f32,
+        causal: bool,
+    ) -> FloatTensor<Self> {
+        let padding: Option<BoolTensor<B>> = padding.into_option();
+        match FusedBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (q, k, v) = (
+                    q.primitive().clone(),
+                    k.primitive().clone(),
+                    v.primitive().clone(),
+                );
+                let (o, lse) = B::attention_forward(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    padding.clone(),
+                    scale,
+                    causal,
+                );
+                let saved = Saved {
+                    q,
+                    k,
+                    v,
+                    o: o.clone(),
+                    lse,
+                    padding,
+                    scale,
+                    causal,
+                };
+                prep.finish(saved, o)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (o, _) = B::attention_forward(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    padding,
+                    scale,
+                    causal,
+                );
+                prep.finish(o)
+            }
+        }
+    }
+}
+
+impl AttentionKernels for Flex {
+    fn attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: Option<BoolTensor<Self>>,
+        scale: f32,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(dims) = flex_dims(&q, &k, &v, &padding) else {
+            return reference_forward::<Self>(q, k, v, padding, scale, causal);
+        };
+        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+        let padding = padding.map(|p| p.to_contiguous());
+        let masks = flash::Masks {
+            causal,
+            padding: padding.as_ref().map(flex_bools),
+        };
+        let (o, lse) = flash::forward(flex_f32(&q), flex_f32(&k), flex_f32(&v), dims, scale, masks);
+        let (b, h, n_q) = (dims.batch, dims.heads, dims.n_q);
+        (
+            flex_tensor(o, [b, h, n_q, dims.d_v]),
+            flex_tensor(lse, [b, h, n_q, 1]),
+        )
+    }
+
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+        padding: Option<BoolTensor<Self>>,
+        scale: f32,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let all_f32 = [&o, &lse, &d_o].iter().all(|t| t.dtype() == DType::F32);
+        let dims = flex_dims(&q, &k, &v, &padding).filter(|_| all_f32);
+        let Some(dims) = dims else {
+            return reference_backward::<Self>(q, k, v, o, lse, d_o, padding, scale, causal);
+        };
+        let [q, k, v, o, lse, d_o] = [q, k, v, o, lse, d_o].map(|t| t.to_contiguous());
+        let padding = padding.map(|p| p.to_contiguous());
+        let masks = flash::Masks {
+            causal,
+            padding: padding.as_ref().map(flex_bools),
+        };
+        let (dq, dk, dv) = flash::backward(
+            flex_f32(&q),
+            flex_f32(&k),
+            flex_f32(&v),
+            flex_f32(&o),
+            flex_f32(&lse),
+            flex_f32(&d_o),
+            dims,
+            scale,
+            masks,
+        );
+        let shape = |t: &FloatTensor<Self>| t.shape();
+        (
+            flex_tensor(dq, shape(&q)),
+            flex_tensor(dk, shape(&k)),
+            flex_tensor(dv, shape(&v)),
+        )
+    }
+}
+
+/// The kernels' shapes, or `None` where they do not apply (a dtype other than f32, or booleans
+/// stored in a form other than bytes): the reference runs then.
+fn flex_dims(
+    q: &FloatTensor<Flex>,
+    k: &FloatTensor<Flex>,
+    v: &FloatTensor<Flex>,
+    padding: &Option<BoolTensor<Flex>>,
+) -> Option<flash::Dims> {
+    if [q, k, v].iter().any(|t| t.dtype() != DType::F32) {
+        return None;
+    }
+    let byte_bools = padding.as_ref().is_none_or(|p| {
+        matches!(
+            p.dtype(),
+            DType::Bool(burn::tensor::BoolStore::Native | burn::tensor::BoolStore::U8)
+        )
+    });
+    if !byte_bools {
+        return None;
+    }
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    Some(flash::Dims {
+        batch: qs[0],
+        heads: qs[1],
+        n_q: qs[2],
+        n_k: ks[2],
+        d_k: qs[3],
+        d_v: vs[3],
+    })
+}
+
+fn flex_f32(t: &FloatTensor<Flex>) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 flex tensor reads as a slice")
+}
+
+fn flex_bools(t: &BoolTensor<Flex>) -> &[u8] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous flex tensor has one span");
+    &t.storage::<u8>()[start..end]
+}
+
+fn flex_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<Flex> {
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape.into()))
+}
+
+/// `[batch, heads, n_q, n_k]`, true where key j is hidden from query i; `None` when nothing is.
+fn reference_mask<B: Backend>(
+    [batch, heads, n_q, n_k]: [usize; 4],
+    padding: Option<BoolTensor<B>>,
+    causal: bool,
+    device: &B::Device,
+) -> Option<BoolTensor<B>> {
+    let full = Shape::new([batch, heads, n_q, n_k]);
+    let causal = causal.then(|| {
+        // Built as floats and compared, so that the booleans come out in the store this device
+        // uses (bytes on flex, words on some wgpu adapters), which host bools would not.
+        let hidden: Vec<f32> = (0..n_q)
+            .flat_map(|i| (0..n_k).map(move |j| if j > i { 1.0 } else { 0.0 }))
+            .collect();
+        let hidden = B::float_from_data(TensorData::new(hidden, [1, 1, n_q, n_k]), device);
+        let bools = burn::backend::get_device_settings::<B>(device).bool_dtype;
+        let mask = B::float_greater_elem(hidden, Scalar::Float(0.5), bools); // [1, 1, n_q, n_k]
+        B::bool_expand(mask, full.clone()) // [batch, heads, n_q, n_k]
+    });
+    let padding = padding.map(|pad| {
+        let pad = B::bool_reshape(pad, Shape::new([batch, 1, 1, n_k])); // [batch, 1, 1, n_k]
+        B::bool_expand(pad, full.clone()) // [batch, heads, n_q, n_k]
+    });
+    match (causal, padding) {
+        (Some(c), Some(p)) => Some(B::bool_or(c, p)),
+        (c, p) => c.or(p),
+    }
+}
+
+/// A finite stand-in for −∞ in the reference, as in the decomposed path's softmax.
+const MASKED: f64 = -1.0e30;
+
+/// The forward composed from tensor ops. A fully masked row has ℓ = 0 after its entries are
+/// zeroed; ℓ is clamped to 1 there (every other row has ℓ ≥ 1, from its maximum), which leaves
+/// its output 0 and its lse at −1e30, and the backward zeroes its masked P again.
+pub fn reference_forward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    padding: Option<BoolTensor<B>>,
+    scale: f32,
+    causal: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (qs, ks) = (q.shape(), k.shape());
+    let dims = [qs[0], qs[1], qs[2], ks[2]];
+    let mask = reference_mask::<B>(dims, padding, causal, &q.device());
+    let scores = B::float_mul_scalar(
+        B::float_matmul(q, B::float_transpose(k)), // [batch, heads, n_q, n_k]
+        Scalar::Float(scale as f64),
+    );
+    let scores = match &mask {
+        Some(mask) => B::float_mask_fill(scores, mask.clone(), Scalar::Float(MASKED)),
+        None => scores,
+    };
+    let max = B::float_max_dim(scores.clone(), 3); // [batch, heads, n_q, 1]
+    let shifted = B::float_sub(scores, B::float_expand(max.clone(), Shape::new(dims)));
+    let weights = B::float_exp(shifted); // [batch, heads, n_q, n_k]
+    let weights = match &mask {
+        Some(mask) => B::float_mask_fill(weights, mask.clone(), Scalar::Float(0.0)),
+        None => weights,
+    };
+    let sum = B::float_clamp_min(B::float_sum_dim(weights.clone(), 3), Scalar::Float(1.0)); // [batch, heads, n_q, 1]
+    let lse = B::float_add(max, B::float_log(sum.clone()));
+    let weights = B::float_div(weights, B::float_expand(sum, Shape::new(dims)));
+    (B::float_matmul(weights, v), lse) // [batch, heads, n_q, d_v]
+}
+
+/// The backward composed from tensor ops: P from lse, then the equations of the module doc.
+#[allow(clippy::too_many_arguments)] // the saved state of the equations
+pub fn reference_backward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    o: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    d_o: FloatTensor<B>,
+    padding: Option<BoolTensor<B>>,
+    scale: f32,
+    causal: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (qs, ks) = (q.shape(), k.shape());
+    let dims = [qs[0], qs[1], qs[2], ks[2]];
+    let c = Scalar::Float(scale as f64);
+    let mask = reference_mask::<B>(dims, padding, causal, &q.device());
+    let scores = B::float_mul_scalar(
+        B::float_matmul(q.clone(), B::float_transpose(k.clone())), // [batch, heads, n_q, n_k]
+        c,
+    );
+    let scores = match &mask {
+        Some(mask) => B::float_mask_fill(scores, mask.clone(), Scalar::Float(MASKED)),
+        None => scores,
+    };
+    let p = B::float_exp(B::float_sub(scores, B::float_expand(lse, Shape::new(dims)))); // [batch, heads, n_q, n_k]
+    let p = match mask {
+        Some(mask) => B::float_mask_fill(p, mask, Scalar::Float(0.0)),
+        None => p,
+    };
+    let dv = B::float_matmul(B::float_transpose(p.clone()), d_o.clone()); // [batch, heads, n_k, d_v]
+    let dp = B::float_matmul(d_o.clone(), B::float_transpose(v)); // [batch, heads, n_q, n_k]
+    let d_row = B::float_sum_dim(B::float_mul(d_o, o), 3); // [batch, heads, n_q, 1]
+    let ds = B::float_mul(
+        p,
+        B::float_sub(dp, B::float_expand(d_row, Shape::new(dims))),
+    );
+    let ds = B::float_mul_scalar(ds, c); // [batch, heads, n_q, n_k]
+    let dq = B::float_matmul(ds.clone(), k); // [batch, heads, n_q, d_k]
+    let dk = B::float_matmul(B::float_transpose(ds), q); // [batch, heads, n_k, d_k]
+    (dq, dk, dv)
+}
