@@ -375,7 +375,8 @@ pub fn forward(
         let q_blk = &q[(bh * n_q + i0) * d_k..(bh * n_q + i0 + rows) * d_k];
         let k_head = &k[bh * n_k * d_k..(bh + 1) * n_k * d_k];
         let v_head = &v[bh * n_k * d_v..(bh + 1) * n_k * d_v];
-        let mut scores = vec![0.0f32; rows * BLOCK_K];
+        // Sized to the call, not the tile: at n = 9 a full tile would be zeroed for 81 entries.
+        let mut scores = vec![0.0f32; rows * BLOCK_K.min(n_k)];
         let mut max = vec![f32::NEG_INFINITY; rows];
         let mut sum = vec![0.0f32; rows];
         for j0 in (0..n_k).step_by(BLOCK_K) {
@@ -522,8 +523,9 @@ pub fn backward(
             dq: vec![0.0f32; n_q * d_k],
             tiles: Vec::new(),
         };
-        let mut p = vec![0.0f32; BLOCK_Q * BLOCK_K];
-        let mut ds = vec![0.0f32; BLOCK_Q * BLOCK_K];
+        let scratch = BLOCK_Q.min(n_q) * BLOCK_K.min(n_k);
+        let mut p = vec![0.0f32; scratch];
+        let mut ds = vec![0.0f32; scratch];
         for tile in (group..tiles).step_by(groups) {
             let j0 = tile * BLOCK_K;
             let cols = BLOCK_K.min(n_k - j0);
