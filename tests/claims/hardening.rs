@@ -16,7 +16,7 @@ use attention_lab::run::runner::{Experiment, Lab, LabError, RunOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{binary, refused, run, run_dir, run_folders, scratch, stderr};
+use crate::common::{binary, exited_2_saying, refused, run, run_dir, run_folders, scratch, stderr};
 
 /// `summary.json` of a run folder.
 fn summary(dir: &Path) -> Value {
@@ -64,6 +64,33 @@ fn inputs_that_used_to_panic_now_run_or_say_why() {
     let result = run("bench", &["--seconds", "1e20"]);
     assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
     assert!(stderr(&result).contains("--seconds must be a positive number of at most 3600"));
+}
+
+#[test]
+fn bad_bench_peers_and_attention_paths_are_one_line_and_exit_2() {
+    let bench = |args: &[&str], needle: &str| exited_2_saying(&run("bench", args), needle);
+    bench(&["--peer-runs", "0"], "--peer-runs must be at least 1");
+    bench(&["--train-steps", "5"], "--train-steps must be at least 10");
+    // A peer that fails, and one that prints something else than three numbers.
+    let quick = ["--sizes", "8", "--seconds", "0.01"];
+    bench(
+        &[&quick[..], &["--peer", "false"]].concat(),
+        "peer `false 8` failed",
+    );
+    bench(
+        &[&quick[..], &["--peer", "echo nothing"]].concat(),
+        "expected 3 numbers",
+    );
+    refused(
+        "dk_vs_dmodel",
+        &[
+            "--config",
+            "tests/configs/dk_vs_dmodel.toml",
+            "--set",
+            "model.attention_path=flash",
+        ],
+        "model.attention_path",
+    );
 }
 
 /// An experiment that panics part-way, after measuring something.
