@@ -104,23 +104,6 @@ pub enum AttentionPath {
     Decomposed,
 }
 
-impl AttentionPath {
-    pub const ALL: [AttentionPath; 2] = [AttentionPath::Fused, AttentionPath::Decomposed];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AttentionPath::Fused => "fused",
-            AttentionPath::Decomposed => "decomposed",
-        }
-    }
-}
-
-impl std::fmt::Display for AttentionPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// Why a configuration cannot build a block.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AttentionConfigError {

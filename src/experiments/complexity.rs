@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{AttentionConfig, AttentionPath};
 use crate::block::softmax::{SoftmaxAxis, masked_softmax};
-use crate::lab::bench::{median, time_iters};
+use crate::lab::bench::{median, mib, time_iters};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::log_log_slope;
 use crate::lab::model::ModelConfig;
@@ -279,12 +279,6 @@ fn record(lab: &mut Lab, config: &ComplexityConfig, p: &Point) {
     }
 }
 
-fn mib(bytes: Option<usize>) -> String {
-    bytes.map_or("–".into(), |b| {
-        format!("{:.2}", b as f64 / (1 << 20) as f64)
-    })
-}
-
 fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<(), LabError> {
     let d = config.d_model;
     let mut table = Table::new(
@@ -312,9 +306,9 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             format!("{:.3}", p.projections_ms),
             format!("{:.3}", p.core_ms),
             format!("{:.3}", p.fused_ms),
-            mib(p.forward_bytes),
-            mib(p.train_bytes),
-            mib(p.fused_bytes),
+            mib(p.forward_bytes, 2),
+            mib(p.train_bytes, 2),
+            mib(p.fused_bytes, 2),
         ]);
     }
     lab.table(table);
@@ -454,8 +448,8 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             format!(
                 "fused forward+backward peak-memory slope {fused:.2} (linear = nearer 1 than 2), against {decomposed:.2} for the decomposed path; at n = {}: {} MiB fused, {} MiB decomposed",
                 last.n,
-                mib(last.fused_bytes),
-                mib(last.train_bytes)
+                mib(last.fused_bytes, 2),
+                mib(last.train_bytes, 2)
             ),
         ));
     }

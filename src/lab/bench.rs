@@ -233,9 +233,10 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-fn mib(bytes: Option<usize>) -> String {
+/// Bytes as MiB with `decimals` digits, or "–" where memory was not measured.
+pub fn mib(bytes: Option<usize>, decimals: usize) -> String {
     bytes.map_or("–".into(), |b| {
-        format!("{:.1}", b as f64 / (1 << 20) as f64)
+        format!("{:.decimals$}", b as f64 / (1 << 20) as f64)
     })
 }
 
@@ -273,9 +274,9 @@ pub fn table(rows: &[BenchRow]) -> String {
         }
         out.push_str(&format!(
             " {} | {} | {} | {} |\n",
-            mib(r.fused_bytes),
-            mib(r.decomposed_bytes),
-            mib(r.burn_bytes),
+            mib(r.fused_bytes, 1),
+            mib(r.decomposed_bytes, 1),
+            mib(r.burn_bytes, 1),
             r.memory_saving().map_or("–".into(), |s| format!("{s:.1}×"))
         ));
     }
