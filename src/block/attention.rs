@@ -376,6 +376,30 @@ impl AttentionOutput {
         }
     }
 
+    /// `[batch, heads, n_q, n_k]`: the weights as the fused kernel itself computes them, read off
+    /// its own output with the identity for values: with V = I (n_k × n_k), O = P·I = P, every
+    /// mask and the kernel's tiling, rescaling and normalisation included. Where the decomposed
+    /// path ran, its weights. [`Self::weights`] recomputes them with Burn's softmax instead, so a
+    /// claim about the kernel's weights is tested through this.
+    pub fn kernel_weights(&self) -> Tensor<4> {
+        if let Some(weights) = &self.weights {
+            return weights.clone();
+        }
+        let [batch, heads, _, _] = self.q.dims();
+        let n_k = self.k.dims()[2];
+        let identity = Tensor::<2>::eye(n_k, &self.q.device())
+            .reshape([1, 1, n_k, n_k]) // [1, 1, n_k, n_k]
+            .expand([batch, heads, n_k, n_k]); // [batch, heads, n_k, n_k]
+        fused::attention(
+            self.q.clone(),
+            self.k.clone(),
+            identity,
+            self.key_padding.clone(),
+            1.0 / self.divisor,
+            self.causal,
+        ) // [batch, heads, n_q, n_k]
+    }
+
     /// Whether the fused op computed this output.
     pub fn fused(&self) -> bool {
         self.weights.is_none()

@@ -10,9 +10,12 @@
 //! - backward, given dO: D_i = dO_i·O_i, then per tile P = exp(c·Q·Kᵀ − lse), dV += Pᵀ·dO,
 //!   dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ += c·dS·K, dK += c·dSᵀ·Q.
 //!
-//! A fully masked row has lse = +∞, so every P_ij is exp(−∞) = 0 and its output and gradients are
-//! 0, never NaN. A NaN anywhere in a row's scores still makes that row NaN, so the training loop's
-//! divergence guard sees it. Tiles above a causal diagonal and tiles of padding only are skipped.
+//! A row with no visible key (fully masked, or every visible score −∞) has lse = +∞, so every P_ij
+//! is exp(−∞) = 0 and its output and gradients are 0, never NaN, whatever its hidden keys hold;
+//! dS is 0 wherever P is, and the keys and values of padding keys are read as 0, so a NaN in a
+//! key no row sees reaches nothing (the contract of [`crate::block::fused`]). A NaN in a row's visible scores
+//! still makes that row NaN, so the training loop's divergence guard sees it. Tiles above a causal
+//! diagonal and tiles of padding only are skipped.
 //!
 //! The tile products go to the `gemm` crate (the one flex's matmul uses); the work is split over
 //! rayon's pool by (batch·head, query block) in the forward and (batch·head, group of key tiles)
@@ -28,7 +31,7 @@ const BLOCK_K: usize = 64;
 /// Measured in `bench` on 2 cores: with the pool at n = 64 and 128 (b = 4, d = 64: 2M and 8M)
 /// the block's forward+backward took 1.4× the decomposed path's, serially 0.8×; rayon's idle
 /// workers spin between calls and take the core from the flex ops around the kernel.
-const SERIAL_WORK: usize = 1 << 24;
+pub const SERIAL_WORK: usize = 1 << 24;
 
 /// The shapes of one call: q `[batch, heads, n_q, d_k]`, k `[batch, heads, n_k, d_k]`,
 /// v `[batch, heads, n_k, d_v]`, all contiguous.
@@ -43,7 +46,9 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn work(&self) -> usize {
+    /// Multiply-adds of one call, batch·heads·n_q·n_k·(d_k + d_v): at or above [`SERIAL_WORK`] the
+    /// call runs on rayon's pool.
+    pub fn work(&self) -> usize {
         self.batch * self.heads * self.n_q * self.n_k * (self.d_k + self.d_v)
     }
 }
@@ -270,11 +275,12 @@ fn row_max_generic(row: &[f32]) -> f32 {
     lanes.iter().fold(rest, |m, &x| nan_max(m, x))
 }
 
-/// dS ← P ⊙ (dP − D)·c, in place in `dp`.
+/// dS ← P ⊙ (dP − D)·c, in place in `dp`; exactly 0 where P is 0, so that a NaN in dP of a key
+/// the row does not see (a hidden value) stays out of dQ and dK.
 #[inline(always)]
 fn score_grad_generic(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
     for (g, &w) in dp.iter_mut().zip(p) {
-        *g = w * (*g - d) * scale;
+        *g = if w == 0.0 { 0.0 } else { w * (*g - d) * scale };
     }
 }
 
@@ -348,6 +354,8 @@ pub fn forward(
         d_v,
     } = dims;
     check_inputs(q, k, v, dims, masks);
+    let (k_clean, v_clean) = masks.clean_padded_keys(k, v, dims);
+    let (k, v) = (k_clean.as_deref().unwrap_or(k), v_clean.as_deref().unwrap_or(v));
     let mut o = vec![0.0f32; batch * heads * n_q * d_v]; // [batch, heads, n_q, d_v]
     let mut lse = vec![f32::INFINITY; batch * heads * n_q]; // [batch, heads, n_q]
     if o.is_empty() && lse.is_empty() {
@@ -430,7 +438,9 @@ pub fn forward(
         }
         for r in 0..rows {
             if max[r] == f32::NEG_INFINITY {
-                // Fully masked: output 0 (already), lse = +∞ so that the backward's P is 0.
+                // Nothing visible: output 0 (a tile it shared with other rows may have added
+                // 0·NaN from a hidden value), lse = +∞ so that the backward's P is 0.
+                o_blk[r * d_v..(r + 1) * d_v].fill(0.0);
                 continue;
             }
             let inv = 1.0 / sum[r];
@@ -475,6 +485,8 @@ pub fn backward(
     assert_eq!(o.len(), bh_count * n_q * d_v, "flash: o has the wrong size");
     assert_eq!(d_o.len(), o.len(), "flash: d_o has the wrong size");
     assert_eq!(lse.len(), bh_count * n_q, "flash: lse has the wrong size");
+    let (k_clean, v_clean) = masks.clean_padded_keys(k, v, dims);
+    let (k, v) = (k_clean.as_deref().unwrap_or(k), v_clean.as_deref().unwrap_or(v));
     let mut dq = vec![0.0f32; q.len()];
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
@@ -632,6 +644,39 @@ pub fn backward(
         }
     }
     (dq, dk, dv)
+}
+
+impl Masks<'_> {
+    /// Copies of k and v with the rows of padding keys set to 0, each `None` where those rows
+    /// are all finite already. A hidden key's weight is exactly 0, but 0·NaN is NaN: without
+    /// this a NaN in a padding key would reach the tile products (P·V, dS·K) of the rows
+    /// that share its tile.
+    fn clean_padded_keys(&self, k: &[f32], v: &[f32], dims: Dims) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+        let Some(padding) = self.padding else {
+            return (None, None);
+        };
+        let clean = |x: &[f32], width: usize| {
+            let rows = |bh: usize| {
+                let b = bh / dims.heads;
+                (0..dims.n_k)
+                    .filter(move |&j| padding[b * dims.n_k + j] != 0)
+                    .map(move |j| (bh * dims.n_k + j) * width..(bh * dims.n_k + j + 1) * width)
+            };
+            let heads = 0..dims.batch * dims.heads;
+            let dirty = heads
+                .clone()
+                .flat_map(rows)
+                .any(|row| x[row].iter().any(|e| !e.is_finite()));
+            dirty.then(|| {
+                let mut clean = x.to_vec();
+                for row in heads.flat_map(rows) {
+                    clean[row].fill(0.0);
+                }
+                clean
+            })
+        };
+        (clean(k, dims.d_k), clean(v, dims.d_v))
+    }
 }
 
 fn check_inputs(q: &[f32], k: &[f32], v: &[f32], dims: Dims, masks: Masks) {

@@ -11,7 +11,17 @@
 //!
 //! The op covers the row softmax only, with a scale c that folds in the temperature, a causal mask
 //! (key j hidden from query i when j > i), a key-padding mask `[batch, n_k]`, n_q ≠ n_k and
-//! d_k ≠ d_v. A fully masked row gives zeros, as the decomposed path does.
+//! d_k ≠ d_v.
+//!
+//! Every backend keeps one contract for what a query cannot see:
+//! - a row with no visible key (fully masked, or every visible score −∞) outputs 0, its lse is
+//!   +∞ and its gradients are 0, whatever the hidden keys hold, NaN included;
+//! - a padding key contributes nothing to any row, whatever its k and v hold.
+//!
+//! A NaN in a visible score or value still reaches the row's output, so the training loop's
+//! divergence guard sees it. A non-finite value in a key that the causal mask hides from earlier
+//! rows also reaches every later row (which see it); which earlier rows turn NaN then differs
+//! between backends (flex skips whole tiles), and the loss is NaN on all of them.
 
 // Burn deprecates its ndarray backend, but `--backend ndarray` is still offered, so the op must
 // be implemented for it: an extension called on a backend it does not list panics.
@@ -23,7 +33,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{
-    Autodiff, Backend, Cube, Dispatch, ExtensionType, Flex, NdArray, Scalar, TensorMetadata,
+    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, ExtensionType, Flex, NdArray, Scalar, TensorMetadata,
     backend_extension,
 };
 use burn::prelude::*;
@@ -50,8 +60,9 @@ impl<B: Backend> KeyPadding<B> {
 /// The op as every backend offers it. Call it through [`attention`].
 #[backend_extension(Flex, NdArray, Cube, Remote: cfg(feature = "remote"), Autodiff)]
 pub trait FusedAttention: Backend {
-    /// `[batch, heads, n_q, d_v]` from q `[batch, heads, n_q, d_k]`, k `[batch, heads, n_k, d_k]`
-    /// and v `[batch, heads, n_k, d_v]`.
+    /// `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q, 1])` from q
+    /// `[batch, heads, n_q, d_k]`, k `[batch, heads, n_k, d_k]` and v `[batch, heads, n_k, d_v]`.
+    /// Only o carries gradients.
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -59,7 +70,7 @@ pub trait FusedAttention: Backend {
         #[extension_type] padding: KeyPadding<Self>,
         scale: f32,
         causal: bool,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The forward that keeps the row log-sum-exp, and the backward that uses it: what a backend
@@ -109,8 +120,8 @@ macro_rules! forward_only {
                 padding: KeyPadding<Self>,
                 scale: f32,
                 causal: bool,
-            ) -> FloatTensor<Self> {
-                Self::attention_forward(q, k, v, padding.into_option(), scale, causal).0
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                Self::attention_forward(q, k, v, padding.into_option(), scale, causal)
             }
         }
     )*};
@@ -130,18 +141,34 @@ pub fn attention(
     scale: f64,
     causal: bool,
 ) -> Tensor<4> {
+    attention_with_lse(q, k, v, padding, scale, causal).0
+}
+
+/// [`attention`] and the row log-sum-exp the kernel kept for its backward,
+/// lse_i = log Σ_j exp(c·q_i·k_j) over the keys query i sees: `[batch, heads, n_q, 1]`, +∞ for
+/// a row with no visible key (so that every exp(s − lse) of it is 0). The lse carries no
+/// gradient; it is here so that tests can hold the kernel's own state to a reference.
+pub fn attention_with_lse(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    padding: Option<Tensor<2, Bool>>,
+    scale: f64,
+    causal: bool,
+) -> (Tensor<4>, Tensor<4>) {
     let padding = match padding {
         Some(mask) => KeyPadding::Keys(mask.into_dispatch()),
         None => KeyPadding::None,
     };
-    Tensor::from_dispatch(<Dispatch as FusedAttention>::fused_attention(
+    let (o, lse) = <Dispatch as FusedAttention>::fused_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         padding,
         scale as f32,
         causal,
-    ))
+    );
+    (Tensor::from_dispatch(o), Tensor::from_dispatch(lse))
 }
 
 /// What the backward needs: the inputs, the output and its row log-sum-exp, and the masks.
@@ -190,7 +217,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
         padding: KeyPadding<Self>,
         scale: f32,
         causal: bool,
-    ) -> FloatTensor<Self> {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let padding: Option<BoolTensor<B>> = padding.into_option();
         match FusedBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -216,15 +243,15 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
                     k,
                     v,
                     o: o.clone(),
-                    lse,
+                    lse: lse.clone(),
                     padding,
                     scale,
                     causal,
                 };
-                prep.finish(saved, o)
+                (prep.finish(saved, o), Self::from_inner(lse))
             }
             OpsKind::UnTracked(prep) => {
-                let (o, _) = B::attention_forward(
+                let (o, lse) = B::attention_forward(
                     q.into_primitive(),
                     k.into_primitive(),
                     v.into_primitive(),
@@ -232,7 +259,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
                     scale,
                     causal,
                 );
-                prep.finish(o)
+                (prep.finish(o), Self::from_inner(lse))
             }
         }
     }
@@ -354,13 +381,20 @@ fn flex_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<Flex> {
     burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape.into()))
 }
 
-/// `[batch, heads, n_q, n_k]`, true where key j is hidden from query i; `None` when nothing is.
-fn reference_mask<B: Backend>(
+/// The reference's masks: `[batch, heads, n_q, n_k]`, true where key j is hidden from query i,
+/// and the padding alone as `[batch, 1, n_k, 1]` (to zero the keys and values of padding keys);
+/// `None` where nothing is hidden.
+struct ReferenceMasks<B: Backend> {
+    hidden: Option<BoolTensor<B>>,
+    padded_keys: Option<BoolTensor<B>>,
+}
+
+fn reference_masks<B: Backend>(
     [batch, heads, n_q, n_k]: [usize; 4],
     padding: Option<BoolTensor<B>>,
     causal: bool,
     device: &B::Device,
-) -> Option<BoolTensor<B>> {
+) -> ReferenceMasks<B> {
     let full = Shape::new([batch, heads, n_q, n_k]);
     let causal = causal.then(|| {
         // Built as floats and compared, so that the booleans come out in the store this device
@@ -373,22 +407,41 @@ fn reference_mask<B: Backend>(
         let mask = B::float_greater_elem(hidden, Scalar::Float(0.5), bools); // [1, 1, n_q, n_k]
         B::bool_expand(mask, full.clone()) // [batch, heads, n_q, n_k]
     });
+    let padded_keys = padding
+        .as_ref()
+        .map(|pad| B::bool_reshape(pad.clone(), Shape::new([batch, 1, n_k, 1]))); // [batch, 1, n_k, 1]
     let padding = padding.map(|pad| {
         let pad = B::bool_reshape(pad, Shape::new([batch, 1, 1, n_k])); // [batch, 1, 1, n_k]
         B::bool_expand(pad, full.clone()) // [batch, heads, n_q, n_k]
     });
-    match (causal, padding) {
+    let hidden = match (causal, padding) {
         (Some(c), Some(p)) => Some(B::bool_or(c, p)),
         (c, p) => c.or(p),
+    };
+    ReferenceMasks {
+        hidden,
+        padded_keys,
     }
 }
 
 /// A finite stand-in for −∞ in the reference, as in the decomposed path's softmax.
 const MASKED: f64 = -1.0e30;
 
-/// The forward composed from tensor ops. A fully masked row has ℓ = 0 after its entries are
-/// zeroed; ℓ is clamped to 1 there (every other row has ℓ ≥ 1, from its maximum), which leaves
-/// its output 0 and its lse at −1e30, and the backward zeroes its masked P again.
+fn fill<B: Backend>(t: FloatTensor<B>, mask: &Option<BoolTensor<B>>, value: f64) -> FloatTensor<B> {
+    match mask {
+        Some(mask) => {
+            let mask = B::bool_expand(mask.clone(), t.shape());
+            B::float_mask_fill(t, mask, Scalar::Float(value))
+        }
+        None => t,
+    }
+}
+
+/// The forward composed from tensor ops. Hidden scores are −1e30 rather than −∞, so that a fully
+/// masked row has a finite maximum; so does a row whose visible scores are all −∞ (its maximum
+/// is raised to −1e30). Such a row sums to ℓ = 0 once its hidden entries are zeroed: ℓ is
+/// clamped to 1 there (every other row has ℓ ≥ 1, from its maximum), and its output is set to 0
+/// and its lse to +∞, as on flex, whatever its hidden keys hold.
 pub fn reference_forward<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -399,29 +452,34 @@ pub fn reference_forward<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let (qs, ks) = (q.shape(), k.shape());
     let dims = [qs[0], qs[1], qs[2], ks[2]];
-    let mask = reference_mask::<B>(dims, padding, causal, &q.device());
+    let device = q.device();
+    let masks = reference_masks::<B>(dims, padding, causal, &device);
+    let bools = burn::backend::get_device_settings::<B>(&device).bool_dtype;
+    // A padding key's weight is exactly 0, but 0·NaN is NaN: its k and v are read as 0.
+    let k = fill::<B>(k, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_k]
+    let v = fill::<B>(v, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_v]
     let scores = B::float_mul_scalar(
         B::float_matmul(q, B::float_transpose(k)), // [batch, heads, n_q, n_k]
         Scalar::Float(scale as f64),
     );
-    let scores = match &mask {
-        Some(mask) => B::float_mask_fill(scores, mask.clone(), Scalar::Float(MASKED)),
-        None => scores,
-    };
+    let scores = fill::<B>(scores, &masks.hidden, MASKED);
     let max = B::float_max_dim(scores.clone(), 3); // [batch, heads, n_q, 1]
+    let no_finite_max = B::float_equal_elem(max.clone(), Scalar::Float(f64::NEG_INFINITY), bools);
+    let max = B::float_mask_fill(max, no_finite_max, Scalar::Float(MASKED));
     let shifted = B::float_sub(scores, B::float_expand(max.clone(), Shape::new(dims)));
-    let weights = B::float_exp(shifted); // [batch, heads, n_q, n_k]
-    let weights = match &mask {
-        Some(mask) => B::float_mask_fill(weights, mask.clone(), Scalar::Float(0.0)),
-        None => weights,
-    };
-    let sum = B::float_clamp_min(B::float_sum_dim(weights.clone(), 3), Scalar::Float(1.0)); // [batch, heads, n_q, 1]
-    let lse = B::float_add(max, B::float_log(sum.clone()));
+    let weights = fill::<B>(B::float_exp(shifted), &masks.hidden, 0.0); // [batch, heads, n_q, n_k]
+    let sum = B::float_sum_dim(weights.clone(), 3); // [batch, heads, n_q, 1]
+    let empty = Some(B::float_equal_elem(sum.clone(), Scalar::Float(0.0), bools));
+    let sum = B::float_clamp_min(sum, Scalar::Float(1.0));
+    let lse = fill::<B>(B::float_add(max, B::float_log(sum.clone())), &empty, f64::INFINITY);
     let weights = B::float_div(weights, B::float_expand(sum, Shape::new(dims)));
-    (B::float_matmul(weights, v), lse) // [batch, heads, n_q, d_v]
+    let o = B::float_matmul(weights, v); // [batch, heads, n_q, d_v]
+    (fill::<B>(o, &empty, 0.0), lse)
 }
 
-/// The backward composed from tensor ops: P from lse, then the equations of the module doc.
+/// The backward composed from tensor ops: P from lse, then the equations of the module doc, with
+/// the keys and values of padding keys read as 0 and dS zeroed in a row that sees no key
+/// (lse = +∞), so that nothing a row cannot see reaches the gradients.
 #[allow(clippy::too_many_arguments)] // the saved state of the equations
 pub fn reference_backward<B: Backend>(
     q: FloatTensor<B>,
@@ -436,21 +494,20 @@ pub fn reference_backward<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let (qs, ks) = (q.shape(), k.shape());
     let dims = [qs[0], qs[1], qs[2], ks[2]];
+    let device = q.device();
     let c = Scalar::Float(scale as f64);
-    let mask = reference_mask::<B>(dims, padding, causal, &q.device());
+    let masks = reference_masks::<B>(dims, padding, causal, &device);
+    let bools = burn::backend::get_device_settings::<B>(&device).bool_dtype;
+    let empty = Some(B::float_equal_elem(lse.clone(), Scalar::Float(f64::INFINITY), bools)); // [batch, heads, n_q, 1]
+    let k = fill::<B>(k, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_k]
+    let v = fill::<B>(v, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_v]
     let scores = B::float_mul_scalar(
         B::float_matmul(q.clone(), B::float_transpose(k.clone())), // [batch, heads, n_q, n_k]
         c,
     );
-    let scores = match &mask {
-        Some(mask) => B::float_mask_fill(scores, mask.clone(), Scalar::Float(MASKED)),
-        None => scores,
-    };
+    let scores = fill::<B>(scores, &masks.hidden, MASKED);
     let p = B::float_exp(B::float_sub(scores, B::float_expand(lse, Shape::new(dims)))); // [batch, heads, n_q, n_k]
-    let p = match mask {
-        Some(mask) => B::float_mask_fill(p, mask, Scalar::Float(0.0)),
-        None => p,
-    };
+    let p = fill::<B>(p, &masks.hidden, 0.0);
     let dv = B::float_matmul(B::float_transpose(p.clone()), d_o.clone()); // [batch, heads, n_k, d_v]
     let dp = B::float_matmul(d_o.clone(), B::float_transpose(v)); // [batch, heads, n_q, n_k]
     let d_row = B::float_sum_dim(B::float_mul(d_o, o), 3); // [batch, heads, n_q, 1]
@@ -459,6 +516,7 @@ pub fn reference_backward<B: Backend>(
         B::float_sub(dp, B::float_expand(d_row, Shape::new(dims))),
     );
     let ds = B::float_mul_scalar(ds, c); // [batch, heads, n_q, n_k]
+    let ds = fill::<B>(ds, &empty, 0.0);
     let dq = B::float_matmul(ds.clone(), k); // [batch, heads, n_q, d_k]
     let dk = B::float_matmul(B::float_transpose(ds), q); // [batch, heads, n_k, d_k]
     (dq, dk, dv)

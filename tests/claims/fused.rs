@@ -1,17 +1,21 @@
 //! The fused attention op computes what the decomposed steps compute, forward and backward, on
 //! every device: the same outputs and the same gradients for q, k and v to 1e-4 relative, masks,
-//! cross-attention, odd tile sizes and saturated logits included; its gradients agree with finite
-//! differences; and the block takes the fused path only where the math is the same.
+//! cross-attention, odd tile sizes and saturated logits included; its own output, row
+//! log-sum-exp and gradients match an f64 reference within the bound the error analysis of
+//! [`exact`] gives; flex's parallel path (above `flash::SERIAL_WORK`) is held to the same; rows
+//! that see no key are zero on every backend; its gradients agree with finite differences; and
+//! the block takes the fused path only where the math is the same, with the same gradient for
+//! every parameter and input.
 
 use attention_lab::block::attention::{AttentionConfig, AttentionInput, AttentionPath};
-use attention_lab::block::fused;
+use attention_lab::block::{flash, fused};
 use attention_lab::block::mask::{attention_mask, padding_mask};
 use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::softmax::{SoftmaxAxis, masked_softmax};
 use attention_lab::util::rng::HostRng;
 use burn::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use crate::common::*;
 
@@ -132,103 +136,235 @@ fn compare(case: &Case, device: &Device) -> Result<(), String> {
     }
     // Saturated rows: the outputs and dV still agree to 1e-4. dQ and dK go through
     // dS = P ⊙ (dP − D), a difference of two nearly equal numbers, then times logits' factors of
-    // 1e3. FlashAttention takes D = dO·O (one dot product per row), the decomposed path
-    // Σ_j P_ij·dP_ij; with P one-hot in f32 the latter cancels exactly and the former leaves
-    // D's rounding, ε·|dO|·|O|, times c·|q| (or c·|k|). So against the same equations in f64,
-    // the fused dQ and dK must be within 100 ε of that natural scale, not of the (near 0) result.
+    // 1e3, where the two paths round differently (FlashAttention takes D = dO·O, the decomposed
+    // path Σ_j P_ij·dP_ij). So both are held to the f64 result instead, within the bound the
+    // error analysis of [`exact`] gives entry by entry.
     close("output", case, &ours[0], &steps[0])?;
     close("dv", case, &ours[3], &steps[3])?;
-    let (exact, inputs) = exact_f64(case, device);
-    let max = |xs: &[f64]| xs.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let [q, k, v, g] = &inputs;
-    let d_row = max(g) * max(v) * case.d_v as f64;
-    let natural = [
-        case.scale * max(k) * d_row * case.n_k as f64,
-        case.scale * max(q) * d_row * case.n_q as f64,
-    ];
-    for (i, what) in ["dq", "dk"].into_iter().enumerate() {
-        let error = ours[i + 1]
-            .iter()
-            .zip(&exact[i + 1])
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        let bound = 100.0 * f32::EPSILON as f64 * natural[i];
-        if error > bound {
+    let exact = exact(case, device);
+    within("dq", case, &ours[1], &exact.dq, &exact.dq_bound)?;
+    within("dk", case, &ours[2], &exact.dk, &exact.dk_bound)
+}
+
+/// How many times the error analysis's bound an f32 result may stray: the analysis keeps first
+/// order terms only and counts each rounding once.
+const SAFETY: f64 = 4.0;
+
+/// Every |got − want| ≤ SAFETY · bound (+ 1e-30, for entries that are exactly 0).
+fn within(what: &str, case: &Case, got: &[f32], want: &[f64], bound: &[f64]) -> Result<(), String> {
+    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let error = (f64::from(g) - w).abs();
+        if !(error <= SAFETY * b + 1e-30) {
             return Err(format!(
-                "{what}: fused is {error:e} from the f64 result, over 100 ε × {:e} = {bound:e}, in {case:?}",
-                natural[i]
+                "{what}[{i}]: {g:e} is {error:e} from the f64 {w:e}, over {SAFETY} × the bound {b:e}, in {case:?}"
             ));
         }
     }
     Ok(())
 }
 
-/// The forward and the three gradients of Σ o ⊙ g in f64 on the host, by the textbook equations
-/// (no masks: the saturated case has none), and the inputs q, k, v, g it used.
-fn exact_f64(case: &Case, device: &Device) -> ([Vec<f64>; 4], [Vec<f64>; 4]) {
-    assert!(!case.causal && case.lengths.is_none());
+/// The op's inputs as `run_path` draws them: q (times `q_gain`), k, v and the output's cotangent g.
+fn inputs(case: &Case, device: &Device) -> [Vec<f32>; 4] {
     let mut rng = HostRng::new(case.seed);
+    let (b, h) = (case.batch, case.heads);
+    let q = values(
+        rng.normal_tensor([b, h, case.n_q, case.d_k], 1.0, device)
+            .mul_scalar(case.q_gain),
+    );
+    let k = values(rng.normal_tensor([b, h, case.n_k, case.d_k], 1.0, device));
+    let v = values(rng.normal_tensor([b, h, case.n_k, case.d_v], 1.0, device));
+    let g = values(rng.normal_tensor([b, h, case.n_q, case.d_v], 1.0, device));
+    [q, k, v, g]
+}
+
+/// The op's output, row log-sum-exp and the gradients of Σ o ⊙ g in f64, by the textbook
+/// equations one row at a time, with a bound on the f32 error of each entry.
+struct Exact {
+    o: Vec<f64>,
+    lse: Vec<f64>,
+    dq: Vec<f64>,
+    dk: Vec<f64>,
+    dv: Vec<f64>,
+    o_bound: Vec<f64>,
+    lse_bound: Vec<f64>,
+    dq_bound: Vec<f64>,
+    dk_bound: Vec<f64>,
+    dv_bound: Vec<f64>,
+}
+
+/// [`Exact`] for `case`'s inputs (or `given` ones). Scores are rounded to f32 before the
+/// softmax, so that one that overflows f32 is ±∞ here too; a row with no visible key, or only
+/// −∞ scores, has o = 0, lse = +∞ and no gradient, the op's contract.
+///
+/// The error analysis, first order in ε (f32's machine epsilon), for a row i with visible keys j:
+/// - a score s_ij = c·q_i·k_j is off by ε(d_k + 4)·a_ij, with a_ij = c·Σ_t |q_it·k_jt|;
+/// - lse_i by ε((d_k + 4)·max_j a_ij + |lse_i| + n + 8), the largest score's error, the log's
+///   and that of a sum of n terms; so P_ij = exp(s_ij − lse_i) is off by a relative
+///   ρ_ij = ε(d_k + 4)·a_ij + that;
+/// - o_it = Σ_j P_ij v_jt by Σ_j P_ij |v_jt| (ρ_ij + ε(n + 8));
+/// - dS_ij = c·P_ij (dP_ij − D_i), with dP_ij = g_i·v_j and D_i = g_i·o_i, by
+///   c·(ρ_ij P_ij |dP_ij − D_i| + P_ij (δdP_ij + δD_i)): δdP_ij = ε(d_v + 4) Σ_t |g_it v_jt|,
+///   and δD_i = Σ_j ρ_ij P_ij |dP_ij − D_i| + ε(d_v + 4) Σ_t |g_it o_it| + ε(n + 8)|D_i|. Since
+///   Σ_j P_ij = 1, an error common to a row's P moves D_i and dP_ij alike: what is left is
+///   weighted by |dP_ij − D_i|, which a saturated (one-hot) row makes about 0;
+/// - dQ_i = Σ_j dS_ij k_j, dK_j = Σ_i dS_ij q_i, dV_j = Σ_i P_ij g_i by the sum of their terms'
+///   errors and ε(n + 4) times the sum of their terms' sizes.
+fn exact(case: &Case, device: &Device) -> Exact {
+    exact_of(case, &inputs(case, device))
+}
+
+fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
     let (b, h, n_q, n_k, d_k, d_v) = (
         case.batch, case.heads, case.n_q, case.n_k, case.d_k, case.d_v,
     );
-    let f64s = |t: Tensor<4>| values(t).into_iter().map(f64::from).collect::<Vec<_>>();
-    let q: Vec<f64> = f64s(
-        rng.normal_tensor([b, h, n_q, d_k], 1.0, device)
-            .mul_scalar(case.q_gain),
-    );
-    let k = f64s(rng.normal_tensor([b, h, n_k, d_k], 1.0, device));
-    let v = f64s(rng.normal_tensor([b, h, n_k, d_v], 1.0, device));
-    let g = f64s(rng.normal_tensor([b, h, n_q, d_v], 1.0, device));
-    let (mut o, mut dq, mut dk, mut dv) = (
-        vec![0.0; b * h * n_q * d_v],
-        vec![0.0; q.len()],
-        vec![0.0; k.len()],
-        vec![0.0; v.len()],
-    );
-    let c = case.scale;
+    let eps = f64::from(f32::EPSILON);
+    let c = f64::from(case.scale as f32);
+    let f = |x: f32| f64::from(x);
+    let zeros = |n: usize| vec![0.0f64; n];
+    let mut e = Exact {
+        o: zeros(b * h * n_q * d_v),
+        lse: vec![f64::INFINITY; b * h * n_q],
+        dq: zeros(q.len()),
+        dk: zeros(k.len()),
+        dv: zeros(v.len()),
+        o_bound: zeros(b * h * n_q * d_v),
+        lse_bound: zeros(b * h * n_q),
+        dq_bound: zeros(q.len()),
+        dk_bound: zeros(k.len()),
+        dv_bound: zeros(v.len()),
+    };
     for bh in 0..b * h {
-        let (qo, ko, vo, oo) = (
-            bh * n_q * d_k,
-            bh * n_k * d_k,
-            bh * n_k * d_v,
-            bh * n_q * d_v,
-        );
+        let batch = bh / h;
+        let length = case.lengths.as_ref().map_or(n_k, |l| l[batch]);
+        let (qo, ko, vo, oo) = (bh * n_q * d_k, bh * n_k * d_k, bh * n_k * d_v, bh * n_q * d_v);
+        let qi = |i: usize, t: usize| f(q[qo + i * d_k + t]);
+        let kj = |j: usize, t: usize| f(k[ko + j * d_k + t]);
+        let vj = |j: usize, t: usize| f(v[vo + j * d_v + t]);
+        let gi = |i: usize, t: usize| f(g[oo + i * d_v + t]);
         for i in 0..n_q {
-            let s: Vec<f64> = (0..n_k)
-                .map(|j| {
-                    c * (0..d_k)
-                        .map(|t| q[qo + i * d_k + t] * k[ko + j * d_k + t])
-                        .sum::<f64>()
-                })
+            let visible: Vec<usize> = (0..length.min(n_k))
+                .filter(|&j| !(case.causal && j > i))
+                .collect();
+            let s: Vec<f64> = visible
+                .iter()
+                .map(|&j| f64::from((c * (0..d_k).map(|t| qi(i, t) * kj(j, t)).sum::<f64>()) as f32))
+                .collect();
+            let a: Vec<f64> = visible
+                .iter()
+                .map(|&j| c * (0..d_k).map(|t| (qi(i, t) * kj(j, t)).abs()).sum::<f64>())
                 .collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let total: f64 = e.iter().sum();
-            let p: Vec<f64> = e.iter().map(|x| x / total).collect();
-            for t in 0..d_v {
-                o[oo + i * d_v + t] = (0..n_k).map(|j| p[j] * v[vo + j * d_v + t]).sum();
+            if m == f64::NEG_INFINITY {
+                continue; // no visible key, or only −∞ scores: o = 0, lse = +∞, no gradient
             }
-            let dp: Vec<f64> = (0..n_k)
-                .map(|j| {
-                    (0..d_v)
-                        .map(|t| g[oo + i * d_v + t] * v[vo + j * d_v + t])
-                        .sum()
-                })
+            let n = visible.len() as f64;
+            let total: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            let lse = m + total.ln();
+            let p: Vec<f64> = s.iter().map(|x| (x - lse).exp()).collect();
+            let a_max = a.iter().cloned().fold(0.0, f64::max);
+            let lse_error = eps * ((d_k as f64 + 4.0) * a_max + lse.abs() + n + 8.0);
+            let rho: Vec<f64> = a
+                .iter()
+                .map(|a| eps * (d_k as f64 + 4.0) * a + lse_error)
                 .collect();
-            let d: f64 = (0..n_k).map(|j| p[j] * dp[j]).sum();
-            for j in 0..n_k {
-                let ds = p[j] * (dp[j] - d) * c;
-                for t in 0..d_v {
-                    dv[vo + j * d_v + t] += p[j] * g[oo + i * d_v + t];
-                }
+            e.lse[bh * n_q + i] = lse;
+            e.lse_bound[bh * n_q + i] = lse_error;
+            let o: Vec<f64> = (0..d_v)
+                .map(|t| visible.iter().zip(&p).map(|(&j, p)| p * vj(j, t)).sum())
+                .collect();
+            for t in 0..d_v {
+                e.o[oo + i * d_v + t] = o[t];
+                e.o_bound[oo + i * d_v + t] = visible
+                    .iter()
+                    .zip(&p)
+                    .zip(&rho)
+                    .map(|((&j, p), r)| p * vj(j, t).abs() * (r + eps * (n + 8.0)))
+                    .sum();
+            }
+            let dp: Vec<f64> = visible
+                .iter()
+                .map(|&j| (0..d_v).map(|t| gi(i, t) * vj(j, t)).sum())
+                .collect();
+            let d: f64 = (0..d_v).map(|t| gi(i, t) * o[t]).sum();
+            let d_error = visible
+                .iter()
+                .enumerate()
+                .map(|(x, _)| rho[x] * p[x] * (dp[x] - d).abs())
+                .sum::<f64>()
+                + eps * (d_v as f64 + 4.0) * (0..d_v).map(|t| (gi(i, t) * o[t]).abs()).sum::<f64>()
+                + eps * (n + 8.0) * d.abs();
+            for (x, &j) in visible.iter().enumerate() {
+                let ds = c * p[x] * (dp[x] - d);
+                let dp_error =
+                    eps * (d_v as f64 + 4.0) * (0..d_v).map(|t| (gi(i, t) * vj(j, t)).abs()).sum::<f64>();
+                let ds_error =
+                    c * (rho[x] * p[x] * (dp[x] - d).abs() + p[x] * (dp_error + d_error));
                 for t in 0..d_k {
-                    dq[qo + i * d_k + t] += ds * k[ko + j * d_k + t];
-                    dk[ko + j * d_k + t] += ds * q[qo + i * d_k + t];
+                    e.dq[qo + i * d_k + t] += ds * kj(j, t);
+                    e.dq_bound[qo + i * d_k + t] +=
+                        ds_error * kj(j, t).abs() + eps * (n + 4.0) * (ds * kj(j, t)).abs();
+                    e.dk[ko + j * d_k + t] += ds * qi(i, t);
+                    e.dk_bound[ko + j * d_k + t] += ds_error * qi(i, t).abs()
+                        + eps * (n_q as f64 + 4.0) * (ds * qi(i, t)).abs();
+                }
+                for t in 0..d_v {
+                    e.dv[vo + j * d_v + t] += p[x] * gi(i, t);
+                    e.dv_bound[vo + j * d_v + t] +=
+                        p[x] * gi(i, t).abs() * (rho[x] + eps * (n_q as f64 + 4.0));
                 }
             }
         }
     }
-    ([o, dq, dk, dv], [q, k, v, g])
+    e
+}
+
+/// The op's own output and row log-sum-exp (`attention_with_lse`, no autodiff) and its three
+/// gradients (through autodiff), each against [`exact`] within its bound; rows with no visible
+/// key must give exactly 0 and an lse that zeroes every exp(s − lse).
+fn against_f64(case: &Case, device: &Device) -> Result<(), String> {
+    let exact = exact(case, device);
+    let [q, k, v, _] = inputs(case, device);
+    let t = |data: Vec<f32>, dims: [usize; 4]| Tensor::<4>::from_data(TensorData::new(data, dims), device);
+    let (b, h) = (case.batch, case.heads);
+    let padding = case
+        .lengths
+        .as_ref()
+        .map(|lengths| padding_mask(lengths, case.n_k, device));
+    let (o, lse) = fused::attention_with_lse(
+        t(q, [b, h, case.n_q, case.d_k]),
+        t(k, [b, h, case.n_k, case.d_k]),
+        t(v, [b, h, case.n_k, case.d_v]),
+        padding,
+        case.scale,
+        case.causal,
+    );
+    let (o, lse) = (values(o), values(lse));
+    for (i, (&got, &want)) in lse.iter().zip(&exact.lse).enumerate() {
+        if want == f64::INFINITY {
+            if !(f64::from(got) >= 1e30) {
+                return Err(format!("lse[{i}] of a row with no visible key is {got}, not ≥ 1e30, in {case:?}"));
+            }
+            let row = &o[i * case.d_v..(i + 1) * case.d_v];
+            if row.iter().any(|&x| x != 0.0) {
+                return Err(format!("row {i} sees no key but outputs {row:?}, in {case:?}"));
+            }
+        }
+    }
+    let finite = |xs: &[f64]| xs.iter().map(|&x| if x.is_finite() { x } else { 0.0 }).collect::<Vec<_>>();
+    let lse_got: Vec<f32> = lse
+        .iter()
+        .zip(&exact.lse)
+        .map(|(&g, &w)| if w.is_finite() { g } else { 0.0 })
+        .collect();
+    within("lse", case, &lse_got, &finite(&exact.lse), &exact.lse_bound)?;
+    within("output", case, &o, &exact.o, &exact.o_bound)?;
+    let [_, dq, dk, dv] = run_path(case, device, &|q, k, v, pad| {
+        fused::attention(q, k, v, pad, case.scale, case.causal)
+    });
+    within("dq", case, &dq, &exact.dq, &exact.dq_bound)?;
+    within("dk", case, &dk, &exact.dk, &exact.dk_bound)?;
+    within("dv", case, &dv, &exact.dv, &exact.dv_bound)
 }
 
 fn listed_cases() -> Vec<Case> {
@@ -288,6 +424,130 @@ device_test!(fused_matches_decomposed_forward_and_backward, |device| {
     for case in listed_cases() {
         compare(&case, &device).unwrap();
     }
+});
+
+device_test!(kernel_output_lse_and_gradients_match_f64, |device| {
+    for case in listed_cases() {
+        against_f64(&case, &device).unwrap();
+    }
+});
+
+/// Cases above [`flash::SERIAL_WORK`], where flex splits the forward over (batch·head, query
+/// block) and the backward over (batch·head, group of key tiles) on rayon's pool, the path that
+/// `bench`, `complexity` and every long sequence take.
+fn parallel_cases() -> Vec<Case> {
+    vec![
+        // bench's shape: b = 4, d_model = 64 in one head, n = 1024, without and with the mask.
+        Case::new(4, 1, 1024, 1024, 64, 64),
+        Case {
+            causal: true,
+            ..Case::new(4, 1, 1024, 1024, 64, 64)
+        },
+        // One (batch·head) and n = 1500, not a multiple of the 64-key tile: the backward splits
+        // its key tiles over several groups and sums their dQ.
+        Case::new(1, 1, 1500, 1500, 32, 32),
+        Case {
+            causal: true,
+            ..Case::new(1, 1, 1500, 1500, 32, 32)
+        },
+        // Several heads, n = 777, causal with padding that ends inside a tile.
+        Case {
+            causal: true,
+            lengths: Some(vec![777, 500]),
+            ..Case::new(2, 4, 777, 777, 16, 16)
+        },
+    ]
+}
+
+#[test]
+fn the_parallel_flash_path_matches_decomposed_and_f64() {
+    let device = Device::flex();
+    for case in parallel_cases() {
+        let dims = flash::Dims {
+            batch: case.batch,
+            heads: case.heads,
+            n_q: case.n_q,
+            n_k: case.n_k,
+            d_k: case.d_k,
+            d_v: case.d_v,
+        };
+        assert!(
+            dims.work() >= flash::SERIAL_WORK,
+            "{case:?} would run serially; this test is for the parallel path"
+        );
+        compare(&case, &device).unwrap();
+    }
+    // One of them against f64 as well, the backward's split dQ included.
+    against_f64(&parallel_cases()[3], &device).unwrap();
+}
+
+device_test!(rows_with_no_visible_key_are_zero_on_every_backend, |device| {
+    // Batch 0 is all padding; batch 1 pads keys from 40 on. Every padding key holds NaN in k and
+    // v. In batch 1, query 5 sees keys 0…5 (causal) and every score of it overflows to −∞:
+    // q_5 = (1e20, 0, …) against k_j = (−1e20, …) for j ≤ 5, while every other query has a 0
+    // there.
+    let case = Case {
+        causal: true,
+        lengths: Some(vec![0, 40]),
+        ..Case::new(2, 1, 70, 70, 4, 4)
+    };
+    let [mut q, mut k, mut v, g] = inputs(&case, &device);
+    let (n, d) = (case.n_k, case.d_k);
+    for i in 0..n {
+        q[(n + i) * d] = 0.0;
+    }
+    q[(n + 5) * d] = 1e20;
+    for j in 0..=5 {
+        k[(n + j) * d] = -1e20;
+    }
+    for (batch, from) in [(0, 0), (1, 40)] {
+        for j in from..n {
+            k[(batch * n + j) * d] = f32::NAN;
+            v[(batch * n + j) * d + 1] = f32::NAN;
+        }
+    }
+    let exact = exact_of(&case, &[q.clone(), k.clone(), v.clone(), g.clone()]);
+    let shape = |n: usize, width: usize| [case.batch, 1, n, width];
+    let leaf = |data: &[f32], dims: [usize; 4]| {
+        Tensor::<4>::from_data(TensorData::new(data.to_vec(), dims), &device.clone().autodiff())
+            .require_grad()
+    };
+    let (q_t, k_t, v_t) = (leaf(&q, shape(n, d)), leaf(&k, shape(n, d)), leaf(&v, shape(n, d)));
+    let padding = padding_mask(&[0, 40], n, &device.clone().autodiff());
+    let (o, lse) = fused::attention_with_lse(
+        q_t.clone(),
+        k_t.clone(),
+        v_t.clone(),
+        Some(padding),
+        case.scale,
+        true,
+    );
+    let g_t = Tensor::<4>::from_data(TensorData::new(g.clone(), shape(n, d)), &device.clone().autodiff());
+    let grads = (o.clone() * g_t).sum().backward();
+    let (o, lse) = (values(o), values(lse));
+    let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
+    let (dq, dk, dv) = (grad(&q_t), grad(&k_t), grad(&v_t));
+    for (what, xs) in [("o", &o), ("dq", &dq), ("dk", &dk), ("dv", &dv)] {
+        assert!(xs.iter().all(|x| x.is_finite()), "{what} is not finite: {xs:?}");
+    }
+    for row in 0..2 * n {
+        let empty = exact.lse[row] == f64::INFINITY;
+        assert_eq!(empty, row < n || row == n + 5, "row {row}");
+        if empty {
+            assert!(lse[row] >= 1e30, "lse of empty row {row}: {}", lse[row]);
+            assert!(o[row * d..(row + 1) * d].iter().all(|&x| x == 0.0), "row {row}");
+            assert!(dq[row * d..(row + 1) * d].iter().all(|&x| x == 0.0), "dq row {row}");
+        }
+    }
+    // A padding key gets no gradient, whatever it held.
+    for (batch, from) in [(0, 0), (1, 40)] {
+        for j in from..n {
+            let at = (batch * n + j) * d..(batch * n + j + 1) * d;
+            assert!(dk[at.clone()].iter().chain(&dv[at]).all(|&x| x == 0.0), "key {j} of {batch}");
+        }
+    }
+    // The other rows are the textbook's.
+    within("output", &case, &o, &exact.o, &exact.o_bound).unwrap();
 });
 
 device_test!(fused_gradients_match_finite_differences, |device| {
@@ -370,29 +630,66 @@ device_test!(fused_block_matches_decomposed_block, |device| {
             .require_grad();
         let context = rng.normal_tensor([2, 7, config.d_model], 1.0, &device);
         let padding = padding_mask(&[7, 2], 7, &device);
-        let input = AttentionInput::cross(x, context).key_padding(padding);
+        let context = context.require_grad();
+        let input = AttentionInput::cross(x.clone(), context.clone()).key_padding(padding);
         let a = fused.forward_input(input.clone());
         let b = steps.forward_input(input);
         assert!(a.fused() && !b.fused(), "{config:?}");
         let diff = max_abs_diff(&values(a.context.clone()), &values(b.context.clone()));
         assert!(diff < 1e-5, "context differs by {diff} for {config:?}");
-        // The weights, recomputed after the fused op, are the decomposed path's.
-        let dw = max_abs_diff(&values(a.weights()), &values(b.weights()));
+        // The kernel's own weights (read through its output with V = I), not a recomputation.
+        let dw = max_abs_diff(&values(a.kernel_weights()), &values(b.weights()));
         assert!(dw < 1e-5, "weights differ by {dw} for {config:?}");
         let ga = a.context.powf_scalar(2.0).sum().backward();
         let gb = b.context.powf_scalar(2.0).sum().backward();
-        if let (Some(wa), Some(wb)) = (&fused.query, &steps.query) {
-            let da = values(wa.weight.grad(&ga).unwrap());
-            let db = values(wb.weight.grad(&gb).unwrap());
-            let scale = db.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-            let diff = max_abs_diff(&da, &db);
+        // Every parameter's gradient, in the module's order, then both inputs'.
+        let (mut da, mut db) = (param_grads(&fused, &ga), param_grads(&steps, &gb));
+        assert_eq!(da.len(), db.len());
+        da.push(("x".into(), values(x.grad(&ga).unwrap())));
+        db.push(("x".into(), values(x.grad(&gb).unwrap())));
+        da.push(("context".into(), values(context.grad(&ga).unwrap())));
+        db.push(("context".into(), values(context.grad(&gb).unwrap())));
+        for ((name, ours), (_, theirs)) in da.iter().zip(&db) {
+            let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+            let diff = max_abs_diff(ours, theirs);
             assert!(
                 diff <= 1e-4 * scale,
-                "dW_Q differs by {diff} (scale {scale}) for {config:?}"
+                "d{name} differs by {diff} (scale {scale}) for {config:?}"
             );
         }
     }
 });
+
+/// Every float parameter's gradient, in the order the module visits them, with its path.
+fn param_grads(
+    block: &attention_lab::block::attention::Attention,
+    grads: &burn::tensor::Gradients,
+) -> Vec<(String, Vec<f32>)> {
+    struct Collect<'a> {
+        grads: &'a burn::tensor::Gradients,
+        path: Vec<String>,
+        found: Vec<(String, Vec<f32>)>,
+    }
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let grad = param.grad(self.grads).map(values).unwrap_or_default();
+            self.found.push((self.path.join("."), grad));
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    burn::module::Module::visit(block, &mut collect);
+    collect.found
+}
 
 #[test]
 fn the_block_falls_back_where_the_math_differs() {
@@ -447,6 +744,8 @@ fn fused_matches_decomposed_on_random_shapes() {
         let mut runner = TestRunner::new(Config {
             cases,
             failure_persistence: None,
+            // Fixed, so that a failure repeats and CI sees the same cases every time.
+            rng_seed: RngSeed::Fixed(0xF05E_D0A7),
             ..Config::default()
         });
         runner

@@ -21,7 +21,10 @@ device_test!(row_softmax_gives_distributions, |device| {
         .init(&device)
         .unwrap();
     let x = HostRng::new(2).normal_tensor([3, 7, 16], 1.0, &device);
-    let w = values(block.forward(x).weights());
+    let out = block.forward(x);
+    assert!(out.fused());
+    // The fused kernel's own weights, not Burn's softmax recomputing them.
+    let w = values(out.kernel_weights());
     assert!(w.iter().all(|&v| v >= 0.0), "negative weight");
     for s in row_sums(&w, 7) {
         assert!((s - 1.0).abs() < 1e-5, "row sums to {s}");

@@ -6,7 +6,7 @@ use attention_lab::experiments::permutation::permute_rows;
 use attention_lab::util::rng::HostRng;
 use burn::prelude::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 use crate::common::*;
 
@@ -74,7 +74,9 @@ fn check(case: &Case, device: &Device) -> Result<(), TestCaseError> {
         input = input.key_padding(padding_mask(lengths, n, device));
     }
     let out = block.forward_input(input);
-    let w = values(out.weights());
+    // The fused kernel's own weights (read through its output with V = I), so that the
+    // properties hold the kernel, not a recomputation, to them.
+    let w = values(out.kernel_weights());
     let context = values(out.context);
     prop_assert!(
         w.iter().chain(&context).all(|v| v.is_finite()),
@@ -116,6 +118,8 @@ device_test!(invariants_hold_for_random_shapes_and_masks, |device| {
     let mut runner = TestRunner::new(Config {
         cases: cases_here,
         failure_persistence: None,
+        // Fixed, so that a failure repeats and CI sees the same cases every time.
+        rng_seed: RngSeed::Fixed(0x9E0B_E471),
         ..Config::default()
     });
     runner.run(&cases(), |case| check(&case, &device)).unwrap();
