@@ -16,19 +16,30 @@ pub fn wgpu_kind() -> BackendKind {
     }
 }
 
-/// The device for `kind`, or `None` (with the reason printed) when this machine lacks it.
-/// A missing wgpu adapter fails the test instead when `ATTENTION_LAB_REQUIRE_WGPU=1`.
+/// The device for `kind`, or `None` (with the reason printed) when this machine lacks it and
+/// nothing requires it. flex and ndarray are built in, so a failed probe of either is a failure,
+/// never a skip; a missing wgpu adapter fails when `ATTENTION_LAB_REQUIRE_WGPU=1` (as in CI), a
+/// missing CUDA device when `ATTENTION_LAB_REQUIRE_CUDA=1`.
 pub fn device_or_skip(kind: BackendKind) -> Option<Device> {
     match kind.device() {
         Ok(device) => Some(device),
         Err(e) => {
-            let required = std::env::var("ATTENTION_LAB_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            if required && matches!(kind, BackendKind::Wgpu | BackendKind::WgpuCpu) {
-                panic!("ATTENTION_LAB_REQUIRE_WGPU=1 but {e}");
-            }
+            assert!(!required(kind), "{kind} is required here, but {e}");
             eprintln!("skipped on {kind}: {e}");
             None
         }
+    }
+}
+
+/// Whether a test on `kind` must run rather than skip.
+pub fn required(kind: BackendKind) -> bool {
+    let env = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    match kind {
+        BackendKind::Flex | BackendKind::Ndarray => true,
+        BackendKind::Wgpu | BackendKind::WgpuCpu => env("ATTENTION_LAB_REQUIRE_WGPU"),
+        BackendKind::Cuda => env("ATTENTION_LAB_REQUIRE_CUDA"),
+        // The remote tests start their own server and check it themselves.
+        BackendKind::Remote => false,
     }
 }
 

@@ -21,23 +21,56 @@ const HANG: Duration = Duration::from_secs(120);
 
 /// Runs `name` with `args`, killing it after [`HANG`].
 fn run_bounded(name: &str, args: &[String]) -> Output {
-    let mut child = Command::new(binary(name))
-        .args(args)
+    let mut command = Command::new(binary(name));
+    command.args(args);
+    bounded(command, HANG, &format!("{name} {args:?}"))
+}
+
+/// Runs `command` with its stderr read as it comes (a child that writes more than a pipe holds
+/// would otherwise block on the full pipe and read as a hang), killing it after `limit`.
+fn bounded(mut command: Command, limit: Duration, what: &str) -> Output {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut stderr = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut stderr);
+        stderr
+    });
     let started = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr = reader.join().expect("the stderr reader");
+            return Output {
+                status,
+                stdout: Vec::new(),
+                stderr,
+            };
         }
-        if started.elapsed() > HANG {
+        if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("{name} {args:?} ran for over {HANG:?}");
+            let _ = child.wait();
+            let stderr = reader.join().unwrap_or_default();
+            panic!(
+                "{what} ran for over {limit:?}; its stderr so far: {}",
+                String::from_utf8_lossy(&stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_child_that_writes_a_lot_to_stderr_is_no_hang() {
+    // 4 MiB, far past a pipe's 64 KiB: with the pipe left unread the child blocks on it.
+    let mut command = Command::new("sh");
+    command.args(["-c", "head -c 4194304 /dev/zero | tr '\\0' e >&2"]);
+    let out = bounded(command, Duration::from_secs(20), "a loud child");
+    assert!(out.status.success());
+    assert_eq!(out.stderr.len(), 4 << 20);
 }
 
 /// The contract every binary keeps, whatever its input.
