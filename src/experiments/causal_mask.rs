@@ -127,8 +127,9 @@ pub fn jacobian_norms(
     Ok(norms)
 }
 
-/// Greedy free-running generation of the second half of `next-token-shift` sequences from their
-/// prompt x₁ … x_m SEP; the fraction of generated tokens equal to y₁ … y_m.
+/// Greedy free-running generation of the second half of held-out `next-token-shift` sequences
+/// (never trained on) from their prompt x₁ … x_m SEP; the fraction of generated tokens equal to
+/// y₁ … y_m.
 pub fn generation_accuracy(
     model: &TinyTransformer,
     task: &Task,
@@ -137,7 +138,7 @@ pub fn generation_accuracy(
     device: &Device,
 ) -> f64 {
     let m = task.length();
-    let batch = task.batch(prompts, &mut HostRng::new(seed ^ 0x6E4E_4A7E));
+    let batch = task.held_out_batch(prompts, &mut HostRng::new(seed ^ 0x6E4E_4A7E));
     let width = task.seq_len();
     let mut rows: Vec<Vec<i64>> = batch
         .tokens

@@ -293,7 +293,7 @@ fn heatmaps(
         // Half the queries ask for a present symbol, so every c ≤ length turns up; the bound
         // only stops a pathological task from looping.
         let Some(example) = (0..10_000)
-            .map(|_| task.batch(1, &mut rng))
+            .map(|_| task.held_out_batch(1, &mut rng))
             .find(|b| b.targets[0] as usize == c)
         else {
             lab.finding(format!(

@@ -581,7 +581,8 @@ fn probe(
     let m = task.length();
     let mut rng = HostRng::new(seed ^ 0x9B0B_E5EE_D000_0001);
     let features = |rng: &mut HostRng| {
-        let batch = task.batch(sequences, rng);
+        // Held out: the probe reads what the model does on sequences it never trained on.
+        let batch = task.held_out_batch(sequences, rng);
         let hidden = model.forward(batch.tokens(device), task.n_out()).hidden; // [b, n, d]
         let [_, n, d] = hidden.dims();
         let values = to_host(hidden);

@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::lab::checkpoint::ModelSpec;
 use crate::lab::metrics::{Spread, first_step_reaching, head_matrix};
-use crate::lab::model::ModelConfig;
+use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::tasks::{Batch, Task};
 use crate::lab::train::{StepRecord, TrainConfig, TrainRun, train_on};
 use crate::output::plot::{Heatmap, LineChart};
@@ -226,14 +226,14 @@ pub fn compare(
     Ok(out)
 }
 
-/// One sequence to draw every variant's weights on, the same for all of them.
+/// One held-out sequence to draw every variant's weights on, the same for all of them.
 pub fn example_batch(task: &Task, seed: u64) -> Batch {
-    task.batch(1, &mut HostRng::new(seed ^ 0xE8A4_F1E0))
+    task.held_out_batch(1, &mut HostRng::new(seed ^ 0xE8A4_F1E0))
 }
 
 /// `size` held-out sequences to measure every trained variant on, the same for all of them and
-/// for the same `seed`: drawn from their own stream, from the split [`Task::batch`] never trains
-/// on ([`Task::held_out_batch`]).
+/// for the same `seed`: drawn from their own stream, from the split training never draws from
+/// ([`Task::held_out_batch`]).
 pub fn eval_batch(task: &Task, size: usize, seed: u64) -> Batch {
     task.held_out_batch(size, &mut HostRng::new(seed ^ 0x0E7A_1BA7))
 }
@@ -254,22 +254,24 @@ pub fn trained_weights(run: &TrainRun, task: &Task, batch: &Batch, device: &Devi
 
 /// Accuracy of a trained model on `batch`: held-out sequences, unlike the training records.
 pub fn held_out_accuracy(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> f64 {
-    let logits = run
-        .model
-        .valid()
-        .forward(batch.tokens(device), task.n_out())
-        .logits; // [batch·n_out, classes]
+    let logits = held_out_logits(&run.model, task, batch, device); // [batch·n_out, classes]
     crate::lab::train::accuracy(logits, batch.targets(device))
 }
 
 /// Cross-entropy of a trained model on `batch`, held out like [`held_out_accuracy`]'s.
 pub fn held_out_loss(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> f64 {
-    let logits = run
-        .model
-        .valid()
-        .forward(batch.tokens(device), task.n_out())
-        .logits; // [batch·n_out, classes]
+    model_loss(&run.model, task, batch, device)
+}
+
+/// Cross-entropy of any `model` (trained or not) on `batch`.
+pub fn model_loss(model: &TinyTransformer, task: &Task, batch: &Batch, device: &Device) -> f64 {
+    let logits = held_out_logits(model, task, batch, device); // [batch·n_out, classes]
     f64::from(crate::lab::train::cross_entropy(logits, batch.targets(device)).into_scalar::<f32>())
+}
+
+/// `[batch·n_out, classes]`: the logits of `model` on `batch`, without autodiff.
+fn held_out_logits(model: &TinyTransformer, task: &Task, batch: &Batch, device: &Device) -> Tensor<2> {
+    model.valid().forward(batch.tokens(device), task.n_out()).logits
 }
 
 /// Head 0 of the first sequence of `weights`, queries on rows.
@@ -450,6 +452,26 @@ fn record(lab: &mut Lab, part: &str, label: &str, seed: u64, run: &TrainRun) {
         }
         if let Some(readout) = readout {
             lab.metric(row("readout_abs", *readout));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::tasks::{TaskConfig, TaskKind};
+
+    /// Every sequence an experiment evaluates or shows a model on comes from the held-out split.
+    #[test]
+    fn evaluation_and_example_sequences_are_held_out() {
+        for kind in [TaskKind::Recall, TaskKind::Copy, TaskKind::Count] {
+            let task = Task::new(TaskConfig::new(kind, 6, 8)).unwrap();
+            for batch in [eval_batch(&task, 64, 3), example_batch(&task, 3)] {
+                for row in batch.tokens.chunks(batch.seq_len) {
+                    let tokens: Vec<usize> = row.iter().map(|&t| t as usize).collect();
+                    assert!(Task::is_held_out(&tokens), "{kind}: {tokens:?} is a training draw");
+                }
+            }
         }
     }
 }

@@ -129,7 +129,7 @@ impl TrainedModel {
     /// tokens, the answer positions (the last `n_out`), the targets and predictions there, and
     /// every layer's attention weights per head (`layers[l][h][query][key]`).
     pub fn example(&self, seed: u64, device: &Device) -> Value {
-        let batch = self.task.batch(1, &mut HostRng::new(seed));
+        let batch = self.task.held_out_batch(1, &mut HostRng::new(seed));
         let (n, n_out) = (batch.seq_len, batch.n_out);
         let out = self.model.forward(batch.tokens(device), n_out);
         let classes = self.task.classes();

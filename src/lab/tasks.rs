@@ -315,8 +315,11 @@ impl Task {
     }
 
     /// `batch` fresh training sequences drawn from `rng`, never from the held-out split
-    /// ([`Task::is_held_out`]).
-    pub fn batch(&self, batch: usize, rng: &mut HostRng) -> Batch {
+    /// ([`Task::is_held_out`]). Visible inside `lab/` only, where the training loop lives: an
+    /// experiment, the explorer or a binary can draw nothing but held-out sequences to judge or
+    /// show a model on, so no evaluation can read a training draw by mistake (the compiler
+    /// refuses `task.batch(…)` outside `lab/`).
+    pub(in crate::lab) fn batch(&self, batch: usize, rng: &mut HostRng) -> Batch {
         self.draw(batch, rng, false)
     }
 

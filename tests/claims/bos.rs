@@ -19,7 +19,7 @@ device_test!(bos_is_a_key_every_query_sees_and_it_trains, |device| {
     let model = config
         .init(task.vocab(), task.classes(), task.seq_len(), 7, &device)
         .unwrap();
-    let batch = task.batch(3, &mut HostRng::new(8));
+    let batch = task.held_out_batch(3, &mut HostRng::new(8));
     let n = task.seq_len();
     let out = model.forward(batch.tokens(&device), task.n_out());
     assert_eq!(out.attention[0].weights().dims(), [3, 2, n + 1, n + 1]);
