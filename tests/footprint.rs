@@ -20,6 +20,7 @@ fn training(model: &ModelConfig, task: TaskConfig, batch: usize) -> (f64, f64) {
         lr: 1e-3,
         log_every: 1,
         adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
+        check_every_step: false,
     };
     let (run, peak) = peak_during(|| train(model, &task, &config, 0, &device, &mut |_| {}));
     run.unwrap();

@@ -14,7 +14,7 @@ use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfigError;
-use crate::lab::metrics::{entropy_per_head, max_weight_per_head, std, to_host};
+use crate::lab::metrics::{entropy_per_head, max_weight_per_head, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::mup;
 use crate::lab::tasks::Task;
@@ -41,6 +41,12 @@ pub struct TrainConfig {
         skip_serializing_if = "is_adam_epsilon"
     )]
     pub adam_epsilon: f64,
+    /// Read the loss and every gradient norm back after every step, instead of folding the
+    /// unrecorded steps into one device-side flag read at the next recorded step (see
+    /// [`train_on`]). The flag relies on NaN propagating through (loss + Σ‖∇‖²)·0, which a GPU
+    /// shader compiler that assumes finite math may break; this mode does not. Default: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub check_every_step: bool,
 }
 
 impl TrainConfig {
@@ -53,8 +59,13 @@ impl TrainConfig {
             lr,
             log_every: every_step(),
             adam_epsilon: ADAM_EPSILON,
+            check_every_step: false,
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Adam's default ε: Burn's `AdamConfig` default, which every experiment has trained with.
@@ -153,8 +164,8 @@ pub struct StepRecord {
     pub accuracy: f64,
     pub grads: Vec<GradProbe>,
     pub heads: Vec<HeadProbe>,
-    /// Per layer: std of the scaled pre-softmax logits q·kᵀ/(s·τ) over all (query, key) pairs,
-    /// masked pairs included.
+    /// Per layer: std of the scaled pre-softmax logits q·kᵀ/(s·τ) over the (query, key) pairs the
+    /// masks leave visible: the logits that reach a softmax.
     #[serde(with = "crate::util::exact::vec")]
     pub logit_std: Vec<f64>,
     /// Per layer: the largest scaled, unmasked logit q·kᵀ/(s·τ) in the batch, the quantity whose
@@ -351,11 +362,13 @@ pub fn train_on(
     let every = config.log_every.max(1);
     let recorded = |step: usize| step.is_multiple_of(every) || step + 1 == config.steps;
     // Between recorded steps nothing is read back from the device, so that a GPU never waits
-    // for the host: each such step only adds (loss + Σ‖∇‖²)·0 to a flag on the device, which
-    // turns NaN once any of them is not finite. The flag is read at the next recorded step;
-    // if it is NaN, training rewinds to where the unread steps began and replays them with a
-    // check on every step, so the first bad step, its record and the model before it are
-    // exactly those of a loop that checks every step.
+    // for the host: each such step only adds (loss + Σ‖∇‖²)·0, the sum over every parameter, to
+    // a flag on the device, which turns NaN once any of them is not finite. The flag is read at
+    // the next recorded step; if it is NaN, training rewinds to where the unread steps began and
+    // replays them with a check on every step, so the first bad step, its record and the model
+    // before it are exactly those of a loop that checks every step. The flag trusts IEEE NaN
+    // propagation (x·0 is NaN for x NaN or ±∞), which holds on the CPU backends and on Mesa's
+    // llvmpipe; `check_every_step` reads every step back instead.
     let mut unread: Option<Unread> = None;
     // Replaying rewound steps (checked one by one) up to, not including, this step.
     let mut replay_until = 0;
@@ -364,7 +377,7 @@ pub fn train_on(
     let mut step = 0;
     while step < config.steps {
         interrupt::check()?;
-        let checked = recorded(step) || step < replay_until;
+        let checked = recorded(step) || step < replay_until || config.check_every_step;
         if checked
             && let Some(window) = unread.take()
             && window
@@ -399,7 +412,7 @@ pub fn train_on(
         let grads = loss.backward();
         if let Some(window) = unread.as_mut().filter(|_| !checked) {
             let mut flag = loss.inner(); // [1]
-            if let Some((_, squares)) = grad_squares(&net, &grads) {
+            if let Some((_, squares)) = every_grad_square(&net, &grads) {
                 flag = flag + squares.sum(); // [1]
             }
             let flag = flag.mul_scalar(0.0);
@@ -410,7 +423,8 @@ pub fn train_on(
         } else {
             let loss_value = loss.into_scalar::<f32>() as f64;
             let probes = grad_probes(&net, &grads);
-            let bad = first_non_finite(loss_value, &probes);
+            let bad = first_non_finite(loss_value, &probes)
+                .or_else(|| first_non_finite_gradient(&net, &grads));
             if recorded(step) || bad.is_some() {
                 records.push(StepRecord {
                     step,
@@ -418,11 +432,7 @@ pub fn train_on(
                     accuracy: accuracy(out.logits.clone().inner(), targets.inner()),
                     grads: probes,
                     heads: head_probes(&out.attention),
-                    logit_std: out
-                        .attention
-                        .iter()
-                        .map(|a| std(a.raw_scores().inner().div_scalar(a.divisor())))
-                        .collect(),
+                    logit_std: visible_logit_std(&out.attention),
                     max_logit: max_logits(&out.attention),
                     output_abs: output_abs(&out.attention, out.logits),
                 });
@@ -464,6 +474,94 @@ fn first_non_finite(loss: f64, grads: &[GradProbe]) -> Option<(String, f64)> {
         let layer = g.layer.map(|l| format!(" (layer {l})")).unwrap_or_default();
         (format!("‖∇{}‖{layer}", g.name), g.norm)
     })
+}
+
+/// The first parameter whose gradient is not finite, by its path in the model (e.g.
+/// `head.weight`, `blocks.0.attention.q_norm.gamma`), in one transfer.
+fn first_non_finite_gradient(
+    net: &TinyTransformer,
+    grads: &burn::tensor::Gradients,
+) -> Option<(String, f64)> {
+    let (paths, squares) = every_grad_square(net, grads)?;
+    let norms = to_host(squares.sqrt()); // [parameters]
+    paths
+        .into_iter()
+        .zip(norms)
+        .find(|(_, norm)| !norm.is_finite())
+        .map(|(path, norm)| (format!("‖∇{path}‖"), norm as f64))
+}
+
+/// Every float parameter's squared gradient norm on the device, `[parameters]`, with the
+/// parameters' paths in the model; `None` when none has a gradient.
+fn every_grad_square(
+    net: &TinyTransformer,
+    grads: &burn::tensor::Gradients,
+) -> Option<(Vec<String>, Tensor<1>)> {
+    struct Squares<'a> {
+        grads: &'a burn::tensor::Gradients,
+        path: Vec<String>,
+        paths: Vec<String>,
+        squares: Vec<Tensor<1>>,
+    }
+    impl burn::module::ModuleVisitor for Squares<'_> {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(grad) = param.grad(self.grads) {
+                self.paths.push(self.path.join("."));
+                self.squares.push(grad.powf_scalar(2.0).sum()); // [1]
+            }
+        }
+    }
+    let mut visitor = Squares {
+        grads,
+        path: Vec::new(),
+        paths: Vec::new(),
+        squares: Vec::new(),
+    };
+    net.visit(&mut visitor);
+    if visitor.squares.is_empty() {
+        return None;
+    }
+    Some((visitor.paths, Tensor::cat(visitor.squares, 0))) // [parameters]
+}
+
+/// Per layer, the std of the scaled logits q·kᵀ/(s·τ) over the pairs no mask hides, in one
+/// transfer: a masked future pair never reaches a softmax, so it is no part of what µP's
+/// coordinate check follows. Computed as [`crate::lab::metrics::std`] does, √(E[x²] − E[x]²), so that an unmasked
+/// layer gives the number it always gave.
+fn visible_logit_std(attention: &[crate::block::attention::AttentionOutput]) -> Vec<f64> {
+    if attention.is_empty() {
+        return Vec::new();
+    }
+    let moments = attention
+        .iter()
+        .map(|a| {
+            let logits = a.raw_scores().inner().div_scalar(a.divisor()); // [batch, heads, n_q, n_k]
+            let (mean, square) = match a.mask() {
+                None => (logits.clone().mean(), logits.powf_scalar(2.0).mean()), // [1], [1]
+                Some(mask) => {
+                    let visible = mask.inner().bool_not().float().expand(logits.dims()); // [batch, heads, n_q, n_k]
+                    let count = visible.clone().sum(); // [1]
+                    let mean = (logits.clone() * visible.clone()).sum() / count.clone(); // [1]
+                    let square = (logits.powf_scalar(2.0) * visible).sum() / count; // [1]
+                    (mean, square)
+                }
+            };
+            Tensor::cat(vec![mean, square], 0) // [2]
+        })
+        .collect();
+    to_host(Tensor::cat(moments, 0)) // [layers · 2]
+        .chunks(2)
+        .map(|m| {
+            let (mean, square) = (f64::from(m[0]), f64::from(m[1]));
+            (square - mean * mean).max(0.0).sqrt()
+        })
+        .collect()
 }
 
 /// Steps trained without reading anything back, and what to rewind to should one of them have
@@ -615,6 +713,7 @@ mod tests {
             lr: 1e-2,
             log_every: 2,
             adam_epsilon: ADAM_EPSILON,
+            check_every_step: false,
         };
         (ModelConfig::new(16, 2), task, config)
     }
@@ -632,6 +731,51 @@ mod tests {
         }
         assert_eq!(first.heads.len(), 2);
         assert!(run.divergence.is_none());
+    }
+
+    #[test]
+    fn the_guard_sees_every_parameter_not_only_the_probed_ones() {
+        let (mut model, task, _) = setup();
+        model.bos = true;
+        let device = Device::flex().autodiff();
+        let net = model
+            .init(task.vocab(), task.classes(), task.seq_len(), 0, &device)
+            .unwrap();
+        // √(0·W) is 0 for every W, a finite loss, but its gradient 0.5/√0 · 0 is NaN: a bad
+        // gradient on the readout and the BOS alone, which no probe covers.
+        let loss = net.head.weight.val().mul_scalar(0.0).sqrt().sum()
+            + net.bos.as_ref().unwrap().val().mul_scalar(0.0).sqrt().sum();
+        let grads = loss.backward();
+        let probes = grad_probes(&net, &grads);
+        assert!(probes.iter().all(|p| p.norm.is_finite()), "{probes:?}");
+        assert!(first_non_finite(0.0, &probes).is_none());
+        let (name, value) = first_non_finite_gradient(&net, &grads).expect("a NaN gradient");
+        assert!(name.contains("bos") || name.contains("head"), "{name}");
+        assert!(value.is_nan(), "{value}");
+        // And the device-side flag of the unread steps turns NaN with it.
+        let (_, squares) = every_grad_square(&net, &grads).unwrap();
+        assert!(squares.sum().mul_scalar(0.0).into_scalar::<f32>().is_nan());
+    }
+
+    #[test]
+    fn the_logit_std_counts_only_the_visible_pairs() {
+        let device = Device::flex();
+        let block = crate::block::attention::AttentionConfig::new(8, 2)
+            .with_causal(true)
+            .init(&device)
+            .unwrap();
+        let x = HostRng::new(4).normal_tensor([2, 6, 8], 1.0, &device);
+        let out = block.forward(x);
+        let logits = to_host(out.raw_scores().div_scalar(out.divisor())); // [2, 2, 6, 6]
+        let visible: Vec<f64> = logits
+            .chunks(36)
+            .flat_map(|head| (0..6).flat_map(move |i| (0..=i).map(move |j| f64::from(head[i * 6 + j]))))
+            .collect();
+        let n = visible.len() as f64;
+        let mean = visible.iter().sum::<f64>() / n;
+        let want = (visible.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let got = visible_logit_std(&[out])[0];
+        assert!((got - want).abs() < 1e-5 * want, "{got} against {want}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn short(lr: f64) -> TrainConfig {
         lr,
         log_every: 1,
         adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
+        check_every_step: false,
     }
 }
 
@@ -200,7 +201,7 @@ device_test!(a_saved_model_reloads_with_the_same_logits, |device| {
         std::fs::write(dir.join("m.json"), json).unwrap();
         let (loaded, loaded_spec) = checkpoint::load(&dir.join("m"), &device).unwrap();
         assert_eq!(loaded_spec, spec);
-        let tokens = task.batch(8, &mut attention_lab::util::rng::HostRng::new(6));
+        let tokens = task.held_out_batch(8, &mut attention_lab::util::rng::HostRng::new(6));
         let logits = |m: &attention_lab::lab::model::TinyTransformer| {
             values(m.forward(tokens.tokens(&device), task.n_out()).logits)
         };
@@ -256,9 +257,11 @@ device_test!(sparse_records_change_nothing_but_what_is_read, |device| {
             &mut |_| {},
         )
         .unwrap();
-        for log_every in [4, 1000] {
+        // Sparse records with the device-side flag, and with every step read back instead.
+        for (log_every, check_every_step) in [(4, false), (1000, false), (1000, true)] {
             let config = TrainConfig {
                 log_every,
+                check_every_step,
                 ..short(lr)
             };
             let mut reported = Vec::new();
@@ -303,6 +306,10 @@ device_test!(sparse_records_change_nothing_but_what_is_read, |device| {
             // trained ahead of a bad one that is found later are reported, then undone).
             let last = bad.unwrap_or(24);
             assert_eq!(reported, (0..reported.len()).collect::<Vec<_>>(), "lr {lr}");
+            if check_every_step {
+                // Every step read back: nothing is trained ahead of a bad step.
+                assert_eq!(reported.len(), last + 1, "lr {lr}: {reported:?}");
+            }
             assert!(
                 reported.len() > last && reported.len() <= 25,
                 "{reported:?}"
