@@ -76,6 +76,9 @@ pub struct Transfer {
     /// Adam's ε (default Burn's 1e-5).
     #[serde(default = "default_adam_epsilon")]
     pub adam_epsilon: f64,
+    /// As `train.check_every_step` elsewhere: read every step back (default false).
+    #[serde(default)]
+    pub check_every_step: bool,
 }
 
 /// The two parametrisations compared.
@@ -129,6 +132,8 @@ impl MupCoordConfig {
             lr: self.coord.lr,
             log_every: 1,
             adam_epsilon: self.coord.adam_epsilon,
+            // Every step is recorded, so every step is read back already.
+            check_every_step: false,
         }
     }
 
@@ -139,6 +144,7 @@ impl MupCoordConfig {
             lr: 2f64.powi(lr_log2),
             log_every: self.transfer.log_every,
             adam_epsilon: self.transfer.adam_epsilon,
+            check_every_step: self.transfer.check_every_step,
         }
     }
 
@@ -175,7 +181,8 @@ impl Validate for MupCoordConfig {
             at_least(&format!("{key} (how many)"), widths.len(), 2)?;
             increasing(key, widths)?;
         }
-        at_least("coord.steps", self.coord.steps, 1)?;
+        // The slopes are judged from t = 2 (see `Coord::slopes`): two steps at the least.
+        at_least("coord.steps", self.coord.steps, 2)?;
         positive("coord.lr", self.coord.lr)?;
         non_empty("transfer.lr_log2", &self.transfer.lr_log2)?;
         increasing("transfer.lr_log2", &self.transfer.lr_log2)?;
@@ -257,7 +264,10 @@ pub struct Coord {
     pub key: String,
     /// Per step t = 1…T: (width, mean over seeds) at each width.
     pub values: Vec<Vec<(f64, f64)>>,
-    /// Per step t = 1…T: the log–log slope over widths.
+    /// Per step t = 2…T: the log–log slope over widths. t = 1 is left out: µP's W_Q gets no
+    /// gradient through the zero readout on the first step, so its logits are exactly 0 at every
+    /// width there, where log 0 has no slope (counting it as a flat 0 would pull µP's mean toward
+    /// "flat").
     pub slopes: Vec<f64>,
 }
 
@@ -279,18 +289,7 @@ impl Coord {
                     .collect()
             })
             .collect();
-        let slopes = values
-            .iter()
-            .map(|points| {
-                // µP's W_Q gets no gradient through the zero readout on the first step, so its
-                // logits are exactly 0 at t = 1 at every width: flat, though log 0 has no slope.
-                if points.iter().all(|(_, v)| *v == 0.0) {
-                    0.0
-                } else {
-                    log_log_slope(points)
-                }
-            })
-            .collect();
+        let slopes = slopes_from_t2(&values);
         Self {
             param,
             quantity: quantity.name.clone(),
@@ -300,7 +299,7 @@ impl Coord {
         }
     }
 
-    /// The slope averaged over t = 1…T: the coord check's lines read as one number.
+    /// The slope averaged over t = 2…T: the coord check's lines read as one number.
     pub fn mean_slope(&self) -> f64 {
         self.slopes.iter().sum::<f64>() / self.slopes.len() as f64
     }
@@ -322,6 +321,11 @@ impl Coord {
             });
         format!("{:+.2} (per t {lo:+.2} … {hi:+.2})", self.mean_slope())
     }
+}
+
+/// The log–log slope over widths at each step t = 2…T of `values` (one entry per t from 1).
+fn slopes_from_t2(values: &[Vec<(f64, f64)>]) -> Vec<f64> {
+    values.iter().skip(1).map(|points| log_log_slope(points)).collect()
 }
 
 /// Mean over seeds of `value` at step `t` (NaN where a seed stopped before it).
@@ -502,7 +506,7 @@ fn report(
     let t_max = config.coord.steps;
     let widths = &config.coord.widths;
     let mut header = vec!["parametrisation".to_string(), "quantity".into()];
-    header.extend((1..=t_max).map(|t| format!("t={t}")));
+    header.extend((2..=t_max).map(|t| format!("t={t}")));
     header.push("mean".into());
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = Table::new(
@@ -618,7 +622,7 @@ fn report(
         )
     };
     lab.verdict(Verdict::new(
-        format!("in SP the attention-logit std after t = 1…{t_max} steps grows with the width (log–log slope against the width, averaged over t, > {FLAT})"),
+        format!("in SP the attention-logit std after t = 2…{t_max} steps grows with the width (log–log slope against the width, averaged over t, > {FLAT})"),
         sp.grows(),
         evidence(sp),
     ));
@@ -741,6 +745,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_first_step_is_left_out_of_the_slopes() {
+        // µP at t = 1: exactly 0 at every width; from t = 2 a slope of 1.
+        let values = vec![
+            vec![(32.0, 0.0), (64.0, 0.0), (128.0, 0.0)],
+            vec![(32.0, 1.0), (64.0, 2.0), (128.0, 4.0)],
+        ];
+        let slopes = slopes_from_t2(&values);
+        assert_eq!(slopes.len(), 1);
+        assert!((slopes[0] - 1.0).abs() < 1e-12, "{slopes:?}");
+        let coord = Coord {
+            param: Param::Mup,
+            quantity: "q".into(),
+            key: "q".into(),
+            values,
+            slopes,
+        };
+        // Counting t = 1 as a flat 0 would make this mean 0.5, "flat".
+        assert!((coord.mean_slope() - 1.0).abs() < 1e-12);
+        assert!(coord.grows() && !coord.flat());
+    }
+
+    #[test]
     fn widths_scale_the_base_model() {
         let mut model = ModelConfig::new(32, 2);
         model.d_ff = Some(64);
@@ -763,6 +789,7 @@ mod tests {
                 log_every: 1,
                 eval_size: 8,
                 adam_epsilon: 1e-8,
+                check_every_step: false,
             },
         };
         config.validate().unwrap();
