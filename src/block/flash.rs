@@ -11,9 +11,9 @@
 //!   dP = dO·Vᵀ, dS = P ⊙ (dP − D), dQ += c·dS·K, dK += c·dSᵀ·Q.
 //!
 //! A row with no visible key (fully masked, or every visible score −∞) has lse = +∞, so every P_ij
-//! is exp(−∞) = 0 and its output and gradients are 0, never NaN, whatever its hidden keys hold;
-//! dS is 0 wherever P is, and the keys and values of padding keys are read as 0, so a NaN in a
-//! key no row sees reaches nothing (the contract of [`crate::block::fused`]). A NaN in a row's visible scores
+//! is exp(−∞) = 0; its output and dQ are set to 0, never NaN, whatever its hidden keys hold. The
+//! keys and values of padding keys are read as 0, so a NaN in a key no row sees reaches nothing
+//! (the contract of [`crate::block::fused`]). A NaN in a row's visible scores
 //! still makes that row NaN, so the training loop's divergence guard sees it. Tiles above a causal
 //! diagonal and tiles of padding only are skipped.
 //!
@@ -275,12 +275,11 @@ fn row_max_generic(row: &[f32]) -> f32 {
     lanes.iter().fold(rest, |m, &x| nan_max(m, x))
 }
 
-/// dS ← P ⊙ (dP − D)·c, in place in `dp`; exactly 0 where P is 0, so that a NaN in dP of a key
-/// the row does not see (a hidden value) stays out of dQ and dK.
+/// dS ← P ⊙ (dP − D)·c, in place in `dp`.
 #[inline(always)]
 fn score_grad_generic(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
     for (g, &w) in dp.iter_mut().zip(p) {
-        *g = if w == 0.0 { 0.0 } else { w * (*g - d) * scale };
+        *g = w * (*g - d) * scale;
     }
 }
 
@@ -355,7 +354,10 @@ pub fn forward(
     } = dims;
     check_inputs(q, k, v, dims, masks);
     let (k_clean, v_clean) = masks.clean_padded_keys(k, v, dims);
-    let (k, v) = (k_clean.as_deref().unwrap_or(k), v_clean.as_deref().unwrap_or(v));
+    let (k, v) = (
+        k_clean.as_deref().unwrap_or(k),
+        v_clean.as_deref().unwrap_or(v),
+    );
     let mut o = vec![0.0f32; batch * heads * n_q * d_v]; // [batch, heads, n_q, d_v]
     let mut lse = vec![f32::INFINITY; batch * heads * n_q]; // [batch, heads, n_q]
     if o.is_empty() && lse.is_empty() {
@@ -486,7 +488,10 @@ pub fn backward(
     assert_eq!(d_o.len(), o.len(), "flash: d_o has the wrong size");
     assert_eq!(lse.len(), bh_count * n_q, "flash: lse has the wrong size");
     let (k_clean, v_clean) = masks.clean_padded_keys(k, v, dims);
-    let (k, v) = (k_clean.as_deref().unwrap_or(k), v_clean.as_deref().unwrap_or(v));
+    let (k, v) = (
+        k_clean.as_deref().unwrap_or(k),
+        v_clean.as_deref().unwrap_or(v),
+    );
     let mut dq = vec![0.0f32; q.len()];
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
@@ -643,6 +648,11 @@ pub fn backward(
             dv[at * d_v..at * d_v + dv_tile.len()].copy_from_slice(&dv_tile);
         }
     }
+    // A row that sees no key (lse = +∞) has dQ = 0, whatever the keys it cannot see hold: its dS
+    // is 0, but 0·NaN from a hidden key in its tiles is not.
+    for (row, _) in lse.iter().enumerate().filter(|(_, l)| **l == f32::INFINITY) {
+        dq[row * d_k..(row + 1) * d_k].fill(0.0);
+    }
     (dq, dk, dv)
 }
 
@@ -651,7 +661,12 @@ impl Masks<'_> {
     /// are all finite already. A hidden key's weight is exactly 0, but 0·NaN is NaN: without
     /// this a NaN in a padding key would reach the tile products (P·V, dS·K) of the rows
     /// that share its tile.
-    fn clean_padded_keys(&self, k: &[f32], v: &[f32], dims: Dims) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    fn clean_padded_keys(
+        &self,
+        k: &[f32],
+        v: &[f32],
+        dims: Dims,
+    ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
         let Some(padding) = self.padding else {
             return (None, None);
         };

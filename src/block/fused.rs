@@ -33,8 +33,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, ExtensionType, Flex, NdArray, Scalar, TensorMetadata,
-    backend_extension,
+    Autodiff, AutodiffBackend, Backend, Cube, Dispatch, ExtensionType, Flex, NdArray, Scalar,
+    TensorMetadata, backend_extension,
 };
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -471,7 +471,11 @@ pub fn reference_forward<B: Backend>(
     let sum = B::float_sum_dim(weights.clone(), 3); // [batch, heads, n_q, 1]
     let empty = Some(B::float_equal_elem(sum.clone(), Scalar::Float(0.0), bools));
     let sum = B::float_clamp_min(sum, Scalar::Float(1.0));
-    let lse = fill::<B>(B::float_add(max, B::float_log(sum.clone())), &empty, f64::INFINITY);
+    let lse = fill::<B>(
+        B::float_add(max, B::float_log(sum.clone())),
+        &empty,
+        f64::INFINITY,
+    );
     let weights = B::float_div(weights, B::float_expand(sum, Shape::new(dims)));
     let o = B::float_matmul(weights, v); // [batch, heads, n_q, d_v]
     (fill::<B>(o, &empty, 0.0), lse)
@@ -498,7 +502,11 @@ pub fn reference_backward<B: Backend>(
     let c = Scalar::Float(scale as f64);
     let masks = reference_masks::<B>(dims, padding, causal, &device);
     let bools = burn::backend::get_device_settings::<B>(&device).bool_dtype;
-    let empty = Some(B::float_equal_elem(lse.clone(), Scalar::Float(f64::INFINITY), bools)); // [batch, heads, n_q, 1]
+    let empty = Some(B::float_equal_elem(
+        lse.clone(),
+        Scalar::Float(f64::INFINITY),
+        bools,
+    )); // [batch, heads, n_q, 1]
     let k = fill::<B>(k, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_k]
     let v = fill::<B>(v, &masks.padded_keys, 0.0); // [batch, heads, n_k, d_v]
     let scores = B::float_mul_scalar(
@@ -517,7 +525,8 @@ pub fn reference_backward<B: Backend>(
     );
     let ds = B::float_mul_scalar(ds, c); // [batch, heads, n_q, n_k]
     let ds = fill::<B>(ds, &empty, 0.0);
-    let dq = B::float_matmul(ds.clone(), k); // [batch, heads, n_q, d_k]
+    // 0·NaN is NaN: a row that sees no key gets dQ = 0 whatever the keys it cannot see hold.
+    let dq = fill::<B>(B::float_matmul(ds.clone(), k), &empty, 0.0); // [batch, heads, n_q, d_k]
     let dk = B::float_matmul(B::float_transpose(ds), q); // [batch, heads, n_k, d_k]
     (dq, dk, dv)
 }

@@ -325,7 +325,11 @@ impl Coord {
 
 /// The log–log slope over widths at each step t = 2…T of `values` (one entry per t from 1).
 fn slopes_from_t2(values: &[Vec<(f64, f64)>]) -> Vec<f64> {
-    values.iter().skip(1).map(|points| log_log_slope(points)).collect()
+    values
+        .iter()
+        .skip(1)
+        .map(|points| log_log_slope(points))
+        .collect()
 }
 
 /// Mean over seeds of `value` at step `t` (NaN where a seed stopped before it).

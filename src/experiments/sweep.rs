@@ -270,8 +270,16 @@ pub fn model_loss(model: &TinyTransformer, task: &Task, batch: &Batch, device: &
 }
 
 /// `[batch·n_out, classes]`: the logits of `model` on `batch`, without autodiff.
-fn held_out_logits(model: &TinyTransformer, task: &Task, batch: &Batch, device: &Device) -> Tensor<2> {
-    model.valid().forward(batch.tokens(device), task.n_out()).logits
+fn held_out_logits(
+    model: &TinyTransformer,
+    task: &Task,
+    batch: &Batch,
+    device: &Device,
+) -> Tensor<2> {
+    model
+        .valid()
+        .forward(batch.tokens(device), task.n_out())
+        .logits
 }
 
 /// Head 0 of the first sequence of `weights`, queries on rows.
@@ -469,7 +477,10 @@ mod tests {
             for batch in [eval_batch(&task, 64, 3), example_batch(&task, 3)] {
                 for row in batch.tokens.chunks(batch.seq_len) {
                     let tokens: Vec<usize> = row.iter().map(|&t| t as usize).collect();
-                    assert!(Task::is_held_out(&tokens), "{kind}: {tokens:?} is a training draw");
+                    assert!(
+                        Task::is_held_out(&tokens),
+                        "{kind}: {tokens:?} is a training draw"
+                    );
                 }
             }
         }

@@ -497,13 +497,29 @@ fn every_grad_square(
     net: &TinyTransformer,
     grads: &burn::tensor::Gradients,
 ) -> Option<(Vec<String>, Tensor<1>)> {
-    struct Squares<'a> {
+    let (paths, squares): (Vec<String>, Vec<Tensor<1>>) = parameter_gradients(net, grads)
+        .into_iter()
+        .filter_map(|(path, grad)| Some((path, grad?.powf_scalar(2.0).sum()))) // [1]
+        .unzip();
+    if squares.is_empty() {
+        return None;
+    }
+    Some((paths, Tensor::cat(squares, 0))) // [parameters]
+}
+
+/// Every float parameter of `module` in the order it visits them: its path (e.g. `head.weight`,
+/// `blocks.0.attention.q_norm.gamma`) and its gradient in `grads`, flattened (`None` where it
+/// has none).
+pub fn parameter_gradients<M: Module>(
+    module: &M,
+    grads: &burn::tensor::Gradients,
+) -> Vec<(String, Option<Tensor<1>>)> {
+    struct Collect<'a> {
         grads: &'a burn::tensor::Gradients,
         path: Vec<String>,
-        paths: Vec<String>,
-        squares: Vec<Tensor<1>>,
+        found: Vec<(String, Option<Tensor<1>>)>,
     }
-    impl burn::module::ModuleVisitor for Squares<'_> {
+    impl burn::module::ModuleVisitor for Collect<'_> {
         fn enter_module(&mut self, name: &str, _container: &str) {
             self.path.push(name.to_string());
         }
@@ -511,23 +527,17 @@ fn every_grad_square(
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            if let Some(grad) = param.grad(self.grads) {
-                self.paths.push(self.path.join("."));
-                self.squares.push(grad.powf_scalar(2.0).sum()); // [1]
-            }
+            let grad = param.grad(self.grads).map(|g| g.flatten(0, D - 1)); // [numel]
+            self.found.push((self.path.join("."), grad));
         }
     }
-    let mut visitor = Squares {
+    let mut collect = Collect {
         grads,
         path: Vec::new(),
-        paths: Vec::new(),
-        squares: Vec::new(),
+        found: Vec::new(),
     };
-    net.visit(&mut visitor);
-    if visitor.squares.is_empty() {
-        return None;
-    }
-    Some((visitor.paths, Tensor::cat(visitor.squares, 0))) // [parameters]
+    module.visit(&mut collect);
+    collect.found
 }
 
 /// Per layer, the std of the scaled logits q·kᵀ/(s·τ) over the pairs no mask hides, in one
@@ -769,7 +779,9 @@ mod tests {
         let logits = to_host(out.raw_scores().div_scalar(out.divisor())); // [2, 2, 6, 6]
         let visible: Vec<f64> = logits
             .chunks(36)
-            .flat_map(|head| (0..6).flat_map(move |i| (0..=i).map(move |j| f64::from(head[i * 6 + j]))))
+            .flat_map(|head| {
+                (0..6).flat_map(move |i| (0..=i).map(move |j| f64::from(head[i * 6 + j])))
+            })
             .collect();
         let n = visible.len() as f64;
         let mean = visible.iter().sum::<f64>() / n;

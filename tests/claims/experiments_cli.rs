@@ -229,7 +229,7 @@ fn logit_growth_reduced_run() {
     reduced_run(
         "logit_growth",
         &["loss_vs_lr", "max_logit_vs_step", "entropy_vs_step"],
-        &["learning-rate sensitivity", "about the same loss"],
+        &["learning-rate sensitivity", "reaches the same loss"],
     );
 }
 

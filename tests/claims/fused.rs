@@ -8,10 +8,11 @@
 //! every parameter and input.
 
 use attention_lab::block::attention::{AttentionConfig, AttentionInput, AttentionPath};
-use attention_lab::block::{flash, fused};
 use attention_lab::block::mask::{attention_mask, padding_mask};
 use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::softmax::{SoftmaxAxis, masked_softmax};
+use attention_lab::block::{flash, fused};
+use attention_lab::lab::train::parameter_gradients;
 use attention_lab::util::rng::HostRng;
 use burn::prelude::*;
 use proptest::prelude::*;
@@ -155,7 +156,8 @@ fn within(what: &str, case: &Case, got: &[f32], want: &[f64], bound: &[f64]) -> 
     assert_eq!(got.len(), want.len(), "{what}: sizes differ");
     for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
         let error = (f64::from(g) - w).abs();
-        if !(error <= SAFETY * b + 1e-30) {
+        // A NaN error fails too.
+        if error.is_nan() || error > SAFETY * b + 1e-30 {
             return Err(format!(
                 "{what}[{i}]: {g:e} is {error:e} from the f64 {w:e}, over {SAFETY} × the bound {b:e}, in {case:?}"
             ));
@@ -237,7 +239,12 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
     for bh in 0..b * h {
         let batch = bh / h;
         let length = case.lengths.as_ref().map_or(n_k, |l| l[batch]);
-        let (qo, ko, vo, oo) = (bh * n_q * d_k, bh * n_k * d_k, bh * n_k * d_v, bh * n_q * d_v);
+        let (qo, ko, vo, oo) = (
+            bh * n_q * d_k,
+            bh * n_k * d_k,
+            bh * n_k * d_v,
+            bh * n_q * d_v,
+        );
         let qi = |i: usize, t: usize| f(q[qo + i * d_k + t]);
         let kj = |j: usize, t: usize| f(k[ko + j * d_k + t]);
         let vj = |j: usize, t: usize| f(v[vo + j * d_v + t]);
@@ -248,7 +255,9 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
                 .collect();
             let s: Vec<f64> = visible
                 .iter()
-                .map(|&j| f64::from((c * (0..d_k).map(|t| qi(i, t) * kj(j, t)).sum::<f64>()) as f32))
+                .map(|&j| {
+                    f64::from((c * (0..d_k).map(|t| qi(i, t) * kj(j, t)).sum::<f64>()) as f32)
+                })
                 .collect();
             let a: Vec<f64> = visible
                 .iter()
@@ -273,8 +282,8 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
             let o: Vec<f64> = (0..d_v)
                 .map(|t| visible.iter().zip(&p).map(|(&j, p)| p * vj(j, t)).sum())
                 .collect();
-            for t in 0..d_v {
-                e.o[oo + i * d_v + t] = o[t];
+            for (t, &o_t) in o.iter().enumerate() {
+                e.o[oo + i * d_v + t] = o_t;
                 e.o_bound[oo + i * d_v + t] = visible
                     .iter()
                     .zip(&p)
@@ -287,17 +296,16 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
                 .map(|&j| (0..d_v).map(|t| gi(i, t) * vj(j, t)).sum())
                 .collect();
             let d: f64 = (0..d_v).map(|t| gi(i, t) * o[t]).sum();
-            let d_error = visible
-                .iter()
-                .enumerate()
-                .map(|(x, _)| rho[x] * p[x] * (dp[x] - d).abs())
+            let d_error = (0..visible.len())
+                .map(|x| rho[x] * p[x] * (dp[x] - d).abs())
                 .sum::<f64>()
                 + eps * (d_v as f64 + 4.0) * (0..d_v).map(|t| (gi(i, t) * o[t]).abs()).sum::<f64>()
                 + eps * (n + 8.0) * d.abs();
             for (x, &j) in visible.iter().enumerate() {
                 let ds = c * p[x] * (dp[x] - d);
-                let dp_error =
-                    eps * (d_v as f64 + 4.0) * (0..d_v).map(|t| (gi(i, t) * vj(j, t)).abs()).sum::<f64>();
+                let dp_error = eps
+                    * (d_v as f64 + 4.0)
+                    * (0..d_v).map(|t| (gi(i, t) * vj(j, t)).abs()).sum::<f64>();
                 let ds_error =
                     c * (rho[x] * p[x] * (dp[x] - d).abs() + p[x] * (dp_error + d_error));
                 for t in 0..d_k {
@@ -325,7 +333,9 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
 fn against_f64(case: &Case, device: &Device) -> Result<(), String> {
     let exact = exact(case, device);
     let [q, k, v, _] = inputs(case, device);
-    let t = |data: Vec<f32>, dims: [usize; 4]| Tensor::<4>::from_data(TensorData::new(data, dims), device);
+    let t = |data: Vec<f32>, dims: [usize; 4]| {
+        Tensor::<4>::from_data(TensorData::new(data, dims), device)
+    };
     let (b, h) = (case.batch, case.heads);
     let padding = case
         .lengths
@@ -342,16 +352,24 @@ fn against_f64(case: &Case, device: &Device) -> Result<(), String> {
     let (o, lse) = (values(o), values(lse));
     for (i, (&got, &want)) in lse.iter().zip(&exact.lse).enumerate() {
         if want == f64::INFINITY {
-            if !(f64::from(got) >= 1e30) {
-                return Err(format!("lse[{i}] of a row with no visible key is {got}, not ≥ 1e30, in {case:?}"));
+            if got.is_nan() || f64::from(got) < 1e30 {
+                return Err(format!(
+                    "lse[{i}] of a row with no visible key is {got}, not ≥ 1e30, in {case:?}"
+                ));
             }
             let row = &o[i * case.d_v..(i + 1) * case.d_v];
             if row.iter().any(|&x| x != 0.0) {
-                return Err(format!("row {i} sees no key but outputs {row:?}, in {case:?}"));
+                return Err(format!(
+                    "row {i} sees no key but outputs {row:?}, in {case:?}"
+                ));
             }
         }
     }
-    let finite = |xs: &[f64]| xs.iter().map(|&x| if x.is_finite() { x } else { 0.0 }).collect::<Vec<_>>();
+    let finite = |xs: &[f64]| {
+        xs.iter()
+            .map(|&x| if x.is_finite() { x } else { 0.0 })
+            .collect::<Vec<_>>()
+    };
     let lse_got: Vec<f32> = lse
         .iter()
         .zip(&exact.lse)
@@ -481,74 +499,132 @@ fn the_parallel_flash_path_matches_decomposed_and_f64() {
     against_f64(&parallel_cases()[3], &device).unwrap();
 }
 
-device_test!(rows_with_no_visible_key_are_zero_on_every_backend, |device| {
-    // Batch 0 is all padding; batch 1 pads keys from 40 on. Every padding key holds NaN in k and
-    // v. In batch 1, query 5 sees keys 0…5 (causal) and every score of it overflows to −∞:
-    // q_5 = (1e20, 0, …) against k_j = (−1e20, …) for j ≤ 5, while every other query has a 0
-    // there.
-    let case = Case {
-        causal: true,
-        lengths: Some(vec![0, 40]),
-        ..Case::new(2, 1, 70, 70, 4, 4)
-    };
-    let [mut q, mut k, mut v, g] = inputs(&case, &device);
-    let (n, d) = (case.n_k, case.d_k);
-    for i in 0..n {
-        q[(n + i) * d] = 0.0;
-    }
-    q[(n + 5) * d] = 1e20;
-    for j in 0..=5 {
-        k[(n + j) * d] = -1e20;
-    }
-    for (batch, from) in [(0, 0), (1, 40)] {
-        for j in from..n {
-            k[(batch * n + j) * d] = f32::NAN;
-            v[(batch * n + j) * d + 1] = f32::NAN;
+device_test!(
+    rows_with_no_visible_key_are_zero_on_every_backend,
+    |device| {
+        // Batch 0 is all padding; batch 1 pads keys from 40 on. Every padding key holds NaN in k and
+        // v. In batch 1, query 5 sees keys 0…5 (causal) and every score of it overflows to −∞:
+        // q_5 = (1e20, 0, …) against k_j = (−1e20, …) for j ≤ 5, while every other query has a 0
+        // there.
+        let case = Case {
+            causal: true,
+            lengths: Some(vec![0, 40]),
+            ..Case::new(2, 1, 70, 70, 4, 4)
+        };
+        let [mut q, mut k, mut v, g] = inputs(&case, &device);
+        let (n, d) = (case.n_k, case.d_k);
+        for i in 0..n {
+            q[(n + i) * d] = 0.0;
         }
-    }
-    let exact = exact_of(&case, &[q.clone(), k.clone(), v.clone(), g.clone()]);
-    let shape = |n: usize, width: usize| [case.batch, 1, n, width];
-    let leaf = |data: &[f32], dims: [usize; 4]| {
-        Tensor::<4>::from_data(TensorData::new(data.to_vec(), dims), &device.clone().autodiff())
+        q[(n + 5) * d] = 1e20;
+        for j in 0..=5 {
+            k[(n + j) * d] = -1e20;
+        }
+        for (batch, from) in [(0, 0), (1, 40)] {
+            for j in from..n {
+                k[(batch * n + j) * d] = f32::NAN;
+                v[(batch * n + j) * d + 1] = f32::NAN;
+            }
+        }
+        let exact = exact_of(&case, &[q.clone(), k.clone(), v.clone(), g.clone()]);
+        let shape = |n: usize, width: usize| [case.batch, 1, n, width];
+        let leaf = |data: &[f32], dims: [usize; 4]| {
+            Tensor::<4>::from_data(
+                TensorData::new(data.to_vec(), dims),
+                &device.clone().autodiff(),
+            )
             .require_grad()
-    };
-    let (q_t, k_t, v_t) = (leaf(&q, shape(n, d)), leaf(&k, shape(n, d)), leaf(&v, shape(n, d)));
-    let padding = padding_mask(&[0, 40], n, &device.clone().autodiff());
-    let (o, lse) = fused::attention_with_lse(
-        q_t.clone(),
-        k_t.clone(),
-        v_t.clone(),
-        Some(padding),
-        case.scale,
-        true,
-    );
-    let g_t = Tensor::<4>::from_data(TensorData::new(g.clone(), shape(n, d)), &device.clone().autodiff());
-    let grads = (o.clone() * g_t).sum().backward();
-    let (o, lse) = (values(o), values(lse));
-    let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
-    let (dq, dk, dv) = (grad(&q_t), grad(&k_t), grad(&v_t));
-    for (what, xs) in [("o", &o), ("dq", &dq), ("dk", &dk), ("dv", &dv)] {
-        assert!(xs.iter().all(|x| x.is_finite()), "{what} is not finite: {xs:?}");
-    }
-    for row in 0..2 * n {
-        let empty = exact.lse[row] == f64::INFINITY;
-        assert_eq!(empty, row < n || row == n + 5, "row {row}");
-        if empty {
-            assert!(lse[row] >= 1e30, "lse of empty row {row}: {}", lse[row]);
-            assert!(o[row * d..(row + 1) * d].iter().all(|&x| x == 0.0), "row {row}");
-            assert!(dq[row * d..(row + 1) * d].iter().all(|&x| x == 0.0), "dq row {row}");
+        };
+        let (q_t, k_t, v_t) = (
+            leaf(&q, shape(n, d)),
+            leaf(&k, shape(n, d)),
+            leaf(&v, shape(n, d)),
+        );
+        let padding = padding_mask(&[0, 40], n, &device.clone().autodiff());
+        let (o, lse) = fused::attention_with_lse(
+            q_t.clone(),
+            k_t.clone(),
+            v_t.clone(),
+            Some(padding),
+            case.scale,
+            true,
+        );
+        let g_t = Tensor::<4>::from_data(
+            TensorData::new(g.clone(), shape(n, d)),
+            &device.clone().autodiff(),
+        );
+        let grads = (o.clone() * g_t).sum().backward();
+        let (o, lse) = (values(o), values(lse));
+        let grad = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
+        let (dq, dk, dv) = (grad(&q_t), grad(&k_t), grad(&v_t));
+        for (what, xs) in [("o", &o), ("dq", &dq), ("dk", &dk), ("dv", &dv)] {
+            assert!(
+                xs.iter().all(|x| x.is_finite()),
+                "{what} is not finite: {xs:?}"
+            );
         }
-    }
-    // A padding key gets no gradient, whatever it held.
-    for (batch, from) in [(0, 0), (1, 40)] {
-        for j in from..n {
-            let at = (batch * n + j) * d..(batch * n + j + 1) * d;
-            assert!(dk[at.clone()].iter().chain(&dv[at]).all(|&x| x == 0.0), "key {j} of {batch}");
+        for row in 0..2 * n {
+            let empty = exact.lse[row] == f64::INFINITY;
+            assert_eq!(empty, row < n || row == n + 5, "row {row}");
+            if empty {
+                assert!(lse[row] >= 1e30, "lse of empty row {row}: {}", lse[row]);
+                assert!(
+                    o[row * d..(row + 1) * d].iter().all(|&x| x == 0.0),
+                    "row {row}"
+                );
+                assert!(
+                    dq[row * d..(row + 1) * d].iter().all(|&x| x == 0.0),
+                    "dq row {row}"
+                );
+            }
         }
+        // A padding key gets no gradient, whatever it held.
+        for (batch, from) in [(0, 0), (1, 40)] {
+            for j in from..n {
+                let at = (batch * n + j) * d..(batch * n + j + 1) * d;
+                assert!(
+                    dk[at.clone()].iter().chain(&dv[at]).all(|&x| x == 0.0),
+                    "key {j} of {batch}"
+                );
+            }
+        }
+        // The other rows are the textbook's.
+        within("output", &case, &o, &exact.o, &exact.o_bound).unwrap();
+
+        // A key the causal mask hides from a row with no visible key, but that later rows see: its
+        // NaN reaches those rows (the loss is NaN either way) but not the empty row, which shares its
+        // tile on flex.
+        let case = Case {
+            causal: true,
+            ..Case::new(1, 1, 8, 8, 4, 4)
+        };
+        let [mut q, mut k, mut v, g] = inputs(&case, &device);
+        q[0] = 1e20; // query 0 sees key 0 only, and that score overflows to −∞
+        k[0] = -1e20;
+        for i in 1..8 {
+            q[i * 4] = 0.0;
+        }
+        k[7 * 4] = f32::NAN;
+        v[7 * 4 + 2] = f32::NAN;
+        let shape = [1, 1, 8, 4];
+        let (q_t, k_t, v_t) = (leaf(&q, shape), leaf(&k, shape), leaf(&v, shape));
+        let (o, lse) = fused::attention_with_lse(
+            q_t.clone(),
+            k_t.clone(),
+            v_t.clone(),
+            None,
+            case.scale,
+            true,
+        );
+        let g_t = Tensor::<4>::from_data(TensorData::new(g, shape), &device.clone().autodiff());
+        let grads = (o.clone() * g_t).sum().backward();
+        let (o, lse) = (values(o), values(lse));
+        let dq = values(q_t.grad(&grads).expect("a gradient"));
+        assert!(lse[0] >= 1e30, "lse of the empty row: {}", lse[0]);
+        assert_eq!(&o[..4], &[0.0; 4], "the empty row's output");
+        assert_eq!(&dq[..4], &[0.0; 4], "the empty row's dq");
     }
-    // The other rows are the textbook's.
-    within("output", &case, &o, &exact.o, &exact.o_bound).unwrap();
-});
+);
 
 device_test!(fused_gradients_match_finite_differences, |device| {
     // Central differences of L = Σ o ⊙ g in f32: step 1e-2, so the rounding error of L (about
@@ -665,30 +741,10 @@ fn param_grads(
     block: &attention_lab::block::attention::Attention,
     grads: &burn::tensor::Gradients,
 ) -> Vec<(String, Vec<f32>)> {
-    struct Collect<'a> {
-        grads: &'a burn::tensor::Gradients,
-        path: Vec<String>,
-        found: Vec<(String, Vec<f32>)>,
-    }
-    impl burn::module::ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            let grad = param.grad(self.grads).map(values).unwrap_or_default();
-            self.found.push((self.path.join("."), grad));
-        }
-    }
-    let mut collect = Collect {
-        grads,
-        path: Vec::new(),
-        found: Vec::new(),
-    };
-    burn::module::Module::visit(block, &mut collect);
-    collect.found
+    parameter_gradients(block, grads)
+        .into_iter()
+        .map(|(path, grad)| (path, grad.map(values).unwrap_or_default()))
+        .collect()
 }
 
 #[test]
