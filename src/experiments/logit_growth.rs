@@ -304,13 +304,9 @@ impl Experiment for LogitGrowth {
                 seeds
                     .iter()
                     .map(|&seed| {
-                        let net = config.model_with(qk_norm).init(
-                            task.vocab(),
-                            task.classes(),
-                            task.seq_len(),
-                            seed,
-                            &lab.device,
-                        )?;
+                        let net = config
+                            .model_with(qk_norm)
+                            .init_for(&task, seed, &lab.device)?;
                         Ok(model_loss(&net, &task, &held_out, &lab.device))
                     })
                     .collect::<Result<Vec<f64>, LabError>>()
@@ -364,7 +360,7 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
     let seeds = config.run.seeds;
     let mut table = Table::new(
         format!(
-            "Per learning rate, mean over {seeds} seed(s): loss (at the end on {HELD_OUT} held-out sequences), the largest logit and the mean attention entropy, start → end"
+            "Per learning rate, mean over {seeds} seed(s): loss on {HELD_OUT} held-out sequences (the initial model's → min(final, initial), chance for a diverged run), the largest logit and the mean attention entropy, start → end"
         ),
         &[
             "variant",

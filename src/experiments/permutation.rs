@@ -321,13 +321,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             let label = format!("pe={pe} mask={}", mask_name(causal));
             lab.status(format!("equivariance: {label}"));
             let model_config = config.model_for(pe, causal, config.model.n_layers);
-            let fresh = model_config.init(
-                task.vocab(),
-                task.classes(),
-                task.seq_len(),
-                seed,
-                &lab.device,
-            )?;
+            let fresh = model_config.init_for(&task, seed, &lab.device)?;
             let init = model_equivariance(&fresh, shape, e.permutations, seed, &lab.device);
             lab.advance(1);
             let runs = train_seeds(
@@ -672,13 +666,7 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         )?;
         let (mut init, mut trained, mut per_position) = (Vec::new(), Vec::new(), vec![0.0; m]);
         for (run, &seed) in runs.runs.iter().zip(&seeds) {
-            let fresh = model_config.init(
-                task.vocab(),
-                task.classes(),
-                task.seq_len(),
-                seed,
-                &lab.device,
-            )?;
+            let fresh = model_config.init_for(&task, seed, &lab.device)?;
             init.push(probe(&fresh, &task, config.probe.sequences, seed, &lab.device).0);
             let (acc, per) = probe(
                 &run.model.valid(),

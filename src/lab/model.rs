@@ -18,6 +18,7 @@ use crate::block::attention::{
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
+use crate::lab::tasks::Task;
 use crate::util::limits::{MAX_LAYERS, MAX_POSITIONS};
 use crate::util::rng::HostRng;
 
@@ -205,6 +206,17 @@ impl ModelConfig {
         tokens.max(self.max_len.unwrap_or(0)) + usize::from(self.bos)
     }
 
+    /// [`Self::init`] for `task`: its vocabulary and classes, with room for its sequences. The
+    /// model training on `task` alone starts from, for the same `seed`.
+    pub fn init_for(
+        &self,
+        task: &Task,
+        seed: u64,
+        device: &Device,
+    ) -> Result<TinyTransformer, AttentionConfigError> {
+        self.init(task.vocab(), task.classes(), task.seq_len(), seed, device)
+    }
+
     /// Builds the model for a vocabulary of `vocab` tokens and `classes` outputs, on sequences of
     /// at most `max_len` tokens, with weights drawn from a host RNG seeded with `seed`.
     pub fn init(
@@ -375,9 +387,7 @@ mod tests {
         let mut config = ModelConfig::new(16, 2);
         config.n_layers = 2;
         config.positional = PositionalKind::Rotary;
-        let model = config
-            .init(task.vocab(), task.classes(), task.seq_len(), 0, &device)
-            .unwrap();
+        let model = config.init_for(&task, 0, &device).unwrap();
         let batch = task.batch(3, &mut HostRng::new(1));
         let out = model.forward(batch.tokens(&device), task.n_out());
         assert_eq!(out.logits.dims(), [3 * 4, 6]);

@@ -77,9 +77,7 @@ mod tests {
         let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();
         let mut config = ModelConfig::new(16, 2);
         config.d_ff = Some(16);
-        let net = config
-            .init(task.vocab(), task.classes(), task.seq_len(), 0, &device)
-            .unwrap();
+        let net = config.init_for(&task, 0, &device).unwrap();
         let batch = task.batch(8, &mut HostRng::new(1));
         let out = net.forward(batch.tokens(&device), task.n_out());
         let grads = cross_entropy(out.logits, batch.targets(&device)).backward();

@@ -4,6 +4,8 @@
 //! (Kingma & Ba 2015) rescales each parameter's step, so effects that show under SGD may hide
 //! here and the reverse (see `EXPERIMENT-NOTES`); every verdict that trains says it used Adam.
 //! A loss or gradient that becomes NaN or infinite stops the run, and the records so far are kept.
+//! The guard covers the gradient of every parameter of the model (embedding, BOS, positions,
+//! projections, QK-norm gains, MLP, final norm and readout), not only the probed ones.
 
 use std::fmt;
 use std::time::Instant;
@@ -542,8 +544,8 @@ pub fn parameter_gradients<M: Module>(
 
 /// Per layer, the std of the scaled logits q·kᵀ/(s·τ) over the pairs no mask hides, in one
 /// transfer: a masked future pair never reaches a softmax, so it is no part of what µP's
-/// coordinate check follows. Computed as [`crate::lab::metrics::std`] does, √(E[x²] − E[x]²), so that an unmasked
-/// layer gives the number it always gave.
+/// coordinate check follows. Computed as [`crate::lab::metrics::std`] does, √(E[x²] − E[x]²),
+/// so that an unmasked layer gives the number it always gave.
 fn visible_logit_std(attention: &[crate::block::attention::AttentionOutput]) -> Vec<f64> {
     if attention.is_empty() {
         return Vec::new();
@@ -748,9 +750,7 @@ mod tests {
         let (mut model, task, _) = setup();
         model.bos = true;
         let device = Device::flex().autodiff();
-        let net = model
-            .init(task.vocab(), task.classes(), task.seq_len(), 0, &device)
-            .unwrap();
+        let net = model.init_for(&task, 0, &device).unwrap();
         // √(0·W) is 0 for every W, a finite loss, but its gradient 0.5/√0 · 0 is NaN: a bad
         // gradient on the readout and the BOS alone, which no probe covers.
         let loss = net.head.weight.val().mul_scalar(0.0).sqrt().sum()

@@ -12,13 +12,9 @@ device_test!(bos_is_a_key_every_query_sees_and_it_trains, |device| {
     let task = Task::new(TaskConfig::new(TaskKind::Count, 6, 3)).unwrap();
     let mut config = ModelConfig::new(16, 2);
     config.causal = true;
-    let plain = config
-        .init(task.vocab(), task.classes(), task.seq_len(), 7, &device)
-        .unwrap();
+    let plain = config.init_for(&task, 7, &device).unwrap();
     config.bos = true;
-    let model = config
-        .init(task.vocab(), task.classes(), task.seq_len(), 7, &device)
-        .unwrap();
+    let model = config.init_for(&task, 7, &device).unwrap();
     let batch = task.held_out_batch(3, &mut HostRng::new(8));
     let n = task.seq_len();
     let out = model.forward(batch.tokens(&device), task.n_out());

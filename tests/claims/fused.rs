@@ -138,8 +138,8 @@ fn compare(case: &Case, device: &Device) -> Result<(), String> {
     // Saturated rows: the outputs and dV still agree to 1e-4. dQ and dK go through
     // dS = P ⊙ (dP − D), a difference of two nearly equal numbers, then times logits' factors of
     // 1e3, where the two paths round differently (FlashAttention takes D = dO·O, the decomposed
-    // path Σ_j P_ij·dP_ij). So both are held to the f64 result instead, within the bound the
-    // error analysis of [`exact`] gives entry by entry.
+    // path Σ_j P_ij·dP_ij). So the fused dQ and dK are held to the f64 result instead, within
+    // the bound the error analysis of [`exact`] gives entry by entry.
     close("output", case, &ours[0], &steps[0])?;
     close("dv", case, &ours[3], &steps[3])?;
     let exact = exact(case, device);

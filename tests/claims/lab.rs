@@ -212,9 +212,7 @@ device_test!(a_saved_model_reloads_with_the_same_logits, |device| {
             max_abs_diff(&before, &after)
         );
         // A fresh model from the same seed differs: the parameters really came from the file.
-        let fresh = model
-            .init(task.vocab(), task.classes(), task.seq_len(), 5, &device)
-            .unwrap();
+        let fresh = model.init_for(&task, 5, &device).unwrap();
         assert!(max_abs_diff(&before, &logits(&fresh)) > 1e-3);
     }
 
