@@ -378,8 +378,18 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
         ("model.mup_base_width=0", "model.mup_base_width"),
         ("train.adam_epsilon=0.0", "train.adam_epsilon"),
         ("train.adam_epsilon=1e-40", "train.adam_epsilon"),
+        ("train.check_every_step=3", "train.check_every_step"),
     ] {
         refused("causal_mask", &[&config[..], &[set]].concat(), needle);
+    }
+    // The same switch where an experiment builds its training from its own sections.
+    for (experiment, set) in [
+        ("logit_growth", "train.check_every_step=\"yes\""),
+        ("mup_coord", "transfer.check_every_step=1"),
+    ] {
+        let config = format!("tests/configs/{experiment}.toml");
+        let key = set.split('=').next().unwrap();
+        refused(experiment, &["--config", &config, "--set", set], key);
     }
 }
 
