@@ -482,8 +482,10 @@ pub fn reference_forward<B: Backend>(
 }
 
 /// The backward composed from tensor ops: P from lse, then the equations of the module doc, with
-/// the keys and values of padding keys read as 0 and dS zeroed in a row that sees no key
-/// (lse = +∞), so that nothing a row cannot see reaches the gradients.
+/// the keys and values of padding keys read as 0 and dQ zeroed in a row that sees no key
+/// (lse = +∞). Its dS is P·(…) with P = 0 already, so no [n_q, n_k] fill is spent on it: with
+/// padding keys clean, only a key the causal mask hides could hold a NaN there, and later rows see
+/// that key, so its gradient is NaN anyway.
 #[allow(clippy::too_many_arguments)] // the saved state of the equations
 pub fn reference_backward<B: Backend>(
     q: FloatTensor<B>,
@@ -524,7 +526,6 @@ pub fn reference_backward<B: Backend>(
         B::float_sub(dp, B::float_expand(d_row, Shape::new(dims))),
     );
     let ds = B::float_mul_scalar(ds, c); // [batch, heads, n_q, n_k]
-    let ds = fill::<B>(ds, &empty, 0.0);
     // 0·NaN is NaN: a row that sees no key gets dQ = 0 whatever the keys it cannot see hold.
     let dq = fill::<B>(B::float_matmul(ds.clone(), k), &empty, 0.0); // [batch, heads, n_q, d_k]
     let dk = B::float_matmul(B::float_transpose(ds), q); // [batch, heads, n_k, d_k]
