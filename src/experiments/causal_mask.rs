@@ -11,7 +11,6 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
-use crate::experiments::sweep::compare;
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
@@ -20,7 +19,8 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least};
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::compare;
 use crate::util::interrupt;
 use crate::util::rng::HostRng;
 
@@ -102,7 +102,7 @@ pub fn jacobian_norms(
     causal: bool,
     seed: u64,
     device: &Device,
-) -> Result<Vec<Vec<f64>>, LabError> {
+) -> Result<Vec<Vec<f64>>, RunError> {
     let (n, d) = (config.n_tokens, config.d_model);
     let block = AttentionConfig::new(d, config.n_heads)
         .with_causal(causal)
@@ -197,13 +197,13 @@ impl Experiment for CausalMask {
         (2 + 2 * config.run.seeds * config.train.steps) as u64
     }
 
-    fn run(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        part_b(config, lab)
+    fn run(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        part_b(config, notebook)
     }
 }
 
-fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let n = config.jacobian.n_tokens;
     let mut table = Table::new(
         format!(
@@ -220,8 +220,13 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
     let mut future = Vec::new();
     for causal in [true, false] {
         let name = if causal { "causal" } else { "none" };
-        lab.status(format!("jacobian: mask={name}"));
-        let norms = jacobian_norms(&config.jacobian, causal, config.run.seed, &lab.autodiff)?;
+        notebook.status(format!("jacobian: mask={name}"));
+        let norms = jacobian_norms(
+            &config.jacobian,
+            causal,
+            config.run.seed,
+            &notebook.autodiff,
+        )?;
         let pick = |future: bool| {
             norms
                 .iter()
@@ -239,7 +244,7 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
         let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         for (i, row) in norms.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                lab.metric(
+                notebook.metric(
                     MetricRow::new(
                         "jacobian",
                         &format!("mask={name}"),
@@ -256,7 +261,7 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
             format!("{:.3e}", min(&ahead)),
             format!("{:.3e}", min(&behind)),
         ]);
-        lab.plot(
+        notebook.plot(
             &format!("jacobian_{name}"),
             &format!("‖∂output_i/∂x_j‖, mask = {name}"),
             Heatmap::new(
@@ -267,18 +272,18 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
             )
             .to_svg(),
         )?;
-        lab.advance(1);
+        notebook.advance(1);
         future.push((max(&ahead), min(&ahead), min(&behind)));
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "jacobian",
         serde_json::json!({
             "causal": {"future_max": future[0].0, "past_min": future[0].2},
             "none": {"future_min": future[1].1, "past_min": future[1].2},
         }),
     );
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "with the mask, ∂output_i/∂x_j is exactly 0 for every j > i; without it, it is not",
         future[0].0 == 0.0 && future[1].1 > 1e-6 && future[0].2 > 1e-6,
         format!(
@@ -289,7 +294,7 @@ fn part_a(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
     let (m, symbols) = (config.task.length, config.task.symbols);
@@ -298,7 +303,7 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
         ("no mask".to_string(), config.model_with(false)),
     ];
     let trained = compare(
-        lab,
+        notebook,
         "train",
         "Part B: next-token training",
         &variants,
@@ -324,7 +329,7 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
     let chance = 1.0 / symbols as f64;
     let mut generated = Vec::new();
     for (v, (name, _)) in trained.iter().zip(&variants) {
-        lab.status(format!("generating: {name}"));
+        notebook.status(format!("generating: {name}"));
         let accs: Vec<f64> = v
             .runs
             .runs
@@ -336,9 +341,9 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
                     &task,
                     config.generate,
                     seed,
-                    &lab.device,
+                    &notebook.device,
                 );
-                lab.metric(
+                notebook.metric(
                     MetricRow::new("generate", name, "free_running_accuracy", acc).seed(seed),
                 );
                 acc
@@ -353,13 +358,13 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
         ]);
         generated.push(acc);
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "generation",
         serde_json::json!({"loss_floor": floor, "causal": generated[0], "no_mask": generated[1], "chance": chance}),
     );
     let (masked, open) = (&trained[0], &trained[1]);
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "without the mask, teacher-forced loss falls far lower: the model copies the future",
         open.loss.mean < 0.5 * masked.loss.mean && open.loss.mean < 0.5 * floor,
         format!(
@@ -367,7 +372,7 @@ fn part_b(config: &CausalMaskConfig, lab: &mut Lab) -> Result<(), LabError> {
             open.loss, masked.loss
         ),
     ));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "in free-running generation the unmasked model fails while the masked one does not",
         generated[0].mean >= 0.8 && generated[1].mean < generated[0].mean - 0.5,
         format!(

@@ -22,7 +22,7 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, increasing, non_empty,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::util::device::BackendKind;
 use crate::util::interrupt;
 use crate::util::memory::peak_during;
@@ -108,7 +108,7 @@ pub fn measure(
     device: &Device,
     autodiff: &Device,
     host_memory: bool,
-) -> Result<Point, LabError> {
+) -> Result<Point, RunError> {
     let (b, d, h) = (config.batch, config.d_model, config.n_heads);
     let d_k = d / h;
     let decomposed = AttentionConfig::new(d, h)
@@ -228,40 +228,40 @@ impl Experiment for Complexity {
         config.sizes.iter().map(|&n| (n as u64).pow(2)).sum::<u64>() / 1024
     }
 
-    fn run(config: &ComplexityConfig, lab: &mut Lab) -> Result<(), LabError> {
+    fn run(config: &ComplexityConfig, notebook: &mut Notebook) -> Result<(), RunError> {
         let kind = config.run.backend_kind().unwrap_or_default();
         let host_memory = matches!(kind, BackendKind::Flex | BackendKind::Ndarray);
         let mut points = Vec::with_capacity(config.sizes.len());
         for &n in &config.sizes {
             // No training loop here to notice Ctrl-C, so each size checks.
             interrupt::check()?;
-            lab.status(format!("n = {n}"));
+            notebook.status(format!("n = {n}"));
             let started = Instant::now();
-            let p = measure(config, n, &lab.device, &lab.autodiff, host_memory)?;
-            lab.say(format!(
+            let p = measure(config, n, &notebook.device, &notebook.autodiff, host_memory)?;
+            notebook.say(format!(
                 "n = {n}: forward {:.3} ms, forward+backward {:.3} ms, fused forward+backward {:.3} ms ({:.1} s)",
                 p.forward_ms,
                 p.train_ms,
                 p.fused_ms,
                 started.elapsed().as_secs_f64()
             ));
-            record(lab, config, &p);
-            lab.advance((n as u64).pow(2) / 1024);
+            record(notebook, config, &p);
+            notebook.advance((n as u64).pow(2) / 1024);
             points.push(p);
         }
         if !host_memory {
-            lab.finding(format!(
+            notebook.finding(format!(
                 "memory is not measured on {kind}: its tensors live in device memory, which the host allocator cannot see"
             ));
         }
-        report(config, &points, lab)
+        report(config, &points, notebook)
     }
 }
 
-fn record(lab: &mut Lab, config: &ComplexityConfig, p: &Point) {
+fn record(notebook: &mut Notebook, config: &ComplexityConfig, p: &Point) {
     let label = format!("n={}", p.n);
     let mut row = |metric: &str, value: f64| {
-        lab.metric(MetricRow::new("cost", &label, metric, value).seed(config.run.seed));
+        notebook.metric(MetricRow::new("cost", &label, metric, value).seed(config.run.seed));
     };
     row("forward_ms", p.forward_ms);
     row("train_ms", p.train_ms);
@@ -279,7 +279,11 @@ fn record(lab: &mut Lab, config: &ComplexityConfig, p: &Point) {
     }
 }
 
-fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<(), LabError> {
+fn report(
+    config: &ComplexityConfig,
+    points: &[Point],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
     let d = config.d_model;
     let mut table = Table::new(
         format!(
@@ -311,8 +315,8 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             mib(p.fused_bytes, 2),
         ]);
     }
-    lab.table(table);
-    lab.summarize("points", points);
+    notebook.table(table);
+    notebook.summarize("points", points);
 
     let large: Vec<&Point> = points.iter().filter(|p| p.n >= config.fit_from).collect();
     let slope = |f: &dyn Fn(&Point) -> Option<f64>| {
@@ -354,8 +358,8 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             s.map_or("not measured".into(), |s| format!("{s:.2}")),
         ]);
     }
-    lab.table(slope_table);
-    lab.summarize(
+    notebook.table(slope_table);
+    notebook.summarize(
         "slopes",
         slopes
             .iter()
@@ -378,7 +382,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             .collect::<Vec<_>>()
     };
     let last = points[points.len() - 1];
-    lab.plot(
+    notebook.plot(
         "time_vs_n",
         "Time vs n (log–log)",
         LineChart::new(format!("Time per call, d_model = {d}"), "n", "ms")
@@ -399,7 +403,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
                 .filter_map(|p| f(p).map(|b| (p.n as f64, b as f64 / (1 << 20) as f64)))
                 .collect::<Vec<_>>()
         };
-        lab.plot(
+        notebook.plot(
             "memory_vs_n",
             "Peak memory vs n (log–log)",
             LineChart::new(
@@ -421,7 +425,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
     // O(n) and O(n³). Caches make the large-n slope of a CPU wander a little above 2.
     let quadratic = |slope: f64| (1.5..2.5).contains(&slope);
     let time_slope = slopes[1].1.expect("times are always measured");
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "time grows quadratically in n at large n",
         quadratic(time_slope),
         format!(
@@ -432,7 +436,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
         ),
     ));
     let fused_time = slopes[2].1.expect("times are always measured");
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "fused path: time grows quadratically in n at large n",
         quadratic(fused_time),
         format!(
@@ -442,7 +446,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
     ));
     if let (Some(fused), Some(decomposed)) = (slopes[7].1, slopes[6].1) {
         // Linear means nearer 1 than 2: what tells O(n·d) from O(n²).
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             "fused path: memory grows linearly in n",
             fused < 1.5,
             format!(
@@ -454,7 +458,7 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
         ));
     }
     if let Some(memory_slope) = slopes[6].1 {
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             "memory grows quadratically in n at large n",
             quadratic(memory_slope),
             format!(
@@ -472,11 +476,11 @@ fn report(config: &ComplexityConfig, points: &[Point], lab: &mut Lab) -> Result<
             .collect::<Vec<_>>(),
     );
     let expected = 2.0 * d as f64;
-    lab.summarize(
+    notebook.summarize(
         "crossover",
         serde_json::json!({"measured": cross, "flop_count": expected}),
     );
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("the n² part overtakes the projections near n = 2·d_model = {expected}"),
         cross.is_some_and(|c| c / expected > 0.25 && c / expected < 4.0),
         match cross {

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::softmax::SoftmaxAxis;
-use crate::experiments::sweep::{Variant, compare, eval_batch};
+use crate::lab::evaluate::eval_batch;
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, argmax_rows, head_matrix, to_host};
 use crate::lab::model::ModelConfig;
@@ -22,7 +22,8 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::{Variant, compare};
 use crate::util::rng::HostRng;
 
 /// `configs/counting.toml`.
@@ -178,7 +179,7 @@ impl Experiment for Counting {
         (VARIANTS.len() * config.run.seeds * config.train.steps) as u64
     }
 
-    fn run(config: &CountingConfig, lab: &mut Lab) -> Result<(), LabError> {
+    fn run(config: &CountingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
         let task = Task::new(config.task.clone())?;
         let seeds = config.run.seed_list();
         let models: Vec<(String, ModelConfig)> = VARIANTS
@@ -186,7 +187,7 @@ impl Experiment for Counting {
             .map(|&(label, axis, bos)| (label.to_string(), config.model_with(axis, bos)))
             .collect();
         let variants = compare(
-            lab,
+            notebook,
             "count",
             "Counting",
             &models,
@@ -199,7 +200,7 @@ impl Experiment for Counting {
         let batch = eval_batch(&task, config.eval_size, config.run.seed);
         let held: Vec<HeldOut> = variants
             .iter()
-            .map(|v| held_out(v, &task, &batch, &lab.device))
+            .map(|v| held_out(v, &task, &batch, &notebook.device))
             .collect();
         let mut table = Table::new(
             format!(
@@ -209,14 +210,14 @@ impl Experiment for Counting {
             &["variant", "accuracy", "by count (c: accuracy, sequences)"],
         );
         for h in &held {
-            lab.metric(MetricRow::new(
+            notebook.metric(MetricRow::new(
                 "held_out",
                 &h.label,
                 "accuracy",
                 h.accuracy.mean,
             ));
             for (c, acc, _) in &h.by_count {
-                lab.metric(MetricRow::new(
+                notebook.metric(MetricRow::new(
                     "held_out",
                     &h.label,
                     &format!("accuracy.c{c}"),
@@ -233,8 +234,8 @@ impl Experiment for Counting {
                     .join(", "),
             ]);
         }
-        lab.table(table);
-        heatmaps(config, &task, &variants, lab)?;
+        notebook.table(table);
+        heatmaps(config, &task, &variants, notebook)?;
 
         let find = |label: &str| {
             held.iter()
@@ -242,7 +243,7 @@ impl Experiment for Counting {
                 .expect("every variant")
         };
         let (row, column, bos) = (find("row"), find("column"), find("row + BOS"));
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             "the plain row softmax counts worse than the column softmax (held out)",
             row.accuracy.clearly_below(&column.accuracy),
             format!(
@@ -255,7 +256,7 @@ impl Experiment for Counting {
         ));
         let gap = column.accuracy.mean - row.accuracy.mean;
         let recovered = (bos.accuracy.mean - row.accuracy.mean) / gap;
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             format!("a BOS token recovers most (≥ {MOST:.0}%) of the row softmax's gap to the column softmax", MOST = MOST * 100.0),
             gap > 0.0 && recovered >= MOST,
             if gap > 0.0 {
@@ -273,8 +274,8 @@ impl Experiment for Counting {
                 )
             },
         ));
-        lab.summarize("held_out", &held);
-        lab.summarize("eval_size", config.eval_size);
+        notebook.summarize("held_out", &held);
+        notebook.summarize("eval_size", config.eval_size);
         Ok(())
     }
 }
@@ -285,9 +286,9 @@ fn heatmaps(
     config: &CountingConfig,
     task: &Task,
     variants: &[Variant],
-    lab: &mut Lab,
-) -> Result<(), LabError> {
-    let device = lab.device.clone();
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let device = notebook.device.clone();
     let mut rng = HostRng::new(config.run.seed ^ 0xC0C0_A7E5);
     for &c in &config.heatmap_counts {
         // Half the queries ask for a present symbol, so every c ≤ length turns up; the bound
@@ -296,7 +297,7 @@ fn heatmaps(
             .map(|_| task.held_out_batch(1, &mut rng))
             .find(|b| b.targets[0] as usize == c)
         else {
-            lab.finding(format!(
+            notebook.finding(format!(
                 "no sequence with count {c} turned up in 10,000 draws; its heatmap is left out"
             ));
             continue;
@@ -330,7 +331,7 @@ fn heatmaps(
             rows,
         )
         .names(variants.iter().map(|v| v.label.clone()).collect(), keys);
-        lab.plot(
+        notebook.plot(
             &format!("answer_weights_c{c}"),
             &format!("Answer query's weights for count {c}"),
             heatmap.to_svg(),

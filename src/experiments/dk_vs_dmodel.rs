@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
 use crate::block::scale::ScoreScale;
-use crate::experiments::sweep::{HELD_OUT, describe_steps, eval_batch, train_seeds};
+use crate::lab::evaluate::{HELD_OUT, describe_steps, eval_batch};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, entropy_per_head, std, to_host};
 use crate::lab::model::ModelConfig;
@@ -19,7 +19,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::train_seeds;
 use crate::util::rng::HostRng;
 
 /// `configs/dk_vs_dmodel.toml`.
@@ -127,7 +128,7 @@ pub fn measure_heads(
     batch: usize,
     seed: u64,
     device: &Device,
-) -> Result<HeadPoint, LabError> {
+) -> Result<HeadPoint, RunError> {
     let block = AttentionConfig::new(d_model, n_heads)
         .with_scale(scale)
         .with_seed(seed)
@@ -177,17 +178,20 @@ impl Experiment for DkVsDModel {
         (points * (1 + config.run.seeds * config.train.steps)) as u64
     }
 
-    fn run(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<(), LabError> {
-        let init = init_part(config, lab)?;
-        let trained = train_part(config, lab)?;
-        verdicts(config, &init, &trained, lab);
+    fn run(config: &DkVsDModelConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        let init = init_part(config, notebook)?;
+        let trained = train_part(config, notebook)?;
+        verdicts(config, &init, &trained, notebook);
         Ok(())
     }
 }
 
 type ByHeads<T> = Vec<(usize, Vec<(ScoreScale, T)>)>;
 
-fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoint>, LabError> {
+fn init_part(
+    config: &DkVsDModelConfig,
+    notebook: &mut Notebook,
+) -> Result<ByHeads<HeadPoint>, RunError> {
     let d_model = config.model.d_model;
     let mut table = Table::new(
         format!(
@@ -200,7 +204,7 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
     for &h in &config.sweep.n_heads {
         let mut row = Vec::new();
         for &scale in &config.sweep.scales {
-            lab.status(format!("init: heads={h} scale={scale}"));
+            notebook.status(format!("init: heads={h} scale={scale}"));
             let p = measure_heads(
                 d_model,
                 h,
@@ -208,13 +212,13 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
                 config.init.n_tokens,
                 config.init.batch,
                 config.run.seed,
-                &lab.device,
+                &notebook.device,
             )?;
             let label = format!("heads={h} scale={scale}");
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("init", &label, "logit_std", p.logit_std).seed(config.run.seed),
             );
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("init", &label, "normalized_entropy", p.normalized_entropy)
                     .seed(config.run.seed),
             );
@@ -225,13 +229,13 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
                 format!("{:.4}", p.logit_std),
                 format!("{:.4}", p.normalized_entropy),
             ]);
-            lab.advance(1);
+            notebook.advance(1);
             row.push((scale, p));
         }
         all.push((h, row));
     }
-    lab.table(table);
-    lab.summarize("init", all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
+    notebook.table(table);
+    notebook.summarize("init", all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
     let mut chart = LineChart::new(
         "Attention entropy at initialisation (1 = uniform)",
         "heads",
@@ -242,7 +246,7 @@ fn init_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<HeadPoi
         let points = over_heads(&all, scale, |p| p.normalized_entropy);
         chart = chart.line(format!("scale {scale}"), points);
     }
-    lab.plot(
+    notebook.plot(
         "entropy_vs_heads",
         "Normalised entropy vs heads",
         chart.to_svg(),
@@ -258,10 +262,13 @@ struct Trained {
     steps_to_90: f64,
 }
 
-fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Trained>, LabError> {
+fn train_part(
+    config: &DkVsDModelConfig,
+    notebook: &mut Notebook,
+) -> Result<ByHeads<Trained>, RunError> {
     let task = Task::new(config.task.clone())?;
     let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
-    lab.summarize("held_out_sequences", HELD_OUT);
+    notebook.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
     let early = config.sweep.early_step.unwrap_or(steps / 4).min(steps - 1);
@@ -296,7 +303,7 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
         for &scale in &config.sweep.scales {
             let label = format!("heads={h} scale={scale}");
             let runs = train_seeds(
-                lab,
+                notebook,
                 "train",
                 &label,
                 &config.model_for(h, scale),
@@ -304,10 +311,10 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
                 &config.train,
                 &seeds,
             )?;
-            let (_, accuracy) = runs.held_out(&task, &held_out, &lab.device);
+            let (_, accuracy) = runs.held_out(&task, &held_out, &notebook.device);
             let early_loss = runs.spread_at(early, window, |r| r.loss);
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
-            lab.say(format!("{label}: loss@{early} {early_loss}, held-out accuracy {accuracy}, steps to 90 % {to90}"));
+            notebook.say(format!("{label}: loss@{early} {early_loss}, held-out accuracy {accuracy}, steps to 90 % {to90}"));
             table.row(vec![
                 h.to_string(),
                 scale.to_string(),
@@ -340,15 +347,15 @@ fn train_part(config: &DkVsDModelConfig, lab: &mut Lab) -> Result<ByHeads<Traine
         let points = over_heads(&all, scale, |t| t.accuracy.mean);
         acc_chart = acc_chart.line(format!("scale {scale}"), points);
     }
-    lab.table(table);
-    lab.summarize("train", &summary);
-    lab.summarize("early_step", early);
-    lab.plot(
+    notebook.table(table);
+    notebook.summarize("train", &summary);
+    notebook.summarize("early_step", early);
+    notebook.plot(
         "accuracy_vs_heads",
         "Final accuracy vs heads",
         acc_chart.to_svg(),
     )?;
-    lab.plot(
+    notebook.plot(
         "loss_vs_step",
         "Loss vs step at the most heads",
         loss_chart.to_svg(),
@@ -379,12 +386,12 @@ fn verdicts(
     config: &DkVsDModelConfig,
     init: &ByHeads<HeadPoint>,
     trained: &ByHeads<Trained>,
-    lab: &mut Lab,
+    notebook: &mut Notebook,
 ) {
     let both = config.sweep.scales.contains(&ScoreScale::SqrtDk)
         && config.sweep.scales.contains(&ScoreScale::SqrtDModel);
     if !both {
-        lab.finding("the sweep needs both `sqrt-dk` and `sqrt-dmodel` for its verdicts");
+        notebook.finding("the sweep needs both `sqrt-dk` and `sqrt-dmodel` for its verdicts");
         return;
     }
     fn pair(row: &[(ScoreScale, HeadPoint)]) -> (&HeadPoint, &HeadPoint) {
@@ -406,7 +413,7 @@ fn verdicts(
             .zip(&dm.weights)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             "sanity: with one head the two scales are identical",
             diff == 0.0 && dk.logit_std == dm.logit_std,
             format!(
@@ -426,7 +433,7 @@ fn verdicts(
         worst = worst.max((ratio / expected - 1.0).abs());
         ratios.push(format!("h={h}: {ratio:.3} (1/√h = {expected:.3})"));
     }
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "√d_model's logit std is 1/√h of √d_k's",
         worst < 0.02,
         format!(
@@ -452,7 +459,7 @@ fn verdicts(
         let (dk, dm) = pair(row);
         dm.normalized_entropy > dk.normalized_entropy
     });
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "√d_model's attention is closer to uniform (entropy / ln n nearer 1) for h > 1",
         all_flatter && !flatter.is_empty(),
         format!("entropy / ln n, √d_model vs √d_k: {}", flatter.join(", ")),
@@ -490,12 +497,12 @@ fn verdicts(
         ));
     }
     if any {
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             "at h ≥ 4, √d_model learns worse or slower than √d_k (Adam; a gap counts when it exceeds the seed spread)",
             all_worse,
             format!("√d_model vs √d_k (means over seeds): {}", evidence.join("; ")),
         ));
     } else {
-        lab.finding("no swept head count is ≥ 4, so the training verdict was not tested");
+        notebook.finding("no swept head count is ≥ 4, so the training verdict was not tested");
     }
 }

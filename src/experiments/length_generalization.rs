@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::positional::PositionalKind;
-use crate::experiments::sweep::{SeedRuns, eval_batch, held_out_accuracy, keep_models, run_seeds};
+use crate::lab::evaluate::{SeedRuns, eval_batch, held_out_accuracy};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::Spread;
 use crate::lab::model::ModelConfig;
@@ -23,7 +23,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::{keep_models, run_seeds};
 
 /// `configs/length_generalization.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,7 +230,7 @@ impl Experiment for LengthGeneralization {
             as u64
     }
 
-    fn run(config: &LengthConfig, lab: &mut Lab) -> Result<(), LabError> {
+    fn run(config: &LengthConfig, notebook: &mut Notebook) -> Result<(), RunError> {
         let seeds = config.run.seed_list();
         let lengths = config.eval_lengths();
         let mut curves = Vec::new();
@@ -248,7 +249,7 @@ impl Experiment for LengthGeneralization {
                 let label = format!("{kind},{encoding}");
                 let model = config.model_with(encoding, kind);
                 let runs: SeedRuns = run_seeds(
-                    lab,
+                    notebook,
                     "train",
                     &label,
                     &model,
@@ -257,16 +258,24 @@ impl Experiment for LengthGeneralization {
                     &seeds,
                 )?;
                 let longest_trained = training.last().expect("min_length ≤ length");
-                keep_models(lab, "train", &label, &model, longest_trained, &seeds, &runs)?;
+                keep_models(
+                    notebook,
+                    "train",
+                    &label,
+                    &model,
+                    longest_trained,
+                    &seeds,
+                    &runs,
+                )?;
                 let mut points = Vec::new();
                 for (l, task, batch) in &held_out {
                     let per_seed: Vec<f64> = runs
                         .runs
                         .iter()
-                        .map(|r| held_out_accuracy(r, task, batch, &lab.device))
+                        .map(|r| held_out_accuracy(r, task, batch, &notebook.device))
                         .collect();
                     for (&seed, acc) in seeds.iter().zip(&per_seed) {
-                        lab.metric(
+                        notebook.metric(
                             MetricRow::new("held_out", &label, &format!("accuracy.len{l}"), *acc)
                                 .seed(seed),
                         );
@@ -280,7 +289,7 @@ impl Experiment for LengthGeneralization {
                 });
             }
         }
-        report(config, &curves, lab)
+        report(config, &curves, notebook)
     }
 }
 
@@ -293,7 +302,11 @@ fn fits_every_task(curves: &[Curve], encoding: PositionalKind, length: usize) ->
         .all(|c| c.at(length) >= LEARNED)
 }
 
-fn report(config: &LengthConfig, curves: &[Curve], lab: &mut Lab) -> Result<(), LabError> {
+fn report(
+    config: &LengthConfig,
+    curves: &[Curve],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
     let (l, l2) = (config.tasks.length, 2 * config.tasks.length);
     let lengths = config.eval_lengths();
     let mut header = vec!["task".to_string(), "encoding".into()];
@@ -313,7 +326,7 @@ fn report(config: &LengthConfig, curves: &[Curve], lab: &mut Lab) -> Result<(), 
         row.push(format!("{:+.3}", c.at(l2) - c.at(l)));
         table.row(row);
     }
-    lab.table(table);
+    notebook.table(table);
     for &kind in &config.tasks.kinds {
         let mut chart = LineChart::new(
             format!("{kind}: held-out accuracy vs length (trained on ≤ {l})"),
@@ -327,7 +340,7 @@ fn report(config: &LengthConfig, curves: &[Curve], lab: &mut Lab) -> Result<(), 
                 c.points.iter().map(|(_, a)| (a.min, a.max)).collect(),
             );
         }
-        lab.plot(
+        notebook.plot(
             &format!("accuracy_vs_length_{kind}"),
             &format!("{kind}: accuracy vs evaluation length (bars: min–max over seeds)"),
             chart.to_svg(),
@@ -353,7 +366,7 @@ fn report(config: &LengthConfig, curves: &[Curve], lab: &mut Lab) -> Result<(), 
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("every encoding fits the training lengths (accuracy at L = {l} ≥ {LEARNED} on every task)"),
         encodings.iter().all(|&e| fits(e)),
         format!(
@@ -418,25 +431,25 @@ fn report(config: &LengthConfig, curves: &[Curve], lab: &mut Lab) -> Result<(), 
             Verdict::new(claim, compared.iter().all(|(_, a)| nope > *a), evidence)
         }
     };
-    lab.verdict(judge(
+    notebook.verdict(judge(
         format!("NoPE generalises better than the absolute encodings: higher accuracy at 2 L = {l2} than sinusoidal and learned"),
         &absolute,
         format!("at {l2}, mean over tasks: {ranking}; drop from {l} to {l2}: {drops}"),
     ));
-    lab.verdict(judge(
+    notebook.verdict(judge(
         format!("NoPE also generalises better than rotary and ALiBi at 2 L = {l2}, as the paper ranked them"),
         &relative,
         format!("at {l2}: {ranking}"),
     ));
-    lab.summarize("curves", curves);
-    lab.summarize(
+    notebook.summarize("curves", curves);
+    notebook.summarize(
         "ranking_at_2L",
         ranked
             .iter()
             .map(|(e, a)| (e.to_string(), *a))
             .collect::<Vec<_>>(),
     );
-    lab.summarize("eval_size", config.eval_size);
+    notebook.summarize("eval_size", config.eval_size);
     Ok(())
 }
 

@@ -13,9 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiments::sweep::{
-    HELD_OUT, SeedRuns, eval_batch, held_out_loss, model_loss, train_seeds,
-};
+use crate::lab::evaluate::{HELD_OUT, SeedRuns, eval_batch, held_out_loss, model_loss};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
@@ -26,7 +24,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::train_seeds;
 
 /// `configs/logit_growth.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,7 +290,7 @@ impl Experiment for LogitGrowth {
         (2 * config.sweep.lr.len() * config.run.seeds * config.train.steps) as u64
     }
 
-    fn run(config: &LogitGrowthConfig, lab: &mut Lab) -> Result<(), LabError> {
+    fn run(config: &LogitGrowthConfig, notebook: &mut Notebook) -> Result<(), RunError> {
         let task = Task::new(config.task.clone())?;
         let seeds = config.run.seed_list();
         let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
@@ -304,12 +303,13 @@ impl Experiment for LogitGrowth {
                 seeds
                     .iter()
                     .map(|&seed| {
-                        let net = config
-                            .model_with(qk_norm)
-                            .init_for(&task, seed, &lab.device)?;
-                        Ok(model_loss(&net, &task, &held_out, &lab.device))
+                        let net =
+                            config
+                                .model_with(qk_norm)
+                                .init_for(&task, seed, &notebook.device)?;
+                        Ok(model_loss(&net, &task, &held_out, &notebook.device))
                     })
-                    .collect::<Result<Vec<f64>, LabError>>()
+                    .collect::<Result<Vec<f64>, RunError>>()
             })
             .collect::<Result<_, _>>()?;
         let mut variants = Vec::new();
@@ -320,7 +320,7 @@ impl Experiment for LogitGrowth {
             for &lr in &config.sweep.lr {
                 let label = format!("{name},lr={lr:e}");
                 let trained = train_seeds(
-                    lab,
+                    notebook,
                     "train",
                     &label,
                     &model,
@@ -334,7 +334,7 @@ impl Experiment for LogitGrowth {
                     .zip(&initial[usize::from(qk_norm)])
                     .map(|(r, &start)| HeldOut {
                         start,
-                        end: held_out_loss(r, &task, &held_out, &lab.device),
+                        end: held_out_loss(r, &task, &held_out, &notebook.device),
                     })
                     .collect();
                 let point = LrPoint::of(lr, &trained, &losses, chance);
@@ -343,20 +343,24 @@ impl Experiment for LogitGrowth {
                     ("growth", point.growth),
                     ("entropy_end", point.entropy_end),
                 ] {
-                    lab.metric(MetricRow::new("sweep", &label, metric, spread.mean));
+                    notebook.metric(MetricRow::new("sweep", &label, metric, spread.mean));
                 }
                 points.push(point);
                 runs.push(trained);
             }
             variants.push((name, points, runs));
         }
-        report(config, &variants, lab)
+        report(config, &variants, notebook)
     }
 }
 
 type Variant = (&'static str, Vec<LrPoint>, Vec<SeedRuns>);
 
-fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Result<(), LabError> {
+fn report(
+    config: &LogitGrowthConfig,
+    variants: &[Variant],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
     let seeds = config.run.seeds;
     let mut table = Table::new(
         format!(
@@ -425,18 +429,18 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
             }
         }
     }
-    lab.table(table);
-    lab.plot(
+    notebook.table(table);
+    notebook.plot(
         "loss_vs_lr",
         "Final loss vs learning rate",
         loss_chart.to_svg(),
     )?;
-    lab.plot(
+    notebook.plot(
         "max_logit_vs_step",
         "Largest logit vs step",
         logit_chart.to_svg(),
     )?;
-    lab.plot(
+    notebook.plot(
         "entropy_vs_step",
         "Attention entropy vs step",
         entropy_chart.to_svg(),
@@ -474,7 +478,7 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
             .join("; ")
     };
     let (plain_high, normed_high) = (at_high(plain), at_high(normed));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!(
             "without QK-norm, at the {} highest learning rate(s), the largest logit grows ≥ {GROWTH}× and the attention entropy collapses (< {COLLAPSE} of its start)",
             high.len()
@@ -484,9 +488,9 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
             .all(|p| p.growth.mean >= GROWTH && p.collapsed()),
         format!("without QK-norm, {}", describe(&plain_high)),
     ));
-    lab.verdict(bounded_verdict(&plain_high, &normed_high));
+    notebook.verdict(bounded_verdict(&plain_high, &normed_high));
     let (s_plain, s_normed) = (lr_sensitivity(plain), lr_sensitivity(normed));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "QK-norm lowers the learning-rate sensitivity (Wortsman et al.: mean over rates of min(final, initial loss) − best final loss)",
         s_normed < s_plain,
         format!(
@@ -504,9 +508,9 @@ fn report(config: &LogitGrowthConfig, variants: &[Variant], lab: &mut Lab) -> Re
             .expect("a non-empty sweep")
     };
     let (b_plain, b_normed) = (best(plain), best(normed));
-    lab.verdict(same_best_verdict(&b_plain, &b_normed));
-    lab.summarize("sensitivity", [("plain", s_plain), ("qk_norm", s_normed)]);
-    lab.summarize(
+    notebook.verdict(same_best_verdict(&b_plain, &b_normed));
+    notebook.summarize("sensitivity", [("plain", s_plain), ("qk_norm", s_normed)]);
+    notebook.summarize(
         "points",
         variants
             .iter()

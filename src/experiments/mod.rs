@@ -15,7 +15,6 @@ pub mod no_projections;
 pub mod permutation;
 pub mod scaling;
 pub mod softmax_axis;
-pub mod sweep;
 pub mod temperature;
 
 use crate::run::registry::{Entry, entry};

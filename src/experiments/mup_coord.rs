@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::block::scale::ScoreScale;
-use crate::experiments::sweep::{SeedRuns, eval_batch, held_out_loss, keep_models, run_seeds};
+use crate::lab::evaluate::{SeedRuns, eval_batch, held_out_loss};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, log_log_slope};
 use crate::lab::model::ModelConfig;
@@ -27,7 +27,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::{keep_models, run_seeds};
 
 /// `configs/mup_coord.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,7 +406,7 @@ impl Experiment for MupCoord {
         (2 * seeds * (coord + transfer)) as u64
     }
 
-    fn run(config: &MupCoordConfig, lab: &mut Lab) -> Result<(), LabError> {
+    fn run(config: &MupCoordConfig, notebook: &mut Notebook) -> Result<(), RunError> {
         let task = Task::new(config.task.clone())?;
         let seeds = config.run.seed_list();
         let t_max = config.coord.steps;
@@ -416,7 +417,7 @@ impl Experiment for MupCoord {
                 let label = format!("{},d_model={width}", param.key());
                 let model = config.model_at(width, param);
                 runs.push(run_seeds(
-                    lab,
+                    notebook,
                     "coord",
                     &label,
                     &model,
@@ -450,7 +451,7 @@ impl Experiment for MupCoord {
                 for &k in &config.transfer.lr_log2 {
                     let label = format!("{},d_model={width},lr=2^{k}", param.key());
                     let runs = run_seeds(
-                        lab,
+                        notebook,
                         "transfer",
                         &label,
                         &model,
@@ -462,7 +463,7 @@ impl Experiment for MupCoord {
                         .runs
                         .iter()
                         .map(|r| {
-                            let loss = held_out_loss(r, &task, &held_out, &lab.device);
+                            let loss = held_out_loss(r, &task, &held_out, &notebook.device);
                             // Wortsman et al.'s min(L, L₀): a run that diverged or ended worse than
                             // chance counts at chance.
                             if r.divergence.is_some() || !loss.is_finite() {
@@ -474,7 +475,7 @@ impl Experiment for MupCoord {
                         .collect();
                     diverged += runs.runs.iter().filter(|r| r.divergence.is_some()).count();
                     let loss = Spread::of(&per_seed);
-                    lab.metric(MetricRow::new(
+                    notebook.metric(MetricRow::new(
                         "transfer",
                         &label,
                         "held_out_loss",
@@ -486,7 +487,7 @@ impl Experiment for MupCoord {
                     losses.push((k, loss));
                 }
                 if let Some((_, label, runs)) = best {
-                    keep_models(lab, "transfer", &label, &model, &task, &seeds, &runs)?;
+                    keep_models(notebook, "transfer", &label, &model, &task, &seeds, &runs)?;
                 }
                 sweeps.push(SweepAt {
                     param,
@@ -496,7 +497,7 @@ impl Experiment for MupCoord {
                 });
             }
         }
-        report(config, &coords, &sweeps, initial, lab)
+        report(config, &coords, &sweeps, initial, notebook)
     }
 }
 
@@ -505,8 +506,8 @@ fn report(
     coords: &[Coord],
     sweeps: &[SweepAt],
     initial: f64,
-    lab: &mut Lab,
-) -> Result<(), LabError> {
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
     let t_max = config.coord.steps;
     let widths = &config.coord.widths;
     let mut header = vec!["parametrisation".to_string(), "quantity".into()];
@@ -547,13 +548,13 @@ fn report(
                     .collect(),
             );
         }
-        lab.plot(
+        notebook.plot(
             &format!("coord_{}_{}", c.param.key(), c.key),
             &format!("{} coordinate check: {}", c.param.name(), c.quantity),
             chart.to_svg(),
         )?;
     }
-    lab.table(table);
+    notebook.table(table);
 
     let mut sweep_table = Table::new(
         format!(
@@ -598,7 +599,7 @@ fn report(
                     .collect(),
             );
         }
-        lab.plot(
+        notebook.plot(
             &format!("transfer_{}", param.key()),
             &format!(
                 "{}: held-out loss vs learning rate, per width",
@@ -607,7 +608,7 @@ fn report(
             chart.to_svg(),
         )?;
     }
-    lab.table(sweep_table);
+    notebook.table(sweep_table);
 
     // The coordinate-check verdicts.
     let of = |param: Param| coords.iter().filter(move |c| c.param == param);
@@ -625,12 +626,12 @@ fn report(
             last[last.len() - 1].1
         )
     };
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("in SP the attention-logit std after t = 2…{t_max} steps grows with the width (log–log slope against the width, averaged over t, > {FLAT})"),
         sp.grows(),
         evidence(sp),
     ));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("in µP the attention-logit std stays flat across widths (|mean slope| ≤ {FLAT})"),
         mup.flat(),
         evidence(mup),
@@ -643,7 +644,7 @@ fn report(
             .join("; ")
     };
     let (sp_out, mup_out) = (outputs(Param::Sp), outputs(Param::Mup));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("in µP every layer's attention output and the readout stay flat too (|mean slope| ≤ {FLAT}), where SP's grow (> {FLAT})"),
         mup_out.iter().all(|c| c.flat()) && sp_out.iter().all(|c| c.grows()),
         format!("µP slopes: {}. SP slopes: {}", describe(&mup_out), describe(&sp_out)),
@@ -699,18 +700,18 @@ fn report(
     let text = |s: &Result<(i32, String), String>| match s {
         Ok((_, t)) | Err(t) => t.clone(),
     };
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         format!("in µP the best learning rate moves by at most one factor of 2 from d_model {narrow} to {wide}"),
         matches!(mup_shift, Ok((k, _)) if k.abs() <= 1),
         text(&mup_shift),
     ));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "in SP the best learning rate moves further with the width than in µP",
         matches!((&sp_shift, &mup_shift), (Ok((s, _)), Ok((m, _))) if s.abs() > m.abs()),
         format!("{}; {}", text(&sp_shift), text(&mup_shift)),
     ));
 
-    lab.summarize(
+    notebook.summarize(
         "coord",
         coords
             .iter()
@@ -722,7 +723,7 @@ fn report(
             })
             .collect::<Vec<_>>(),
     );
-    lab.summarize(
+    notebook.summarize(
         "transfer",
         sweeps
             .iter()
@@ -734,7 +735,7 @@ fn report(
             })
             .collect::<Vec<_>>(),
     );
-    lab.summarize(
+    notebook.summarize(
         "best_rate_shift_factors_of_2",
         BTreeMap::from([
             ("sp", sp_shift.ok().map(|s| s.0)),

@@ -9,9 +9,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
-use crate::experiments::sweep::{
-    compare, eval_batch, example_batch, trained_weights, weights_heatmap,
-};
+use crate::lab::evaluate::{eval_batch, example_batch, trained_weights};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, to_host};
 use crate::lab::model::ModelConfig;
@@ -22,7 +20,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::{compare, weights_heatmap};
 use crate::util::rng::HostRng;
 
 /// `configs/no_projections.toml`.
@@ -99,7 +98,7 @@ pub fn init_diagonal_mass(
     batch: usize,
     seed: u64,
     device: &Device,
-) -> Result<f64, LabError> {
+) -> Result<f64, RunError> {
     let block = AttentionConfig::new(d_model, 1)
         .with_projections(projections)
         .with_seed(seed)
@@ -138,9 +137,9 @@ impl Experiment for NoProjections {
         (2 * config.diagonal.d_model.len() + 2 * config.run.seeds * config.train.steps) as u64
     }
 
-    fn run(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        part_b(config, lab)
+    fn run(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        part_b(config, notebook)
     }
 }
 
@@ -152,7 +151,7 @@ fn variant_name(projections: bool) -> &'static str {
     }
 }
 
-fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let sweep = &config.diagonal;
     let uniform = 1.0 / sweep.n_tokens as f64;
     let mut table = Table::new(
@@ -166,7 +165,7 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
     for &d in &sweep.d_model {
         let mut cells = vec![d.to_string()];
         for (i, projections) in [false, true].into_iter().enumerate() {
-            lab.status(format!(
+            notebook.status(format!(
                 "diagonal: d_model={d} {}",
                 variant_name(projections)
             ));
@@ -176,20 +175,20 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
                 sweep.n_tokens,
                 sweep.batch,
                 config.run.seed,
-                &lab.device,
+                &notebook.device,
             )?;
             let label = format!("d_model={d} projections={projections}");
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("diagonal", &label, "diagonal_mass", mass).seed(config.run.seed),
             );
             cells.push(format!("{mass:.4}"));
             lines[i].push((d as f64, mass));
-            lab.advance(1);
+            notebook.advance(1);
         }
         table.row(cells);
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "diagonal",
         serde_json::json!({"raw": lines[0], "random_projections": lines[1], "uniform": uniform}),
     );
@@ -206,7 +205,7 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
         format!("uniform, 1/{}", sweep.n_tokens),
         ds.iter().map(|&d| (d, uniform)).collect(),
     );
-    lab.plot(
+    notebook.plot(
         "diagonal_vs_dmodel",
         "Diagonal mass vs d_model",
         chart.to_svg(),
@@ -215,7 +214,7 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
     let raw = &lines[0];
     let rising = raw.windows(2).all(|w| w[1].1 >= w[0].1 - 1e-6);
     let (last_d, last_raw) = raw[raw.len() - 1];
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "with raw embeddings each token attends mostly to itself, more so as d_model grows",
         rising && last_raw > 0.5 && raw.len() > 1,
         format!(
@@ -231,7 +230,7 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
         .iter()
         .map(|p| p.1 / uniform)
         .fold(0.0f64, |m, r| m.max(r.max(1.0 / r)));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "random projections remove the self-preference: the diagonal stays near uniform",
         worst < 2.0,
         format!(
@@ -242,7 +241,7 @@ fn part_a(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
     let names = ["learned projections", "no projections (Q = K = V = LN(h))"];
@@ -252,7 +251,7 @@ fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
         .map(|(p, name)| (name.to_string(), config.model_with(p)))
         .collect();
     let trained = compare(
-        lab,
+        notebook,
         "train",
         "Part B: training with and without projections",
         &variants,
@@ -273,15 +272,15 @@ fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
     for (v, name) in trained.iter().zip(names) {
         let (mut all, mut answer) = (Vec::new(), Vec::new());
         for (run, &seed) in v.runs.runs.iter().zip(&seeds) {
-            let weights = trained_weights(run, &task, &eval, &lab.device); // [64, heads, n, n]
+            let weights = trained_weights(run, &task, &eval, &notebook.device); // [64, heads, n, n]
             let [b, h, n, _] = weights.dims();
             all.push(diagonal_mass(weights.clone()));
             let own = weights.slice([0..b, 0..h, n - 1..n, n - 1..n]).mean(); // [1]
             answer.push(f64::from(to_host(own)[0]));
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("trained", name, "diagonal_mass", all[all.len() - 1]).seed(seed),
             );
-            lab.metric(
+            notebook.metric(
                 MetricRow::new(
                     "trained",
                     name,
@@ -299,29 +298,29 @@ fn part_b(config: &NoProjectionsConfig, lab: &mut Lab) -> Result<(), LabError> {
         ]);
         masses.push((all, answer));
     }
-    lab.table(table);
+    notebook.table(table);
     let example = example_batch(&task, config.run.seed);
     for (v, (file, name)) in trained
         .iter()
         .zip([("weights_projections", names[0]), ("weights_raw", names[1])])
     {
-        lab.plot(
+        notebook.plot(
             file,
             &format!("Trained weights, {name} (one example)"),
             weights_heatmap(
                 format!("{name}: weights after training"),
-                trained_weights(&v.runs.runs[0], &task, &example, &lab.device),
+                trained_weights(&v.runs.runs[0], &task, &example, &notebook.device),
             )
             .to_svg(),
         )?;
     }
-    lab.summarize(
+    notebook.summarize(
         "trained_diagonal",
         serde_json::json!({"projections": {"all": masses[0].0, "answer_self": masses[0].1},
                            "raw": {"all": masses[1].0, "answer_self": masses[1].1}}),
     );
     let (with, without) = (&trained[0], &trained[1]);
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "after training, the model without projections still attends more to itself, and learns recall worse",
         masses[0].1.clearly_below(&masses[1].1) && with.loss.clearly_below(&without.loss),
         format!(

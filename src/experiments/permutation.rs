@@ -12,7 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::positional::PositionalKind;
-use crate::experiments::sweep::{eval_batch, held_out_accuracy, train_seeds};
+use crate::lab::evaluate::{eval_batch, held_out_accuracy};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, linear_probe, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
@@ -23,7 +23,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, non_empty,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::train_seeds;
 use crate::util::limits::MAX_STEPS;
 use crate::util::rng::HostRng;
 
@@ -275,11 +276,11 @@ impl Experiment for Permutation {
         (a + b + c + 1) as u64
     }
 
-    fn run(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        part_b(config, lab)?;
-        part_c(config, lab)?;
-        part_d(config, lab)
+    fn run(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        part_b(config, notebook)?;
+        part_c(config, notebook)?;
+        part_d(config, notebook)
     }
 }
 
@@ -287,7 +288,7 @@ fn mask_name(causal: bool) -> &'static str {
     if causal { "causal" } else { "none" }
 }
 
-fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let e = &config.equivariance;
     let task = Task::new(config.order.free_task.clone())?;
     let shape = [e.batch, task.seq_len(), config.model.d_model];
@@ -319,13 +320,13 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         let mut heat_row = vec![0.0; 4];
         for causal in [false, true] {
             let label = format!("pe={pe} mask={}", mask_name(causal));
-            lab.status(format!("equivariance: {label}"));
+            notebook.status(format!("equivariance: {label}"));
             let model_config = config.model_for(pe, causal, config.model.n_layers);
-            let fresh = model_config.init_for(&task, seed, &lab.device)?;
-            let init = model_equivariance(&fresh, shape, e.permutations, seed, &lab.device);
-            lab.advance(1);
+            let fresh = model_config.init_for(&task, seed, &notebook.device)?;
+            let init = model_equivariance(&fresh, shape, e.permutations, seed, &notebook.device);
+            notebook.advance(1);
             let runs = train_seeds(
-                lab,
+                notebook,
                 "equivariance",
                 &label,
                 &model_config,
@@ -334,10 +335,15 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
                 &[seed],
             )?;
             let trained_model = runs.runs[0].model.valid();
-            let trained =
-                model_equivariance(&trained_model, shape, e.permutations, seed, &lab.device);
+            let trained = model_equivariance(
+                &trained_model,
+                shape,
+                e.permutations,
+                seed,
+                &notebook.device,
+            );
             for (when, m) in [("init", init), ("trained", trained)] {
-                lab.metric(
+                notebook.metric(
                     MetricRow::new(
                         "equivariance",
                         &label,
@@ -346,7 +352,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
                     )
                     .seed(seed),
                 );
-                lab.metric(
+                notebook.metric(
                     MetricRow::new(
                         "equivariance",
                         &label,
@@ -371,8 +377,8 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         }
         heat.push(heat_row);
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "equivariance",
         cells
             .iter()
@@ -381,7 +387,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             })
             .collect::<Vec<_>>(),
     );
-    lab.plot(
+    notebook.plot(
         "equivariance",
         "log10 of the equivariance error per encoding and mask",
         Heatmap::new(
@@ -419,7 +425,9 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             .map(|c| (format!("{}/{}", c.0, mask_name(c.1)), value(c)))
             .collect();
         let Some(&plain) = plain.first() else {
-            lab.finding("the equivariance sweep needs `none` among its encodings for its verdicts");
+            notebook.finding(
+                "the equivariance sweep needs `none` among its encodings for its verdicts",
+            );
             return Ok(());
         };
         let weakest = others
@@ -427,7 +435,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .cloned()
             .unwrap_or(("(none measured)".to_string(), f64::NAN));
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             format!("{when}, only the model with no encoding and no mask is permutation-equivariant"),
             plain < EQUIVARIANT_BELOW && weakest.1 > BROKEN_ABOVE,
             format!(
@@ -439,7 +447,7 @@ fn part_a(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let seeds = config.run.seed_list();
     let mut table = Table::new(
         format!(
@@ -467,22 +475,30 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         for &pe in &config.order.positionals {
             let label = format!("task={} pe={pe}", task.kind());
             let model = config.model_for(pe, false, config.model.n_layers);
-            let runs = train_seeds(lab, "order", &label, &model, &task, &config.train, &seeds)?;
+            let runs = train_seeds(
+                notebook,
+                "order",
+                &label,
+                &model,
+                &task,
+                &config.train,
+                &seeds,
+            )?;
             let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
             let accs: Vec<f64> = runs
                 .runs
                 .iter()
                 .zip(&seeds)
                 .map(|(run, &seed)| {
-                    let acc = held_out_accuracy(run, &task, &held_out, &lab.device);
-                    lab.metric(
+                    let acc = held_out_accuracy(run, &task, &held_out, &notebook.device);
+                    notebook.metric(
                         MetricRow::new("order", &label, "held_out_accuracy", acc).seed(seed),
                     );
                     acc
                 })
                 .collect();
             let acc = Spread::of(&accs);
-            lab.say(format!(
+            notebook.say(format!(
                 "{label}: final accuracy {acc} (chance {:.3})",
                 task.chance()
             ));
@@ -502,13 +518,13 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             results.push((task.kind(), pe, acc, task.chance()));
         }
     }
-    lab.table(table);
-    lab.plot(
+    notebook.table(table);
+    notebook.plot(
         "order_accuracy_vs_step",
         "Accuracy vs step, with and without an encoding",
         chart.to_svg(),
     )?;
-    lab.summarize(
+    notebook.summarize(
         "order",
         results
             .iter()
@@ -530,7 +546,7 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
     let blind =
         order_task.order_blind_accuracy(&eval_batch(&order_task, HELD_OUT, config.run.seed));
     if let Some(b) = blind {
-        lab.summarize("order_blind_accuracy", b);
+        notebook.summarize("order_blind_accuracy", b);
     }
     match (
         get(order, true),
@@ -551,7 +567,7 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             let encoded_learns = o_pe.mean >= ceiling + 0.5 * (1.0 - ceiling);
             let free_learned =
                 f_none.mean - f_chance > 0.5 * (1.0 - f_chance) && f_none.mean > f_pe.mean - 0.1;
-            lab.verdict(Verdict::new(
+            notebook.verdict(Verdict::new(
                 "without an encoding the order task gets no further than guessing from the bag of tokens, while the order-free task is learned either way",
                 blind_only && encoded_learns && free_learned,
                 format!(
@@ -559,7 +575,8 @@ fn part_b(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
                 ),
             ));
         }
-        _ => lab.finding("the order sweep needs `none` and at least one encoding for its verdict"),
+        _ => notebook
+            .finding("the order sweep needs `none` and at least one encoding for its verdict"),
     }
     Ok(())
 }
@@ -610,7 +627,7 @@ fn probe(
     (overall, per_position)
 }
 
-fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.probe.task.clone())?;
     let seeds = config.run.seed_list();
     let m = task.length();
@@ -656,7 +673,7 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
     for (name, causal, layers) in &models {
         let model_config = config.model_for(PositionalKind::None, *causal, *layers);
         let runs = train_seeds(
-            lab,
+            notebook,
             "probe",
             name,
             &model_config,
@@ -666,27 +683,37 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         )?;
         let (mut init, mut trained, mut per_position) = (Vec::new(), Vec::new(), vec![0.0; m]);
         for (run, &seed) in runs.runs.iter().zip(&seeds) {
-            let fresh = model_config.init_for(&task, seed, &lab.device)?;
-            init.push(probe(&fresh, &task, config.probe.sequences, seed, &lab.device).0);
+            let fresh = model_config.init_for(&task, seed, &notebook.device)?;
+            init.push(
+                probe(
+                    &fresh,
+                    &task,
+                    config.probe.sequences,
+                    seed,
+                    &notebook.device,
+                )
+                .0,
+            );
             let (acc, per) = probe(
                 &run.model.valid(),
                 &task,
                 config.probe.sequences,
                 seed,
-                &lab.device,
+                &notebook.device,
             );
             trained.push(acc);
             for (sum, p) in per_position.iter_mut().zip(per) {
                 *sum += p / seeds.len() as f64;
             }
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("probe", name, "probe_accuracy.init", *init.last().unwrap())
                     .seed(seed),
             );
-            lab.metric(MetricRow::new("probe", name, "probe_accuracy.trained", acc).seed(seed));
+            notebook
+                .metric(MetricRow::new("probe", name, "probe_accuracy.trained", acc).seed(seed));
         }
         let (init, trained) = (Spread::of(&init), Spread::of(&trained));
-        lab.say(format!(
+        notebook.say(format!(
             "{name}: probe accuracy {trained} after training, {init} at init (chance {chance:.3})"
         ));
         table.row(vec![
@@ -709,13 +736,13 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         format!("chance, 1/{m}"),
         vec![(0.0, chance), ((m - 1) as f64, chance)],
     );
-    lab.table(table);
-    lab.plot(
+    notebook.table(table);
+    notebook.plot(
         "probe_accuracy_by_position",
         "Position probe accuracy by position",
         chart.to_svg(),
     )?;
-    lab.summarize(
+    notebook.summarize(
         "probe",
         results
             .iter()
@@ -729,7 +756,7 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .expect("at least one causal model");
     let control = results.iter().find(|r| !r.1).expect("the control").3.mean;
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "a causal model without positional encoding still carries absolute position; a non-causal one does not",
         worst_causal.1 > 2.0 * chance && worst_causal.1 > 2.0 * control && control < 1.5 * chance,
         format!(
@@ -741,7 +768,7 @@ fn part_c(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
 }
 
 /// The seed pages' example on a three-word vocabulary.
-fn part_d(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_d(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let words = ["the", "cat", "sat"];
     let orders: [[usize; 3]; 2] = [[0, 1, 2], [2, 1, 0]];
     let mut table = Table::new(
@@ -761,14 +788,15 @@ fn part_d(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
             2,
             words.len(),
             config.run.seed,
-            &lab.device,
+            &notebook.device,
         )?;
         let outputs: Vec<Vec<f32>> = orders
             .iter()
             .map(|order| {
                 let ids: Vec<i64> = order.iter().map(|&w| w as i64).collect();
-                let tokens = Tensor::<1, Int>::from_data(TensorData::new(ids, [3]), &lab.device)
-                    .reshape([1, 3]); // [1, 3]
+                let tokens =
+                    Tensor::<1, Int>::from_data(TensorData::new(ids, [3]), &notebook.device)
+                        .reshape([1, 3]); // [1, 3]
                 to_host(model.forward(tokens, 1).hidden) // [1·3·d_model]
             })
             .collect();
@@ -804,22 +832,22 @@ fn part_d(config: &PermutationConfig, lab: &mut Lab) -> Result<(), LabError> {
                 format!("{diff:.2e}"),
             ]);
         }
-        lab.metric(
+        notebook.metric(
             MetricRow::new("cat", &format!("pe={pe}"), "max_rel_difference", worst)
                 .seed(config.run.seed),
         );
         gaps.push((pe, worst));
     }
-    lab.advance(1);
-    lab.table(table);
-    lab.summarize(
+    notebook.advance(1);
+    notebook.table(table);
+    notebook.summarize(
         "cat_sentence",
         gaps.iter()
             .map(|(pe, g)| (pe.to_string(), *g))
             .collect::<std::collections::BTreeMap<_, _>>(),
     );
     let (none, sinusoidal) = (gaps[0].1, gaps[1].1);
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "\"the cat sat\" and \"sat cat the\" give the same multiset of outputs without an encoding, and different ones with it",
         none < EQUIVARIANT_BELOW && sinusoidal > BROKEN_ABOVE,
         format!("largest per-word difference relative to the largest output: {none:.1e} without an encoding, {sinusoidal:.1e} with sinusoidal"),

@@ -10,7 +10,7 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::block::scale::ScoreScale;
-use crate::experiments::sweep::{HELD_OUT, describe_steps, eval_batch, train_seeds};
+use crate::lab::evaluate::{HELD_OUT, describe_steps, eval_batch};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{
     self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
@@ -23,7 +23,8 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::train_seeds;
 use crate::util::rng::HostRng;
 
 /// `configs/scaling.toml`.
@@ -246,14 +247,14 @@ impl Experiment for Scaling {
         (init + train) as u64
     }
 
-    fn run(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        saturation(lab);
-        part_b(config, lab)
+    fn run(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        saturation(notebook);
+        part_b(config, notebook)
     }
 }
 
-fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let init = &config.init;
     let mut table = Table::new(
         "Part A: at initialisation (q, k ~ N(0, 1))",
@@ -273,14 +274,14 @@ fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
     for &scale in &init.scales {
         let mut points = Vec::new();
         for &d_k in &init.d_k {
-            lab.status(format!("init: d_k={d_k} scale={scale}"));
+            notebook.status(format!("init: d_k={d_k} scale={scale}"));
             let p = measure_init(
                 d_k,
                 scale,
                 init.n_tokens,
                 init.batch,
                 config.run.seed,
-                &lab.autodiff,
+                &notebook.autodiff,
             );
             let label = format!("d_k={d_k} scale={scale}");
             for (metric, value) in [
@@ -292,7 +293,8 @@ fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
                 ("grad_norm.logits_row_median", p.grad_logits_row),
                 ("grad_norm.q", p.grad_q),
             ] {
-                lab.metric(MetricRow::new("init", &label, metric, value).seed(config.run.seed));
+                notebook
+                    .metric(MetricRow::new("init", &label, metric, value).seed(config.run.seed));
             }
             table.row(vec![
                 scale.to_string(),
@@ -305,13 +307,13 @@ fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
                 format!("{:.3e}", p.grad_logits),
                 format!("{:.3e}", p.grad_q),
             ]);
-            lab.advance(1);
+            notebook.advance(1);
             points.push(p);
         }
         by_scale.push((scale, points));
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "init",
         by_scale
             .iter()
@@ -361,23 +363,23 @@ fn part_a(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
         format!("uniform, ln {}", init.n_tokens),
         dks.iter().map(|&d| (d, uniform)).collect(),
     );
-    lab.plot(
+    notebook.plot(
         "grad_vs_dk",
         "Gradient w.r.t. the logits vs d_k",
         grads.to_svg(),
     )?;
-    lab.plot("grad_q_vs_dk", "Gradient w.r.t. q vs d_k", grads_q.to_svg())?;
-    lab.plot("entropy_vs_dk", "Entropy vs d_k", entropy.to_svg())?;
+    notebook.plot("grad_q_vs_dk", "Gradient w.r.t. q vs d_k", grads_q.to_svg())?;
+    notebook.plot("entropy_vs_dk", "Entropy vs d_k", entropy.to_svg())?;
 
-    init_verdicts(&by_scale, lab);
+    init_verdicts(&by_scale, notebook);
     Ok(())
 }
 
 /// The two Part A verdicts, when the sweep has the scales they compare.
-fn init_verdicts(by_scale: &[(ScoreScale, Vec<InitPoint>)], lab: &mut Lab) {
+fn init_verdicts(by_scale: &[(ScoreScale, Vec<InitPoint>)], notebook: &mut Notebook) {
     let find = |s: ScoreScale| by_scale.iter().find(|(x, _)| *x == s).map(|(_, p)| p);
     let (Some(none), Some(scaled)) = (find(ScoreScale::None), find(ScoreScale::SqrtDk)) else {
-        lab.finding("the init sweep needs both `none` and `sqrt-dk` scales for its verdicts");
+        notebook.finding("the init sweep needs both `none` and `sqrt-dk` scales for its verdicts");
         return;
     };
     let range = |f: &dyn Fn(&InitPoint) -> f64, ps: &[InitPoint]| {
@@ -390,7 +392,7 @@ fn init_verdicts(by_scale: &[(ScoreScale, Vec<InitPoint>)], lab: &mut Lab) {
     let (lo, hi) = range(&|p| p.logit_var / p.d_k as f64, none);
     let (slo, shi) = range(&|p| p.logit_var, scaled);
     let tracks = lo > 0.8 && hi < 1.25;
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "unscaled logit variance tracks d_k; scaled stays near 1",
         tracks && slo > 0.8 && shi < 1.25,
         format!(
@@ -407,7 +409,7 @@ fn init_verdicts(by_scale: &[(ScoreScale, Vec<InitPoint>)], lab: &mut Lab) {
     let fall_all = first.grad_logits / last.grad_logits.max(f64::MIN_POSITIVE);
     let (glo, ghi) = range(&|p| p.grad_logits_row, scaled);
     let spread = ghi / glo.max(f64::MIN_POSITIVE);
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "the unscaled logit-gradient norm collapses as d_k grows, while the scaled one stays flat",
         fall >= 10.0 && spread <= 2.0,
         format!(
@@ -434,7 +436,7 @@ fn times(ratio: f64) -> String {
     }
 }
 
-fn saturation(lab: &mut Lab) {
+fn saturation(notebook: &mut Notebook) {
     let rows = saturation_table();
     let mut table = Table::new(
         "The seed pages' saturation example: softmax([30, 25, −10, 5])",
@@ -464,7 +466,7 @@ fn saturation(lab: &mut Lab) {
             format!("{:.3e}", r.jacobian_norm),
         ]);
     }
-    lab.table(table);
+    notebook.table(table);
     let scaled = &rows[1].weights;
     let off = scaled
         .iter()
@@ -472,20 +474,20 @@ fn saturation(lab: &mut Lab) {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     if off > 0.01 {
-        lab.finding(format!(
+        notebook.finding(format!(
             "the seed page 002 prints softmax([3.75, 3.125, −1.25, 0.625]) = {}, but it computes to {} (largest difference {off:.3}); the unscaled row {} matches the page",
             fmt(&SEED_PAGE_SCALED_ROW, 2),
             fmt(scaled, 3),
             fmt(&rows[0].weights, 3)
         ));
     }
-    lab.summarize("saturation", &rows);
+    notebook.summarize("saturation", &rows);
 }
 
-fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
-    lab.summarize("held_out_sequences", HELD_OUT);
+    notebook.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
     let compare = config.sweep.compare_at.unwrap_or(steps - 1).min(steps - 1);
@@ -524,7 +526,7 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
         for &scale in &config.sweep.scales {
             let label = format!("d_k={d_k} scale={scale}");
             let runs = train_seeds(
-                lab,
+                notebook,
                 "train",
                 &label,
                 &config.model_for(d_k, scale),
@@ -533,11 +535,11 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
                 &seeds,
             )?;
             let loss_at = runs.spread_at(compare, window, |r| r.loss);
-            let (_, acc) = runs.held_out(&task, &held_out, &lab.device);
+            let (_, acc) = runs.held_out(&task, &held_out, &notebook.device);
             let entropy = runs.final_spread(window, |r| r.mean_entropy());
             let logit_std = runs.final_spread(window, |r| r.mean_logit_std());
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
-            lab.say(format!(
+            notebook.say(format!(
                 "{label}: loss@{compare} {loss_at}, held-out accuracy {acc}, steps to 90 % {to90}, logit std {logit_std}"
             ));
             table.row(vec![
@@ -562,14 +564,14 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
             compared.push((d_k, scale, loss_at));
         }
     }
-    lab.table(table);
-    lab.summarize("train", &summary);
-    lab.summarize("compare_step", compare);
-    lab.plot("loss_vs_step", "Loss vs step", loss_chart.to_svg())?;
-    lab.plot("accuracy_vs_step", "Accuracy vs step", acc_chart.to_svg())?;
-    lab.plot("grad_wq_vs_step", "‖∇W_Q‖ vs step", wq_chart.to_svg())?;
-    lab.plot("grad_wk_vs_step", "‖∇W_K‖ vs step", wk_chart.to_svg())?;
-    lab.plot("logit_std_vs_step", "Logit std vs step", std_chart.to_svg())?;
+    notebook.table(table);
+    notebook.summarize("train", &summary);
+    notebook.summarize("compare_step", compare);
+    notebook.plot("loss_vs_step", "Loss vs step", loss_chart.to_svg())?;
+    notebook.plot("accuracy_vs_step", "Accuracy vs step", acc_chart.to_svg())?;
+    notebook.plot("grad_wq_vs_step", "‖∇W_Q‖ vs step", wq_chart.to_svg())?;
+    notebook.plot("grad_wk_vs_step", "‖∇W_K‖ vs step", wk_chart.to_svg())?;
+    notebook.plot("logit_std_vs_step", "Logit std vs step", std_chart.to_svg())?;
 
     let largest = *config.sweep.d_k.iter().max().expect("validated non-empty");
     let at = |s: ScoreScale| {
@@ -579,7 +581,7 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
             .map(|(_, _, spread)| *spread)
     };
     match (at(ScoreScale::None), at(ScoreScale::SqrtDk)) {
-        (Some(none), Some(scaled)) => lab.verdict(Verdict::new(
+        (Some(none), Some(scaled)) => notebook.verdict(Verdict::new(
             format!("at the largest d_k ({largest}), scaled training reaches a lower loss than unscaled at the same step"),
             scaled.mean < none.mean,
             format!(
@@ -587,7 +589,7 @@ fn part_b(config: &ScalingConfig, lab: &mut Lab) -> Result<(), LabError> {
                 seeds.len(), scaled.min, scaled.max, none.min, none.max
             ),
         )),
-        _ => lab.finding("the training sweep needs both `none` and `sqrt-dk` for its verdict"),
+        _ => notebook.finding("the training sweep needs both `none` and `sqrt-dk` for its verdict"),
     }
     Ok(())
 }

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfig;
 use crate::block::softmax::SoftmaxAxis;
-use crate::experiments::sweep::{
-    compare, eval_batch, example_batch, trained_weights, weights_heatmap,
-};
+use crate::lab::evaluate::{eval_batch, example_batch, trained_weights};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::to_host;
 use crate::lab::model::ModelConfig;
@@ -20,7 +18,8 @@ use crate::lab::tasks::{Task, TaskConfig};
 use crate::lab::train::TrainConfig;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
+use crate::run::training::{compare, weights_heatmap};
 use crate::util::rng::HostRng;
 
 /// `configs/softmax_axis.toml`.
@@ -133,13 +132,13 @@ impl Experiment for SoftmaxAxisExperiment {
         (config.axes.len() * (1 + config.run.seeds * config.train.steps)) as u64
     }
 
-    fn run(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        part_b(config, lab)
+    fn run(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        part_b(config, notebook)
     }
 }
 
-fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let (n, batch, d) = (
         config.sums.n_tokens,
         config.sums.batch,
@@ -161,8 +160,8 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
         let block = AttentionConfig::new(d, config.model.n_heads)
             .with_softmax_axis(axis)
             .with_seed(config.run.seed)
-            .init(&lab.device)?;
-        let x = HostRng::new(config.run.seed).normal_tensor([batch, n, d], 1.0, &lab.device);
+            .init(&notebook.device)?;
+        let x = HostRng::new(config.run.seed).normal_tensor([batch, n, d], 1.0, &notebook.device);
         let s = sums(block.forward(x).weights());
         for (metric, value) in [
             ("row_sum_min", s.row_min),
@@ -170,7 +169,7 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
             ("col_sum_min", s.col_min),
             ("col_sum_max", s.col_max),
         ] {
-            lab.metric(
+            notebook.metric(
                 MetricRow::new("sums", &format!("axis={axis}"), metric, value)
                     .seed(config.run.seed),
             );
@@ -181,11 +180,11 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
             format!("{:.4}–{:.4}", s.col_min, s.col_max),
             format!("{:.1e}", s.row_error()),
         ]);
-        lab.advance(1);
+        notebook.advance(1);
         measured.push((axis, s));
     }
-    lab.table(table);
-    lab.summarize(
+    notebook.table(table);
+    notebook.summarize(
         "sums",
         measured
             .iter()
@@ -203,7 +202,7 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
                 .iter()
                 .min_by(|a, b| a.1.row_error().total_cmp(&b.1.row_error()))
                 .expect("non-empty");
-            lab.verdict(Verdict::new(
+            notebook.verdict(Verdict::new(
                 "only the row softmax gives each query a distribution (weights summing to 1)",
                 r.row_error() < 1e-5 && closest.1.row_error() > 1e-2,
                 format!(
@@ -224,12 +223,12 @@ fn part_a(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
                 ),
             ));
         }
-        _ => lab.finding("the axes need `row` and at least one other for the verdicts"),
+        _ => notebook.finding("the axes need `row` and at least one other for the verdicts"),
     }
     Ok(())
 }
 
-fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
     let variants: Vec<(String, ModelConfig)> = config
@@ -246,7 +245,7 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
         })
         .collect();
     let trained = compare(
-        lab,
+        notebook,
         "train",
         "Part B: training with each axis",
         &variants,
@@ -268,16 +267,16 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
     );
     for (axis, v) in config.axes.iter().zip(&trained) {
         let run = &v.runs.runs[0];
-        lab.plot(
+        notebook.plot(
             &format!("weights_{axis}"),
             &format!("Trained weights, {axis} softmax (one example, head 0)"),
             weights_heatmap(
                 format!("{axis} softmax: weights after training"),
-                trained_weights(run, &task, &example, &lab.device),
+                trained_weights(run, &task, &example, &notebook.device),
             )
             .to_svg(),
         )?;
-        let weights = trained_weights(run, &task, &eval, &lab.device); // [64, heads, n, n]
+        let weights = trained_weights(run, &task, &eval, &notebook.device); // [64, heads, n, n]
         let [b, h, n, _] = weights.dims();
         let last = weights.slice([0..b, 0..h, n - 1..n, 0..n]); // [64, heads, 1, n]
         let sums = to_host(last.clone().sum_dim(3)); // [64, heads, 1, 1]
@@ -299,15 +298,15 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
             format!("{:.3}", mean(&share)),
         ]);
         let label = format!("axis={axis}");
-        lab.metric(
+        notebook.metric(
             MetricRow::new("answer_query", &label, "row_sum", mean(&sums)).seed(config.run.seed),
         );
-        lab.metric(
+        notebook.metric(
             MetricRow::new("answer_query", &label, "largest_share", mean(&share))
                 .seed(config.run.seed),
         );
     }
-    lab.table(answer);
+    notebook.table(answer);
 
     let Some(row) = config
         .axes
@@ -324,7 +323,7 @@ fn part_b(config: &SoftmaxAxisConfig, lab: &mut Lab) -> Result<(), LabError> {
         // Better means a lower final loss, by more than twice the standard error of the gap,
         // and an accuracy at least as high.
         let margin = row.loss.margin_against(&o.loss);
-        lab.verdict(Verdict::new(
+        notebook.verdict(Verdict::new(
             format!("the row softmax learns better than the {axis} softmax"),
             row.loss.clearly_below(&o.loss) && row.accuracy.mean >= o.accuracy.mean,
             format!(

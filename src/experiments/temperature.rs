@@ -17,7 +17,7 @@ use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive,
 };
-use crate::run::runner::{Experiment, Lab, LabError};
+use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::util::rng::HostRng;
 
 /// `configs/temperature.toml`.
@@ -133,20 +133,20 @@ impl Experiment for Temperature {
         (config.logits.temperatures.len() + config.sentence.temperatures.len()) as u64
     }
 
-    fn run(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
-        part_a(config, lab)?;
-        part_b(config, lab)
+    fn run(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        part_a(config, notebook)?;
+        part_b(config, notebook)
     }
 }
 
-fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let c = &config.logits;
     let logits =
-        HostRng::new(config.run.seed).normal_tensor([c.rows, c.n_keys], c.std, &lab.device);
+        HostRng::new(config.run.seed).normal_tensor([c.rows, c.n_keys], c.std, &notebook.device);
     let mut temperatures = c.temperatures.clone();
     temperatures.sort_by(f64::total_cmp);
     let points = sweep(&logits, &temperatures);
-    lab.advance(temperatures.len() as u64);
+    notebook.advance(temperatures.len() as u64);
     let uniform = (c.n_keys as f64).ln();
     let mut table = Table::new(
         format!(
@@ -161,8 +161,9 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
     );
     for p in &points {
         let label = format!("tau={}", p.tau);
-        lab.metric(MetricRow::new("logits", &label, "entropy", p.entropy).seed(config.run.seed));
-        lab.metric(
+        notebook
+            .metric(MetricRow::new("logits", &label, "entropy", p.entropy).seed(config.run.seed));
+        notebook.metric(
             MetricRow::new("logits", &label, "max_weight", p.max_weight).seed(config.run.seed),
         );
         table.row(vec![
@@ -172,11 +173,11 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             format!("{:.3}", p.max_weight),
         ]);
     }
-    lab.table(table);
-    lab.summarize("logits", &points);
+    notebook.table(table);
+    notebook.summarize("logits", &points);
     let taus: Vec<f64> = points.iter().map(|p| p.tau).collect();
     let flat = |y: f64| taus.iter().map(|&t| (t, y)).collect::<Vec<_>>();
-    lab.plot(
+    notebook.plot(
         "entropy_vs_tau",
         "Entropy vs temperature",
         LineChart::new(
@@ -193,7 +194,7 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
         .reference("one-hot, 0", flat(0.0))
         .to_svg(),
     )?;
-    lab.plot(
+    notebook.plot(
         "max_weight_vs_tau",
         "Largest weight vs temperature",
         LineChart::new(
@@ -217,7 +218,7 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
     let rising = points.windows(2).all(|w| w[1].entropy > w[0].entropy);
     let falling = points.windows(2).all(|w| w[1].max_weight < w[0].max_weight);
     let (cold, hot) = (points[0], points[points.len() - 1]);
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "raising τ raises the entropy and lowers the largest weight, at every step",
         rising && falling && points.len() > 1,
         format!(
@@ -225,7 +226,7 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             cold.entropy, hot.entropy, cold.max_weight, hot.max_weight, cold.tau, hot.tau
         ),
     ));
-    lab.verdict(Verdict::new(
+    notebook.verdict(Verdict::new(
         "the extremes approach their limits: one-hot as τ → 0, uniform as τ grows",
         cold.max_weight > 0.9 && hot.entropy > 0.95 * uniform,
         format!(
@@ -241,7 +242,7 @@ fn part_a(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
+fn part_b(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let s = &config.sentence;
     let n = s.words.len();
     // One N(0, 1) embedding per distinct word, so a repeated word is the same vector.
@@ -258,7 +259,7 @@ fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             .expect("just added");
         x.extend(e);
     }
-    let x = Tensor::<3>::from_data(TensorData::new(x, [1, n, s.d_model]), &lab.device); // [1, n, d_model]
+    let x = Tensor::<3>::from_data(TensorData::new(x, [1, n, s.d_model]), &notebook.device); // [1, n, d_model]
     let sentence = s.words.join(" ");
     let mut table = Table::new(
         format!("Part B: \"{sentence}\" through an untrained block (head 0)"),
@@ -268,13 +269,14 @@ fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
         let block = AttentionConfig::new(s.d_model, s.n_heads)
             .with_temperature(tau)
             .with_seed(config.run.seed)
-            .init(&lab.device)?;
+            .init(&notebook.device)?;
         let weights = block.forward(x.clone()).weights(); // [1, heads, n, n]
         let entropy = entropy_per_head(weights.clone())[0];
         let max_weight = max_weight_per_head(weights.clone())[0];
         let label = format!("tau={tau}");
-        lab.metric(MetricRow::new("sentence", &label, "entropy", entropy).seed(config.run.seed));
-        lab.metric(
+        notebook
+            .metric(MetricRow::new("sentence", &label, "entropy", entropy).seed(config.run.seed));
+        notebook.metric(
             MetricRow::new("sentence", &label, "max_weight", max_weight).seed(config.run.seed),
         );
         table.row(vec![
@@ -282,7 +284,7 @@ fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             format!("{entropy:.3}"),
             format!("{max_weight:.3}"),
         ]);
-        lab.plot(
+        notebook.plot(
             &format!("sentence_tau_{}", format!("{tau}").replace('.', "_")),
             &format!("\"{sentence}\" at τ = {tau}"),
             Heatmap::new(
@@ -294,8 +296,8 @@ fn part_b(config: &TemperatureConfig, lab: &mut Lab) -> Result<(), LabError> {
             .names(s.words.clone(), s.words.clone())
             .to_svg(),
         )?;
-        lab.advance(1);
+        notebook.advance(1);
     }
-    lab.table(table);
+    notebook.table(table);
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod evaluate;
 pub mod footprint;
 pub mod metrics;
 pub mod model;

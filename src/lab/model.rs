@@ -18,7 +18,7 @@ use crate::block::attention::{
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::SoftmaxAxis;
-use crate::lab::tasks::Task;
+use crate::lab::tasks::{Batch, Task};
 use crate::util::limits::{MAX_LAYERS, MAX_POSITIONS};
 use crate::util::rng::HostRng;
 
@@ -336,6 +336,12 @@ pub struct ModelOutput {
 }
 
 impl TinyTransformer {
+    /// Runs `batch` of `task` without autodiff, for measuring rather than training: the model
+    /// as trained may still sit on the autodiff device, and a measurement wants no graph.
+    pub fn infer(&self, batch: &Batch, task: &Task, device: &Device) -> ModelOutput {
+        self.valid().forward(batch.tokens(device), task.n_out())
+    }
+
     /// Runs `tokens: [batch, seq_len]` and reads the last `n_out` positions.
     pub fn forward(&self, tokens: Tensor<2, Int>, n_out: usize) -> ModelOutput {
         let x = self.embedding.forward(tokens); // [batch, n, d_model]

@@ -267,6 +267,34 @@ impl TrainRun {
     }
 }
 
+/// One training run, named by everything that decides it: the model, the task or the mixture of
+/// tasks it trains on ([`train_on`]), the training config and the seed.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainJob<'a> {
+    pub model: &'a ModelConfig,
+    pub tasks: &'a [Task],
+    pub config: &'a TrainConfig,
+    pub seed: u64,
+}
+
+impl TrainJob<'_> {
+    /// Trains it on the autodiff `device` ([`train_on`]).
+    pub fn run(
+        &self,
+        device: &Device,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<TrainRun, TrainError> {
+        train_on(
+            self.model,
+            self.tasks,
+            self.config,
+            self.seed,
+            device,
+            on_step,
+        )
+    }
+}
+
 /// Why training could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainError {

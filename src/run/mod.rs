@@ -6,7 +6,9 @@
 //! May use: output, lab, block, util.
 
 pub mod config;
+pub mod experiment;
 pub mod registry;
 pub mod reproduce;
 pub mod runner;
 pub mod shard;
+pub mod training;

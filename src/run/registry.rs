@@ -8,7 +8,8 @@ use indicatif::ProgressBar;
 
 use crate::output::report::RunOutcome;
 use crate::run::config::{ConfigError, load};
-use crate::run::runner::{self, Experiment, ExperimentArgs, LabError, Plan, RunOptions};
+use crate::run::experiment::{Experiment, RunError};
+use crate::run::runner::{self, ExperimentArgs, Plan, RunOptions};
 use crate::run::shard::Sweep;
 
 /// One experiment as a value: its names, a config check and a way to run it.
@@ -22,11 +23,11 @@ pub struct Entry {
     /// what its run will ask for: progress units, backend, memory.
     pub plan: fn(&Path, &[String]) -> Result<Plan, ConfigError>,
     /// Runs it as its binary does.
-    pub run: fn(&ExperimentArgs) -> Result<RunOutcome, LabError>,
+    pub run: fn(&ExperimentArgs) -> Result<RunOutcome, RunError>,
     /// Runs it on a progress bar shared with other runs, without printing the outcome.
-    pub run_on: fn(&ExperimentArgs, &ProgressBar) -> Result<RunOutcome, LabError>,
+    pub run_on: fn(&ExperimentArgs, &ProgressBar) -> Result<RunOutcome, RunError>,
     /// Merges a checked sweep of its shards into one run folder (see [`runner::merge`]).
-    pub merge: fn(&Sweep, &RunOptions, &ProgressBar) -> Result<RunOutcome, LabError>,
+    pub merge: fn(&Sweep, &RunOptions, &ProgressBar) -> Result<RunOutcome, RunError>,
 }
 
 /// The entry of experiment `E`.
@@ -48,7 +49,7 @@ fn plan<E: Experiment>(path: &Path, overrides: &[String]) -> Result<Plan, Config
 fn run_on<E: Experiment>(
     args: &ExperimentArgs,
     progress: &ProgressBar,
-) -> Result<RunOutcome, LabError> {
+) -> Result<RunOutcome, RunError> {
     let loaded = runner::load_config::<E>(args)?;
     runner::run_loaded::<E>(&loaded, &args.run, progress)
 }

@@ -12,10 +12,9 @@ use std::time::{Instant, SystemTime};
 use crate::output::index::{IndexPage, Ran};
 use crate::output::report::RunStatus;
 use crate::output::report::{Table, WriteError, utc_stamp};
+use crate::run::experiment::RunError;
 use crate::run::registry::{Entry, find};
-use crate::run::runner::{
-    ExperimentArgs, LabError, RunOptions, check_out, print_outcome, progress_bar,
-};
+use crate::run::runner::{ExperimentArgs, RunOptions, check_out, print_outcome, progress_bar};
 use crate::run::shard::{ShardError, Sweep, open_sweep};
 use crate::util::interrupt;
 use crate::util::limits::check_memory;
@@ -60,7 +59,7 @@ pub enum ReproduceError {
     #[error("{experiment}: {source}")]
     Unfit {
         experiment: &'static str,
-        source: LabError,
+        source: RunError,
     },
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -136,7 +135,7 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
         )?;
         // Every experiment's limits before the first one runs: a job that cannot finish
         // should not spend an hour finding out.
-        let unfit = |source: LabError| ReproduceError::Unfit {
+        let unfit = |source: RunError| ReproduceError::Unfit {
             experiment: entry.name,
             source,
         };
@@ -187,7 +186,7 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
                 let error = format!("{e:#}").replace('\n', " ");
                 bar.suspend(|| eprintln!("error: {}: {error}", entry.name));
                 let (status, dir) = match e {
-                    LabError::Incomplete { status, dir, .. } => (status, Some(dir)),
+                    RunError::Incomplete { status, dir, .. } => (status, Some(dir)),
                     _ if interrupt::requested() => (RunStatus::Interrupted, None),
                     _ => (RunStatus::Failed, None),
                 };

@@ -1,6 +1,6 @@
 //! The runner every experiment shares: it reads the config, builds the device, shows progress,
 //! writes the results folder and prints the verdicts. An experiment supplies only what it
-//! measures ([`Experiment::run`]), through a [`Lab`].
+//! measures ([`Experiment::run`]), through a [`Notebook`].
 //!
 //! Order matters for "nothing lost, nothing half-made": the config, the backend, the memory
 //! estimate and `--out` are checked before any folder exists, so a bad config leaves no trace;
@@ -13,93 +13,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::prelude::Device;
 use clap::{Args, Command, FromArgMatches};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::block::attention::AttentionConfigError;
-use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
 use crate::lab::footprint::Footprint;
-use crate::lab::model::TinyTransformer;
-use crate::lab::tasks::TaskError;
-use crate::lab::train::TrainError;
-use crate::output::plot::PlotError;
-use crate::output::report::{
-    MetricRow, Plot, ReportPage, RunDir, RunOutcome, RunStatus, Table, Verdict, WriteError,
-    file_stem, utc_stamp,
-};
+use crate::output::report::{ReportPage, RunDir, RunOutcome, RunStatus, WriteError, utc_stamp};
 use crate::run::config::{ConfigError, ExperimentConfig, Loaded, load};
+use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::shard::{Manifest, Shard, ShardError, Sweep, Units, check_sweep_id};
 use crate::util::cli::finish;
-use crate::util::device::{BackendError, BackendKind};
+use crate::util::device::BackendKind;
 use crate::util::guard;
-use crate::util::interrupt::{self, Interrupted};
-use crate::util::limits::{TooLarge, check_memory};
-
-/// One demonstration.
-pub trait Experiment {
-    /// Binary, config and results-folder name, e.g. `scaling`.
-    const NAME: &'static str;
-    /// The claim in one line.
-    const TITLE: &'static str;
-    /// What is claimed and how it is tested, a paragraph for the report.
-    const CLAIM: &'static str;
-    type Config: ExperimentConfig;
-
-    /// Units of progress the run will report through [`Lab::advance`].
-    fn work(config: &Self::Config) -> u64;
-
-    /// The estimated peak memory of the run's largest piece (see [`crate::lab::footprint`]),
-    /// checked against the machine before anything runs.
-    fn footprint(config: &Self::Config) -> Footprint;
-
-    /// Measures, and fills the lab with metrics, tables, plots and verdicts.
-    fn run(config: &Self::Config, lab: &mut Lab) -> Result<(), LabError>;
-}
-
-/// Anything that stops a run.
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error(transparent)]
-    Model(#[from] AttentionConfigError),
-    #[error(transparent)]
-    Task(#[from] TaskError),
-    #[error(transparent)]
-    Train(#[from] TrainError),
-    #[error(transparent)]
-    Plot(#[from] PlotError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error(transparent)]
-    TooLarge(#[from] TooLarge),
-    #[error(transparent)]
-    Interrupted(#[from] Interrupted),
-    #[error(transparent)]
-    Shard(#[from] ShardError),
-    /// A panic inside the experiment, caught: a bug, reported as one line.
-    #[error("the experiment crashed ({0}); this is a bug in attention-lab")]
-    Panicked(String),
-    /// A panic on the remote backend: Burn's client panics when its server goes away mid-run.
-    #[error(
-        "lost the remote backend at {address} ({panic}): the server stopped or the connection broke"
-    )]
-    RemoteLost { address: String, panic: String },
-    #[error("--out {out}: {reason}")]
-    Out { out: PathBuf, reason: String },
-    /// The run started and did not finish; what it measured is in `dir`.
-    #[error("{source} (what was measured is in {}, status {status})", dir.display())]
-    Incomplete {
-        dir: PathBuf,
-        status: RunStatus,
-        source: Box<LabError>,
-    },
-}
+use crate::util::interrupt;
+use crate::util::limits::check_memory;
 
 /// Where a run goes and what it runs on: the options every experiment binary and `reproduce`
 /// share.
@@ -180,116 +106,6 @@ impl ExperimentArgs {
     }
 }
 
-/// What an experiment measures into, and its view of the run.
-pub struct Lab {
-    /// The device without autodiff, for measurements.
-    pub device: Device,
-    /// The same device with autodiff, for gradients and training.
-    pub autodiff: Device,
-    pub metrics: Vec<MetricRow>,
-    pub tables: Vec<Table>,
-    pub plots: Vec<Plot>,
-    pub verdicts: Vec<Verdict>,
-    /// Notable events worth a line in the report, e.g. a run that diverged.
-    pub findings: Vec<String>,
-    /// Numbers for `summary.json`.
-    pub summary: serde_json::Map<String, serde_json::Value>,
-    /// Trained models for `models/`: (file stem, parameters, spec), see [`Lab::keep_model`].
-    pub models: Vec<(String, Vec<u8>, Vec<u8>)>,
-    /// Which training runs are trained here: all of them, a shard's, or none (a merge reads
-    /// them back).
-    pub units: Units,
-    progress: ProgressBar,
-}
-
-impl Lab {
-    pub fn new(device: Device, autodiff: Device, progress: ProgressBar) -> Self {
-        Self {
-            device,
-            autodiff,
-            metrics: Vec::new(),
-            tables: Vec::new(),
-            plots: Vec::new(),
-            verdicts: Vec::new(),
-            findings: Vec::new(),
-            summary: serde_json::Map::new(),
-            models: Vec::new(),
-            units: Units::All,
-            progress,
-        }
-    }
-
-    /// Advances the progress bar by `n` units.
-    pub fn advance(&self, n: u64) {
-        self.progress.inc(n);
-    }
-
-    /// Shows what is running now, next to the bar.
-    pub fn status(&self, message: impl Into<String>) {
-        self.progress.set_message(message.into());
-    }
-
-    /// Prints a line above the bar (or plainly, when the bar is hidden).
-    pub fn say(&self, line: impl AsRef<str>) {
-        if self.progress.is_hidden() {
-            println!("{}", line.as_ref());
-        } else {
-            self.progress.println(line.as_ref());
-        }
-    }
-
-    pub fn metric(&mut self, row: MetricRow) {
-        self.metrics.push(row);
-    }
-
-    /// Keeps a table for the report and prints it.
-    pub fn table(&mut self, table: Table) {
-        self.say(format!("\n{}\n", table.to_text()));
-        self.tables.push(table);
-    }
-
-    /// Renders a plot now, so a drawing error surfaces where the data is.
-    pub fn plot(
-        &mut self,
-        file: &str,
-        title: &str,
-        svg: Result<String, PlotError>,
-    ) -> Result<(), LabError> {
-        self.plots.push(Plot {
-            file: file_stem(file),
-            title: title.into(),
-            svg: svg?,
-        });
-        Ok(())
-    }
-
-    /// Keeps a trained model, to be written as `models/<name>.bpk` and `models/<name>.json` in
-    /// the run folder (read back with [`crate::lab::checkpoint::load`]).
-    pub fn keep_model(
-        &mut self,
-        name: &str,
-        model: &TinyTransformer,
-        spec: &ModelSpec,
-    ) -> Result<(), LabError> {
-        let (record, spec) = checkpoint::to_bytes(model, spec)?;
-        self.models.push((file_stem(name), record, spec));
-        Ok(())
-    }
-
-    pub fn verdict(&mut self, verdict: Verdict) {
-        self.verdicts.push(verdict);
-    }
-
-    pub fn finding(&mut self, line: impl Into<String>) {
-        self.findings.push(line.into());
-    }
-
-    pub fn summarize(&mut self, key: &str, value: impl serde::Serialize) {
-        let value = serde_json::to_value(value).expect("summary values serialise");
-        self.summary.insert(key.to_string(), value);
-    }
-}
-
 /// A progress bar on stderr, hidden when stdout is not a terminal.
 pub fn progress_bar(len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len);
@@ -305,7 +121,7 @@ pub fn progress_bar(len: u64) -> ProgressBar {
 }
 
 /// Loads and checks the config an experiment binary was given.
-pub fn load_config<E: Experiment>(args: &ExperimentArgs) -> Result<Loaded<E::Config>, LabError> {
+pub fn load_config<E: Experiment>(args: &ExperimentArgs) -> Result<Loaded<E::Config>, RunError> {
     Ok(load(&args.config_path(E::NAME), &args.overrides())?)
 }
 
@@ -322,7 +138,7 @@ pub fn main<E: Experiment>() -> ExitCode {
 }
 
 /// Runs `E` as its binary does: load, check, run, write, print.
-pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, LabError> {
+pub fn run<E: Experiment>(args: &ExperimentArgs) -> Result<RunOutcome, RunError> {
     let loaded = load_config::<E>(args)?;
     let progress = progress_bar(E::work(&loaded.config));
     let outcome = run_loaded::<E>(&loaded, &args.run, &progress);
@@ -360,7 +176,7 @@ pub fn plan<E: Experiment>(loaded: &Loaded<E::Config>) -> Result<Plan, ConfigErr
 
 /// Refuses a results root that lies inside a run folder (one holding `summary.json`): runs would
 /// nest inside runs, and the index would lose them.
-pub fn check_out(out: &Path) -> Result<(), LabError> {
+pub fn check_out(out: &Path) -> Result<(), RunError> {
     let absolute = std::env::current_dir()
         .map(|cwd| cwd.join(out))
         .unwrap_or_else(|_| out.to_path_buf());
@@ -368,7 +184,7 @@ pub fn check_out(out: &Path) -> Result<(), LabError> {
         .ancestors()
         .find(|dir| dir.join("summary.json").is_file() && dir.join("config.toml").is_file())
     {
-        return Err(LabError::Out {
+        return Err(RunError::Out {
             out: out.to_path_buf(),
             reason: format!(
                 "it lies inside the run folder {}; give a results root instead, such as results",
@@ -386,7 +202,7 @@ pub fn run_loaded<E: Experiment>(
     loaded: &Loaded<E::Config>,
     options: &RunOptions,
     progress: &ProgressBar,
-) -> Result<RunOutcome, LabError> {
+) -> Result<RunOutcome, RunError> {
     let sharding = options.sharding()?;
     let config = &loaded.config;
     let plan = plan::<E>(loaded)?;
@@ -395,21 +211,21 @@ pub fn run_loaded<E: Experiment>(
     let device = kind.device()?;
     let autodiff = kind.autodiff_device()?;
     check_out(&options.out)?;
-    let lab = Lab::new(device, autodiff, progress.clone());
+    let notebook = Notebook::new(device, autodiff, progress.clone());
     if let Some((shard, sweep_id)) = sharding {
-        return run_shard::<E>(loaded, options, kind, lab, shard, &sweep_id);
+        return run_shard::<E>(loaded, options, kind, notebook, shard, &sweep_id);
     }
 
     let dir = RunDir::create(&options.out, E::NAME)?;
     dir.write("config.toml", loaded.resolved.as_bytes())?;
     let summary = running_summary::<E>(&dir, kind, &loaded.path, &plan);
     write_summary(&dir, &summary)?;
-    let (lab, result, seconds) = run_guarded::<E>(config, kind, lab);
+    let (notebook, result, seconds) = run_guarded::<E>(config, kind, notebook);
     write_run::<E>(
         &dir,
         config,
         kind,
-        lab,
+        notebook,
         result,
         seconds,
         summary,
@@ -441,20 +257,20 @@ fn running_summary<E: Experiment>(
 fn run_guarded<E: Experiment>(
     config: &E::Config,
     kind: BackendKind,
-    mut lab: Lab,
-) -> (Lab, Result<(), LabError>, f64) {
+    mut notebook: Notebook,
+) -> (Notebook, Result<(), RunError>, f64) {
     interrupt::install();
     let start = Instant::now();
-    let result = guard::catch(|| E::run(config, &mut lab)).unwrap_or_else(|panic| {
+    let result = guard::catch(|| E::run(config, &mut notebook)).unwrap_or_else(|panic| {
         Err(match kind {
-            BackendKind::Remote => LabError::RemoteLost {
+            BackendKind::Remote => RunError::RemoteLost {
                 address: crate::util::device::remote_address(),
                 panic: panic.to_string(),
             },
-            _ => LabError::Panicked(panic.to_string()),
+            _ => RunError::Panicked(panic.to_string()),
         })
     });
-    (lab, result, start.elapsed().as_secs_f64())
+    (notebook, result, start.elapsed().as_secs_f64())
 }
 
 fn write_summary(dir: &RunDir, summary: &serde_json::Value) -> Result<(), WriteError> {
@@ -463,18 +279,18 @@ fn write_summary(dir: &RunDir, summary: &serde_json::Value) -> Result<(), WriteE
 }
 
 /// Writes what `lab` holds into `dir` whichever way the run ended, `summary.json` last, and
-/// turns the result into the outcome (or an [`LabError::Incomplete`] naming the folder).
+/// turns the result into the outcome (or an [`RunError::Incomplete`] naming the folder).
 #[allow(clippy::too_many_arguments)] // one call per way of running; a struct would only rename them
 fn write_run<E: Experiment>(
     dir: &RunDir,
     config: &E::Config,
     kind: BackendKind,
-    lab: Lab,
-    result: Result<(), LabError>,
+    notebook: Notebook,
+    result: Result<(), RunError>,
     seconds: f64,
     mut summary: serde_json::Value,
     extra_lines: Vec<String>,
-) -> Result<RunOutcome, LabError> {
+) -> Result<RunOutcome, RunError> {
     let status = match &result {
         Ok(()) => RunStatus::Complete,
         Err(_) if interrupt::requested() => RunStatus::Interrupted,
@@ -485,11 +301,11 @@ fn write_run<E: Experiment>(
         .err()
         .map(|e| format!("{e:#}").replace('\n', " "));
     // What was measured is kept whichever way the run ended.
-    dir.write_metrics(&lab.metrics)?;
-    for plot in &lab.plots {
+    dir.write_metrics(&notebook.metrics)?;
+    for plot in &notebook.plots {
         dir.write(&format!("{}.svg", plot.file), plot.svg.as_bytes())?;
     }
-    for (stem, record, spec) in &lab.models {
+    for (stem, record, spec) in &notebook.models {
         dir.write(&format!("models/{stem}.bpk"), record)?;
         dir.write(&format!("models/{stem}.json"), spec)?;
     }
@@ -507,10 +323,10 @@ fn write_run<E: Experiment>(
         experiment: E::NAME,
         title: E::TITLE,
         claim: E::CLAIM,
-        verdicts: &lab.verdicts,
-        findings: &lab.findings,
-        tables: &lab.tables,
-        plots: &lab.plots,
+        verdicts: &notebook.verdicts,
+        findings: &notebook.findings,
+        tables: &notebook.tables,
+        plots: &notebook.plots,
         run_lines: &run_lines,
         status,
         error: error.as_deref(),
@@ -518,16 +334,16 @@ fn write_run<E: Experiment>(
     dir.write("report.md", page.to_markdown().as_bytes())?;
     summary["status"] = serde_json::to_value(status).expect("a status serialises");
     summary["wall_seconds"] = seconds.into();
-    summary["verdicts"] = serde_json::to_value(&lab.verdicts).expect("verdicts serialise");
-    summary["findings"] = lab.findings.clone().into();
-    summary["results"] = lab.summary.clone().into();
+    summary["verdicts"] = serde_json::to_value(&notebook.verdicts).expect("verdicts serialise");
+    summary["findings"] = notebook.findings.clone().into();
+    summary["results"] = notebook.summary.clone().into();
     if let Some(error) = &error {
         summary["error"] = error.clone().into();
     }
     // Last, so that `complete` is only ever said of a folder that holds everything.
     write_summary(dir, &summary)?;
     if let Err(source) = result {
-        return Err(LabError::Incomplete {
+        return Err(RunError::Incomplete {
             dir: dir.path.clone(),
             status,
             source: Box::new(source),
@@ -539,13 +355,13 @@ fn write_run<E: Experiment>(
         claim: E::CLAIM,
         backend: kind.name(),
         dir: dir.path.clone(),
-        plots: lab
+        plots: notebook
             .plots
             .iter()
             .map(|p| (p.file.clone(), p.title.clone()))
             .collect(),
-        verdicts: lab.verdicts,
-        findings: lab.findings,
+        verdicts: notebook.verdicts,
+        findings: notebook.findings,
         seconds,
     })
 }
@@ -558,13 +374,13 @@ fn run_shard<E: Experiment>(
     loaded: &Loaded<E::Config>,
     options: &RunOptions,
     kind: BackendKind,
-    mut lab: Lab,
+    mut notebook: Notebook,
     shard: Shard,
     sweep_id: &str,
-) -> Result<RunOutcome, LabError> {
+) -> Result<RunOutcome, RunError> {
     let sweep_dir = options.out.join(E::NAME).join(sweep_id);
     let refuse = |dir: &Path, reason: &str| {
-        LabError::Shard(ShardError::Sweep {
+        RunError::Shard(ShardError::Sweep {
             dir: dir.to_path_buf(),
             reason: reason.into(),
         })
@@ -608,8 +424,8 @@ fn run_shard<E: Experiment>(
         error: None,
     };
     manifest.write(&folder)?;
-    lab.units = Units::shard(shard, folder.clone());
-    let (lab, result, seconds) = run_guarded::<E>(&loaded.config, kind, lab);
+    notebook.units = Units::shard(shard, folder.clone());
+    let (notebook, result, seconds) = run_guarded::<E>(&loaded.config, kind, notebook);
     let status = match &result {
         Ok(()) => RunStatus::Complete,
         Err(_) if interrupt::requested() => RunStatus::Interrupted,
@@ -620,7 +436,7 @@ fn run_shard<E: Experiment>(
         trained,
         next,
         ..
-    } = &lab.units
+    } = &notebook.units
     {
         manifest.units = stored.clone();
         manifest.units.sort_unstable();
@@ -635,7 +451,7 @@ fn run_shard<E: Experiment>(
         .map(|e| format!("{e:#}").replace('\n', " "));
     manifest.write(&folder)?;
     if let Err(source) = result {
-        return Err(LabError::Incomplete {
+        return Err(RunError::Incomplete {
             dir: folder,
             status,
             source: Box::new(source),
@@ -679,9 +495,9 @@ pub fn merge<E: Experiment>(
     sweep: &Sweep,
     options: &RunOptions,
     progress: &ProgressBar,
-) -> Result<RunOutcome, LabError> {
+) -> Result<RunOutcome, RunError> {
     let refuse = |reason: String| {
-        LabError::Shard(ShardError::Sweep {
+        RunError::Shard(ShardError::Sweep {
             dir: sweep.dir.clone(),
             reason,
         })
@@ -707,19 +523,19 @@ pub fn merge<E: Experiment>(
     let plan = plan::<E>(&loaded)?;
     let kind = plan.backend;
     check_memory(plan.footprint.bytes, &plan.footprint.what, options.force)?;
-    let mut lab = Lab::new(kind.device()?, kind.autodiff_device()?, progress.clone());
-    lab.units = Units::Merge {
+    let mut notebook = Notebook::new(kind.device()?, kind.autodiff_device()?, progress.clone());
+    notebook.units = Units::Merge {
         units: sweep.units.clone(),
         next: 0,
     };
-    let (lab, result, seconds) = run_guarded::<E>(&loaded.config, kind, lab);
+    let (notebook, result, seconds) = run_guarded::<E>(&loaded.config, kind, notebook);
     result?;
-    if lab.units.asked() != sweep.units.len() {
+    if notebook.units.asked() != sweep.units.len() {
         return Err(refuse(format!(
             "the shards hold {} training runs, but the experiment asked for {}: the shards were \
              run with another version of attention-lab",
             sweep.units.len(),
-            lab.units.asked()
+            notebook.units.asked()
         )));
     }
     let dir = RunDir {
@@ -752,7 +568,7 @@ pub fn merge<E: Experiment>(
         &dir,
         &loaded.config,
         kind,
-        lab,
+        notebook,
         Ok(()),
         seconds,
         summary,

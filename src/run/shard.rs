@@ -3,10 +3,10 @@
 //! what they stored into the run folder one unsharded run would have written.
 //!
 //! The unit of work is one training run: one (configuration, seed) pair, as every experiment
-//! asks for it through `experiments::sweep::run_seeds`. An experiment asks for its units in the
+//! asks for it through [`Units::train`]. An experiment asks for its units in the
 //! same order every time, so the k-th unit is the same everywhere and shard I of N trains the
 //! units with k mod N = I ([`Shard::owns`]). The units of other shards get a stand-in (one real
-//! step, in `run_seeds`) so that the experiment's code runs unchanged; what it computes from
+//! step, [`Units::train`]) so that the experiment's code runs unchanged; what it computes from
 //! stand-ins is thrown away, and a shard writes only its own units:
 //!
 //! ```text
@@ -30,7 +30,8 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::checkpoint::{self, ModelSpec};
-use crate::lab::train::{Divergence, StepRecord, TrainRun};
+use crate::lab::tasks::Task;
+use crate::lab::train::{Divergence, StepRecord, TrainConfig, TrainError, TrainJob, TrainRun};
 use crate::output::report::{RunStatus, WriteError, write_atomic};
 use crate::util::rng::stable_hash;
 
@@ -254,6 +255,15 @@ impl UnitKey {
     }
 }
 
+impl UnitKey {
+    /// The key of `job` trained as `part`/`label`.
+    pub fn of(part: &str, label: &str, job: &TrainJob<'_>) -> Self {
+        // Everything that decides a run besides its names and seed.
+        let shape = format!("{:?}|{:?}|{:?}", job.model, job.tasks, job.config);
+        Self::new(part, label, job.seed, &shape)
+    }
+}
+
 impl std::fmt::Display for UnitKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -277,7 +287,7 @@ struct StoredRun {
 }
 
 /// What to do for the next unit an experiment asks for.
-pub enum Unit {
+enum Unit {
     /// Train it here.
     Train,
     /// Read back from a shard.
@@ -320,9 +330,46 @@ impl Units {
         }
     }
 
+    /// One training run as the sweep has it: read back from a shard, stood in for when another
+    /// shard trains it, or trained here (and stored, on a shard). `advance` hears of every step
+    /// the run was asked for, whichever way it went, so that a progress bar ends full.
+    pub fn train<E>(
+        &mut self,
+        key: &UnitKey,
+        job: &TrainJob<'_>,
+        device: &Device,
+        advance: &dyn Fn(u64),
+    ) -> Result<TrainRun, E>
+    where
+        E: From<ShardError> + From<TrainError>,
+    {
+        let steps = job.config.steps as u64;
+        match self.begin(key, device)? {
+            (_, Unit::Stored(run)) => {
+                advance(steps);
+                Ok(*run)
+            }
+            (_, Unit::Elsewhere) => {
+                advance(steps);
+                Ok(stand_in(job, device)?)
+            }
+            (unit, Unit::Train) => {
+                let mut done = 0u64;
+                let run = job.run(device, &mut |_| {
+                    done += 1;
+                    advance(1);
+                })?;
+                // A run that stopped early still owes the bar its remaining steps.
+                advance(steps - done);
+                self.keep(unit, key, &unit_spec(job), &run)?;
+                Ok(run)
+            }
+        }
+    }
+
     /// Numbers the next unit, `key`, and says what to do for it. A stored unit is read onto
     /// `device` (the autodiff device, where a freshly trained model would be).
-    pub fn begin(&mut self, key: &UnitKey, device: &Device) -> Result<(usize, Unit), ShardError> {
+    fn begin(&mut self, key: &UnitKey, device: &Device) -> Result<(usize, Unit), ShardError> {
         match self {
             Self::All => Ok((0, Unit::Train)),
             Self::Shard {
@@ -364,7 +411,7 @@ impl Units {
     }
 
     /// Stores unit `unit`, just trained, if this process is a shard; a no-op otherwise.
-    pub fn keep(
+    fn keep(
         &mut self,
         unit: usize,
         key: &UnitKey,
@@ -416,6 +463,42 @@ impl Units {
             Self::Shard { next, .. } | Self::Merge { next, .. } => *next,
         }
     }
+}
+
+/// What a shard puts in place of a training run another shard trains (see
+/// [`crate::run::shard`]): one real step, so that every number is finite and of the right shape,
+/// its record repeated at every step the full run would record, and the model after that step.
+/// Nothing computed from it is kept.
+fn stand_in(job: &TrainJob<'_>, device: &Device) -> Result<TrainRun, TrainError> {
+    let config = job.config;
+    let one_step = TrainConfig {
+        steps: 1,
+        ..config.clone()
+    };
+    let mut run = TrainJob {
+        config: &one_step,
+        ..*job
+    }
+    .run(device, &mut |_| {})?;
+    if let Some(first) = run.records.first().cloned() {
+        let every = config.log_every.max(1);
+        run.records = (0..config.steps)
+            .filter(|s| s.is_multiple_of(every) || s + 1 == config.steps)
+            .map(|step| StepRecord {
+                step,
+                ..first.clone()
+            })
+            .collect();
+    }
+    Ok(run)
+}
+
+/// The spec a unit's model is stored with: built for the longest of `tasks`.
+fn unit_spec(job: &TrainJob<'_>) -> ModelSpec {
+    let longest = job.tasks.iter().map(Task::seq_len).max().unwrap_or(0);
+    let mut spec = ModelSpec::new(job.model, &job.tasks[0], job.seed);
+    spec.max_len = longest;
+    spec
 }
 
 /// `<folder>/units/000007`, a unit's file stem.

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use attention_lab::experiments::temperature::Temperature;
 use attention_lab::lab::footprint::Footprint;
 use attention_lab::run::config::{ExperimentConfig, Invalid, RunConfig, Validate};
+use attention_lab::run::experiment::{Experiment, Notebook, RunError};
 use attention_lab::run::registry::entry;
 use attention_lab::run::reproduce::{ReproduceArgs, ReproduceError, run as reproduce};
-use attention_lab::run::runner::{Experiment, Lab, LabError, RunOptions};
+use attention_lab::run::runner::RunOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -128,8 +129,8 @@ impl Experiment for Crashes {
         Footprint::none()
     }
 
-    fn run(_: &CrashesConfig, lab: &mut Lab) -> Result<(), LabError> {
-        lab.metric(attention_lab::output::report::MetricRow::new(
+    fn run(_: &CrashesConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+        notebook.metric(attention_lab::output::report::MetricRow::new(
             "part", "cfg", "before", 1.0,
         ));
         let empty: Vec<u8> = Vec::new();

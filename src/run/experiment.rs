@@ -1,0 +1,212 @@
+//! What an experiment sees: the [`Experiment`] trait it implements, the [`Notebook`] it measures
+//! into (devices, progress, metrics, tables, plots, verdicts, models, training runs), and the
+//! [`RunError`] that stops it. How a run is driven around it is [`crate::run::runner`]'s.
+
+use burn::prelude::Device;
+use indicatif::ProgressBar;
+
+use crate::block::attention::AttentionConfigError;
+use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
+use crate::lab::footprint::Footprint;
+use crate::lab::model::TinyTransformer;
+use crate::lab::tasks::TaskError;
+use crate::lab::train::{TrainError, TrainJob, TrainRun};
+use crate::output::plot::PlotError;
+use crate::output::report::{MetricRow, Plot, RunStatus, Table, Verdict, WriteError, file_stem};
+use crate::run::config::{ConfigError, ExperimentConfig};
+use crate::run::shard::{ShardError, UnitKey, Units};
+use crate::util::device::BackendError;
+use crate::util::interrupt::Interrupted;
+use crate::util::limits::TooLarge;
+use std::path::PathBuf;
+
+/// One demonstration.
+pub trait Experiment {
+    /// Binary, config and results-folder name, e.g. `scaling`.
+    const NAME: &'static str;
+    /// The claim in one line.
+    const TITLE: &'static str;
+    /// What is claimed and how it is tested, a paragraph for the report.
+    const CLAIM: &'static str;
+    type Config: ExperimentConfig;
+
+    /// Units of progress the run will report through [`Notebook::advance`].
+    fn work(config: &Self::Config) -> u64;
+
+    /// The estimated peak memory of the run's largest piece (see [`crate::lab::footprint`]),
+    /// checked against the machine before anything runs.
+    fn footprint(config: &Self::Config) -> Footprint;
+
+    /// Measures, and fills the notebook with metrics, tables, plots and verdicts.
+    fn run(config: &Self::Config, notebook: &mut Notebook) -> Result<(), RunError>;
+}
+
+/// Anything that stops a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Model(#[from] AttentionConfigError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A panic inside the experiment, caught: a bug, reported as one line.
+    #[error("the experiment crashed ({0}); this is a bug in attention-lab")]
+    Panicked(String),
+    /// A panic on the remote backend: Burn's client panics when its server goes away mid-run.
+    #[error(
+        "lost the remote backend at {address} ({panic}): the server stopped or the connection broke"
+    )]
+    RemoteLost { address: String, panic: String },
+    #[error("--out {out}: {reason}")]
+    Out { out: PathBuf, reason: String },
+    /// The run started and did not finish; what it measured is in `dir`.
+    #[error("{source} (what was measured is in {}, status {status})", dir.display())]
+    Incomplete {
+        dir: PathBuf,
+        status: RunStatus,
+        source: Box<RunError>,
+    },
+}
+
+/// What an experiment measures into, and its view of the run.
+pub struct Notebook {
+    /// The device without autodiff, for measurements.
+    pub device: Device,
+    /// The same device with autodiff, for gradients and training.
+    pub autodiff: Device,
+    pub metrics: Vec<MetricRow>,
+    pub tables: Vec<Table>,
+    pub plots: Vec<Plot>,
+    pub verdicts: Vec<Verdict>,
+    /// Notable events worth a line in the report, e.g. a run that diverged.
+    pub findings: Vec<String>,
+    /// Numbers for `summary.json`.
+    pub summary: serde_json::Map<String, serde_json::Value>,
+    /// Trained models for `models/`: (file stem, parameters, spec), see [`Notebook::keep_model`].
+    pub models: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Which training runs are trained here: all of them, a shard's, or none (a merge reads
+    /// them back).
+    pub units: Units,
+    progress: ProgressBar,
+}
+
+impl Notebook {
+    pub fn new(device: Device, autodiff: Device, progress: ProgressBar) -> Self {
+        Self {
+            device,
+            autodiff,
+            metrics: Vec::new(),
+            tables: Vec::new(),
+            plots: Vec::new(),
+            verdicts: Vec::new(),
+            findings: Vec::new(),
+            summary: serde_json::Map::new(),
+            models: Vec::new(),
+            units: Units::All,
+            progress,
+        }
+    }
+
+    /// Advances the progress bar by `n` units.
+    pub fn advance(&self, n: u64) {
+        self.progress.inc(n);
+    }
+
+    /// Shows what is running now, next to the bar.
+    pub fn status(&self, message: impl Into<String>) {
+        self.progress.set_message(message.into());
+    }
+
+    /// Prints a line above the bar (or plainly, when the bar is hidden).
+    pub fn say(&self, line: impl AsRef<str>) {
+        if self.progress.is_hidden() {
+            println!("{}", line.as_ref());
+        } else {
+            self.progress.println(line.as_ref());
+        }
+    }
+
+    pub fn metric(&mut self, row: MetricRow) {
+        self.metrics.push(row);
+    }
+
+    /// Keeps a table for the report and prints it.
+    pub fn table(&mut self, table: Table) {
+        self.say(format!("\n{}\n", table.to_text()));
+        self.tables.push(table);
+    }
+
+    /// Renders a plot now, so a drawing error surfaces where the data is.
+    pub fn plot(
+        &mut self,
+        file: &str,
+        title: &str,
+        svg: Result<String, PlotError>,
+    ) -> Result<(), RunError> {
+        self.plots.push(Plot {
+            file: file_stem(file),
+            title: title.into(),
+            svg: svg?,
+        });
+        Ok(())
+    }
+
+    /// Keeps a trained model, to be written as `models/<name>.bpk` and `models/<name>.json` in
+    /// the run folder (read back with [`crate::lab::checkpoint::load`]).
+    pub fn keep_model(
+        &mut self,
+        name: &str,
+        model: &TinyTransformer,
+        spec: &ModelSpec,
+    ) -> Result<(), RunError> {
+        let (record, spec) = checkpoint::to_bytes(model, spec)?;
+        self.models.push((file_stem(name), record, spec));
+        Ok(())
+    }
+
+    pub fn verdict(&mut self, verdict: Verdict) {
+        self.verdicts.push(verdict);
+    }
+
+    pub fn finding(&mut self, line: impl Into<String>) {
+        self.findings.push(line.into());
+    }
+
+    pub fn summarize(&mut self, key: &str, value: impl serde::Serialize) {
+        let value = serde_json::to_value(value).expect("summary values serialise");
+        self.summary.insert(key.to_string(), value);
+    }
+
+    /// One training run, `job` as `part`/`label`: trained here, or, in a sharded sweep, read
+    /// back or stood in for ([`Units::train`]), with the progress bar advanced by its steps
+    /// either way.
+    pub fn train(
+        &mut self,
+        part: &str,
+        label: &str,
+        job: &TrainJob<'_>,
+    ) -> Result<TrainRun, RunError> {
+        self.status(format!("{part}: {label} seed {}", job.seed));
+        let key = UnitKey::of(part, label, job);
+        let progress = &self.progress;
+        self.units
+            .train(&key, job, &self.autodiff, &|n| progress.inc(n))
+    }
+}
