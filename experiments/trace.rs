@@ -8,7 +8,7 @@ use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::scale::ScoreScale;
 use attention_lab::block::softmax::SoftmaxAxis;
 use attention_lab::lab::trace::{self, TraceOptions};
-use attention_lab::util::cli::finish;
+use attention_lab::util::cli::{finish, same_file};
 use attention_lab::util::device::BackendKind;
 use attention_lab::util::limits::check_memory;
 use clap::Parser;
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(input), Some(json)) = (&args.input, &args.json) {
         anyhow::ensure!(
-            !trace::same_file(input, json),
+            !same_file(input, json),
             "--json {} is the --input file: writing it would overwrite the input; choose another path",
             json.display()
         );

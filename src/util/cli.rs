@@ -1,7 +1,8 @@
-//! What every binary shares: one way to end (one line on error, exit code 2), and one way to read
-//! option names.
+//! What every binary shares: one way to end (one line on error, exit code 2), one way to read
+//! option names, and the check that an output path is not an input.
 
 use std::fmt::Display;
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::util::interrupt::{self, INTERRUPTED_EXIT};
@@ -37,6 +38,18 @@ pub fn normalize_name(s: &str) -> String {
 pub fn find_by_name<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Option<T> {
     let wanted = normalize_name(s);
     all.iter().copied().find(|&v| name(v) == wanted)
+}
+
+/// Whether two paths name one file: the same canonical path when both exist, else the same
+/// path as written (relative to the working directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            cwd.join(a) == cwd.join(b)
+        }
+    }
 }
 
 #[cfg(test)]
