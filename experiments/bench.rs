@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use attention_lab::block::attention::AttentionPath;
-use attention_lab::lab::bench::{self, BenchSetup, TrainRow};
+use attention_lab::lab::bench::{self, BenchSetup};
+use attention_lab::run::bench::{block_table, train_table};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
 use attention_lab::util::limits::check_memory;
@@ -99,7 +99,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut peer = args.peer.as_deref().map(bench::command_peer);
     let peer = peer
         .as_mut()
-        .map(|p| p as &mut dyn FnMut(usize) -> Result<bench::PeerTimes, String>);
+        .map(|p| p as &mut dyn FnMut(usize) -> Result<bench::PeerTimes, bench::BenchError>);
     let rows = bench::run(&setup, &device, host_memory, peer, |r| {
         let torch = r.peer.map_or(String::new(), |p| {
             format!(
@@ -111,9 +111,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             "  n = {:5}: fused {:9.3} ms, decomposed {:9.3} ms, burn-nn {:9.3} ms{torch}",
             r.n, r.fused_ms, r.decomposed_ms, r.burn_ms
         );
-    })
-    .map_err(anyhow::Error::msg)?;
-    println!("\n{}", bench::table(&rows));
+    })?;
+    println!("\n{}", block_table(&rows).to_markdown());
     for line in bench::worst_lines(&rows) {
         println!("{line}");
     }
@@ -125,41 +124,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.train {
-        let device = device.autodiff();
         println!(
             "\nms per Adam step of the tiny transformer, batch 32, backend {}:",
             args.backend
         );
-        let mut rows = Vec::new();
-        for case in bench::train_cases(args.train_steps) {
-            let fused = bench::time_training(&case, AttentionPath::Fused, &device)
-                .map_err(anyhow::Error::msg)?;
-            let decomposed = bench::time_training(&case, AttentionPath::Decomposed, &device)
-                .map_err(anyhow::Error::msg)?;
-            let peer_ms = match (&args.train_peer, &case.peer_args) {
-                (Some(peer), Some(peer_args)) => {
-                    Some(bench::train_peer(peer, peer_args).map_err(anyhow::Error::msg)?)
-                }
-                _ => None,
-            };
+        let cases = bench::train_cases(args.train_steps);
+        let rows = bench::time_cases(cases, &device.autodiff(), args.train_peer.as_deref(), |r| {
             println!(
-                "  {}: fused {fused:.3} ms, decomposed {decomposed:.3} ms",
-                case.label
+                "  {}: fused {:.3} ms, decomposed {:.3} ms",
+                r.label, r.fused_ms, r.decomposed_ms
             );
-            rows.push(TrainRow {
-                label: case.label,
-                fused_ms: fused,
-                decomposed_ms: decomposed,
-                peer_ms,
-            });
-        }
-        println!("\n{}", bench::train_table(&rows));
-        if let Some((ratio, label)) = rows
-            .iter()
-            .filter_map(|r| r.peer_ms.map(|p| (r.fused_ms / p, &r.label)))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-        {
-            println!("worst fused / torch per step: {ratio:.2} at {label} (target ≤ 1)");
+        })?;
+        println!("\n{}", train_table(&rows).to_markdown());
+        if let Some(line) = bench::worst_train_line(&rows) {
+            println!("{line}");
         }
     }
     Ok(())

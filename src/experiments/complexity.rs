@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{AttentionConfig, AttentionPath};
 use crate::block::softmax::{SoftmaxAxis, masked_softmax};
-use crate::lab::bench::{median, mib, time_iters};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::log_log_slope;
 use crate::lab::model::ModelConfig;
+use crate::lab::timing::{median, mib, time_iters, to_mib};
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
@@ -400,7 +400,7 @@ fn report(
         let bytes = |f: fn(&Point) -> Option<usize>| {
             points
                 .iter()
-                .filter_map(|p| f(p).map(|b| (p.n as f64, b as f64 / (1 << 20) as f64)))
+                .filter_map(|p| f(p).map(|b| (p.n as f64, to_mib(b))))
                 .collect::<Vec<_>>()
         };
         notebook.plot(
@@ -416,7 +416,7 @@ fn report(
             .line("forward+backward", bytes(|p| p.train_bytes))
             .line("forward", bytes(|p| p.forward_bytes))
             .line("fused forward+backward", bytes(|p| p.fused_bytes))
-            .reference("∝ n²", quadratic(train_last as f64 / (1 << 20) as f64))
+            .reference("∝ n²", quadratic(to_mib(train_last)))
             .to_svg(),
         )?;
     }

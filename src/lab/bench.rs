@@ -1,6 +1,7 @@
 //! The speed benchmark: forward+backward time and peak memory of the block on its fused path,
 //! on its decomposed path and as burn-nn's `MultiHeadAttention`, on the same device, in the same
 //! run; optionally paired with a PyTorch peer; and ms per Adam step of the tiny transformer.
+//! It measures and returns rows; [`crate::run::bench`] shows them as tables.
 //!
 //! All three block variants get the same weights, biases on, dropout 0 and no mask, so they do the
 //! same arithmetic; any gap is in how the attention is computed.
@@ -13,8 +14,9 @@ use burn::prelude::*;
 use crate::block::attention::{AttentionConfig, AttentionPath};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::model::ModelConfig;
-use crate::lab::tasks::{Task, TaskConfig, TaskKind};
-use crate::lab::train::{TrainConfig, train};
+use crate::lab::tasks::{Task, TaskConfig, TaskError, TaskKind};
+use crate::lab::timing::{median, time_iters};
+use crate::lab::train::{TrainConfig, TrainError, train};
 use crate::util::memory::peak_during;
 use crate::util::rng::HostRng;
 
@@ -114,8 +116,32 @@ impl Default for BenchSetup {
     }
 }
 
+/// Why the benchmark stopped: a peer that failed or printed something else, or a training case
+/// that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("peer `{line}` could not start: {error}")]
+    PeerStart { line: String, error: std::io::Error },
+    #[error("peer `{line}` failed ({status}): {last}")]
+    PeerFailed {
+        line: String,
+        status: std::process::ExitStatus,
+        last: String,
+    },
+    #[error("peer `{peer}` printed `{line}`, expected {want} numbers")]
+    PeerOutput {
+        peer: String,
+        line: String,
+        want: usize,
+    },
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}
+
 /// A peer at one n: its times, or why it failed.
-pub type Peer<'a> = &'a mut dyn FnMut(usize) -> Result<PeerTimes, String>;
+pub type Peer<'a> = &'a mut dyn FnMut(usize) -> Result<PeerTimes, BenchError>;
 
 /// Runs the benchmark on `device` (autodiff is added if missing), calling `progress` after each
 /// size. `host_memory` says whether the device's tensors live on the host heap, where the peak
@@ -126,7 +152,7 @@ pub fn run(
     host_memory: bool,
     mut peer: Option<Peer>,
     mut progress: impl FnMut(&BenchRow),
-) -> Result<Vec<BenchRow>, String> {
+) -> Result<Vec<BenchRow>, BenchError> {
     let device = device.clone().autodiff();
     let config = AttentionConfig::new(setup.d_model, setup.n_heads).with_bias(true);
     let fused = config
@@ -210,77 +236,6 @@ pub fn run(
         rows.push(row);
     }
     Ok(rows)
-}
-
-/// Milliseconds per iteration of `step`, waiting for the device to finish.
-pub fn time_iters(device: &Device, step: &impl Fn(), iters: usize) -> f64 {
-    let start = Instant::now();
-    for _ in 0..iters {
-        step();
-    }
-    device.sync().expect("device sync");
-    start.elapsed().as_secs_f64() * 1e3 / iters as f64
-}
-
-/// The median of `xs` (the mean of the middle two for an even count).
-pub fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let mid = xs.len() / 2;
-    if xs.len().is_multiple_of(2) {
-        (xs[mid - 1] + xs[mid]) / 2.0
-    } else {
-        xs[mid]
-    }
-}
-
-/// Bytes as MiB with `decimals` digits, or "–" where memory was not measured.
-pub fn mib(bytes: Option<usize>, decimals: usize) -> String {
-    bytes.map_or("–".into(), |b| {
-        format!("{:.decimals$}", b as f64 / (1 << 20) as f64)
-    })
-}
-
-/// The block table as markdown, with a last line giving the worst ratio of each column.
-pub fn table(rows: &[BenchRow]) -> String {
-    let with_peer = rows.iter().any(|r| r.peer.is_some());
-    let mut out = String::from(
-        "| n | fused ms | decomposed ms | burn-nn ms | fused / decomposed | fused / burn-nn |",
-    );
-    if with_peer {
-        out.push_str(" torch eager ms | torch SDPA ms | fused / eager | fused / SDPA |");
-    }
-    out.push_str(" peak MiB fused | decomposed | burn-nn | decomposed / fused |\n|");
-    let columns = 10 + if with_peer { 4 } else { 0 };
-    out.push_str(&"---|".repeat(columns));
-    out.push('\n');
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
-            r.n,
-            r.fused_ms,
-            r.decomposed_ms,
-            r.burn_ms,
-            r.fused_vs_decomposed(),
-            r.fused_vs_burn()
-        ));
-        if with_peer {
-            match (r.peer, r.fused_vs_peer()) {
-                (Some(p), Some((eager, sdpa))) => out.push_str(&format!(
-                    " {:.3} | {:.3} | {eager:.2} | {sdpa:.2} |",
-                    p.eager_ms, p.sdpa_ms
-                )),
-                _ => out.push_str(" – | – | – | – |"),
-            }
-        }
-        out.push_str(&format!(
-            " {} | {} | {} | {} |\n",
-            mib(r.fused_bytes, 1),
-            mib(r.decomposed_bytes, 1),
-            mib(r.burn_bytes, 1),
-            r.memory_saving().map_or("–".into(), |s| format!("{s:.1}×"))
-        ));
-    }
-    out
 }
 
 /// The worst (largest) of `ratios` with the n it occurred at.
@@ -401,12 +356,12 @@ pub fn time_training(
     case: &TrainCase,
     path: AttentionPath,
     device: &Device,
-) -> Result<f64, String> {
+) -> Result<f64, BenchError> {
     let model = ModelConfig {
         attention_path: path,
         ..case.model.clone()
     };
-    let task = Task::new(case.task.clone()).map_err(|e| e.to_string())?;
+    let task = Task::new(case.task.clone())?;
     let warm_up = case.train.steps / 5;
     let mut started = None;
     let mut last = None;
@@ -416,8 +371,7 @@ pub fn time_training(
         } else if started.is_some() {
             last = Some((step, Instant::now()));
         }
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     device.sync().expect("device sync");
     let (Some(start), Some((end_step, end))) = (started, last) else {
         return Ok(f64::NAN);
@@ -425,18 +379,63 @@ pub fn time_training(
     Ok((end - start).as_secs_f64() * 1e3 / (end_step + 1 - warm_up.max(1)) as f64)
 }
 
+/// Times every case on both paths, and the training peer where it has the case's shapes,
+/// calling `progress` after each case.
+pub fn time_cases(
+    cases: Vec<TrainCase>,
+    device: &Device,
+    peer: Option<&str>,
+    mut progress: impl FnMut(&TrainRow),
+) -> Result<Vec<TrainRow>, BenchError> {
+    let mut rows = Vec::with_capacity(cases.len());
+    for case in cases {
+        let fused_ms = time_training(&case, AttentionPath::Fused, device)?;
+        let decomposed_ms = time_training(&case, AttentionPath::Decomposed, device)?;
+        let peer_ms = match (peer, &case.peer_args) {
+            (Some(peer), Some(peer_args)) => Some(train_peer(peer, peer_args)?),
+            _ => None,
+        };
+        let row = TrainRow {
+            label: case.label,
+            fused_ms,
+            decomposed_ms,
+            peer_ms,
+        };
+        progress(&row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The worst fused / peer ratio per training step, with its case.
+pub fn worst_train_line(rows: &[TrainRow]) -> Option<String> {
+    rows.iter()
+        .filter_map(|r| r.peer_ms.map(|p| (r.fused_ms / p, &r.label)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(ratio, label)| {
+            format!("worst fused / torch per step: {ratio:.2} at {label} (target ≤ 1)")
+        })
+}
+
 /// Runs `command` (through `sh -c`) with `args` appended and returns its standard output's lines.
-fn run_peer(command: &str, args: &[String]) -> Result<Vec<String>, String> {
+fn run_peer(command: &str, args: &[String]) -> Result<Vec<String>, BenchError> {
     let line = format!("{command} {}", args.join(" "));
-    let out = std::process::Command::new("sh")
+    let out = match std::process::Command::new("sh")
         .arg("-c")
         .arg(&line)
         .output()
-        .map_err(|e| format!("peer `{line}` could not start: {e}"))?;
+    {
+        Ok(out) => out,
+        Err(error) => return Err(BenchError::PeerStart { line, error }),
+    };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().last().unwrap_or("");
-        return Err(format!("peer `{line}` failed ({}): {last}", out.status));
+        let last = stderr.lines().last().unwrap_or("").to_string();
+        return Err(BenchError::PeerFailed {
+            line,
+            status: out.status,
+            last,
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -445,18 +444,20 @@ fn run_peer(command: &str, args: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// Numbers of a whitespace-separated line, or why not.
-fn numbers(line: &str, want: usize, peer: &str) -> Result<Vec<f64>, String> {
+fn numbers(line: &str, want: usize, peer: &str) -> Result<Vec<f64>, BenchError> {
     let xs: Result<Vec<f64>, _> = line.split_whitespace().map(str::parse).collect();
     match xs {
         Ok(xs) if xs.len() == want => Ok(xs),
-        _ => Err(format!(
-            "peer `{peer}` printed `{line}`, expected {want} numbers"
-        )),
+        _ => Err(BenchError::PeerOutput {
+            peer: peer.into(),
+            line: line.into(),
+            want,
+        }),
     }
 }
 
 /// A block peer: `command n` must print `n eager_ms sdpa_ms` (as `torch_attention.py` does).
-pub fn command_peer(command: &str) -> impl FnMut(usize) -> Result<PeerTimes, String> + '_ {
+pub fn command_peer(command: &str) -> impl FnMut(usize) -> Result<PeerTimes, BenchError> + '_ {
     move |n| {
         let lines = run_peer(command, &[n.to_string()])?;
         let last = lines.last().map(String::as_str).unwrap_or("");
@@ -469,41 +470,15 @@ pub fn command_peer(command: &str) -> impl FnMut(usize) -> Result<PeerTimes, Str
 }
 
 /// A training peer: `command d_model h` must print `h ms_per_step` (as `torch_train.py` does).
-pub fn train_peer(command: &str, args: &[String]) -> Result<f64, String> {
+pub fn train_peer(command: &str, args: &[String]) -> Result<f64, BenchError> {
     let lines = run_peer(command, args)?;
     let last = lines.last().map(String::as_str).unwrap_or("");
     Ok(numbers(last, 2, command)?[1])
 }
 
-/// The training table as markdown, with the worst fused / peer ratio last.
-pub fn train_table(rows: &[TrainRow]) -> String {
-    let mut out = String::from(
-        "| shapes | fused ms/step | decomposed ms/step | torch ms/step | fused / decomposed | fused / torch |\n|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {} | {:.2} | {} |\n",
-            r.label,
-            r.fused_ms,
-            r.decomposed_ms,
-            r.peer_ms.map_or("–".into(), |p| format!("{p:.3}")),
-            r.fused_ms / r.decomposed_ms,
-            r.peer_ms
-                .map_or("–".into(), |p| format!("{:.2}", r.fused_ms / p)),
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 
     #[test]
     fn worst_lines_name_the_n() {

@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod model;
 pub mod mup;
 pub mod tasks;
+pub mod timing;
 pub mod trace;
 pub mod train;

@@ -5,6 +5,7 @@
 //!
 //! May use: output, lab, block, util.
 
+pub mod bench;
 pub mod config;
 pub mod experiment;
 pub mod registry;
