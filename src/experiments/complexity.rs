@@ -279,12 +279,108 @@ fn record(notebook: &mut Notebook, config: &ComplexityConfig, p: &Point) {
     }
 }
 
+/// The log–log slopes of every measured quantity over n ≥ `fit_from`, by name, so that no verdict
+/// picks its number by position. Times are always measured; memory only on a host backend.
+#[derive(Debug, Clone, Copy)]
+struct Slopes {
+    forward_time: f64,
+    train_time: f64,
+    fused_time: f64,
+    core_time: f64,
+    projections_time: f64,
+    forward_memory: Option<f64>,
+    train_memory: Option<f64>,
+    fused_memory: Option<f64>,
+}
+
+impl Slopes {
+    /// The slopes over `large`, the points the fit uses.
+    fn fit(large: &[&Point]) -> Self {
+        let slope = |f: &dyn Fn(&Point) -> Option<f64>| {
+            let pts: Option<Vec<(f64, f64)>> = large
+                .iter()
+                .map(|p| f(p).map(|y| (p.n as f64, y)))
+                .collect();
+            pts.map(|pts| log_log_slope(&pts))
+        };
+        let time =
+            |f: fn(&Point) -> f64| slope(&|p| Some(f(p))).expect("times are always measured");
+        let bytes = |f: fn(&Point) -> Option<usize>| slope(&|p| f(p).map(|b| b as f64));
+        Self {
+            forward_time: time(|p| p.forward_ms),
+            train_time: time(|p| p.train_ms),
+            fused_time: time(|p| p.fused_ms),
+            core_time: time(|p| p.core_ms),
+            projections_time: time(|p| p.projections_ms),
+            forward_memory: bytes(|p| p.forward_bytes),
+            train_memory: bytes(|p| p.train_bytes),
+            fused_memory: bytes(|p| p.fused_bytes),
+        }
+    }
+
+    /// Each slope with its name in the report, in the table's order.
+    fn named(&self) -> [(&'static str, Option<f64>); 8] {
+        [
+            ("forward time", Some(self.forward_time)),
+            ("forward+backward time", Some(self.train_time)),
+            ("fused forward+backward time", Some(self.fused_time)),
+            ("scores+softmax+sum time", Some(self.core_time)),
+            ("projections time", Some(self.projections_time)),
+            ("forward memory", self.forward_memory),
+            ("forward+backward memory", self.train_memory),
+            ("fused forward+backward memory", self.fused_memory),
+        ]
+    }
+}
+
+/// What the report is drawn from: the points, the ones the slopes are fitted over, the slopes,
+/// and where the n² part first takes longer than the projections.
+struct Fit<'a> {
+    points: &'a [Point],
+    large: Vec<&'a Point>,
+    slopes: Slopes,
+    crossover: Option<f64>,
+}
+
+impl<'a> Fit<'a> {
+    fn new(config: &ComplexityConfig, points: &'a [Point]) -> Self {
+        let large: Vec<&Point> = points.iter().filter(|p| p.n >= config.fit_from).collect();
+        let slopes = Slopes::fit(&large);
+        let crossover = crossover(
+            &points
+                .iter()
+                .map(|p| (p.n as f64, p.core_ms, p.projections_ms))
+                .collect::<Vec<_>>(),
+        );
+        Self {
+            points,
+            large,
+            slopes,
+            crossover,
+        }
+    }
+
+    fn last(&self) -> &'a Point {
+        &self.points[self.points.len() - 1]
+    }
+}
+
+/// Show, judge, summarise.
 fn report(
     config: &ComplexityConfig,
     points: &[Point],
     notebook: &mut Notebook,
 ) -> Result<(), RunError> {
-    let d = config.d_model;
+    let fit = Fit::new(config, points);
+    show(config, &fit, notebook)?;
+    judge(config, &fit, notebook);
+    summarise(config, &fit, notebook);
+    Ok(())
+}
+
+/// The times and memory per n, the slopes, and both against n on log–log axes.
+fn show(config: &ComplexityConfig, fit: &Fit, notebook: &mut Notebook) -> Result<(), RunError> {
+    let (d, points) = (config.d_model, fit.points);
     let mut table = Table::new(
         format!(
             "Time (ms, median of {}) and peak memory (MiB) per n; d_model = {d}, {} head(s), batch {}",
@@ -316,35 +412,7 @@ fn report(
         ]);
     }
     notebook.table(table);
-    notebook.summarize("points", points);
 
-    let large: Vec<&Point> = points.iter().filter(|p| p.n >= config.fit_from).collect();
-    let slope = |f: &dyn Fn(&Point) -> Option<f64>| {
-        let pts: Option<Vec<(f64, f64)>> = large
-            .iter()
-            .map(|p| f(p).map(|y| (p.n as f64, y)))
-            .collect();
-        pts.map(|pts| log_log_slope(&pts))
-    };
-    let slopes = [
-        ("forward time", slope(&|p| Some(p.forward_ms))),
-        ("forward+backward time", slope(&|p| Some(p.train_ms))),
-        ("fused forward+backward time", slope(&|p| Some(p.fused_ms))),
-        ("scores+softmax+sum time", slope(&|p| Some(p.core_ms))),
-        ("projections time", slope(&|p| Some(p.projections_ms))),
-        (
-            "forward memory",
-            slope(&|p| p.forward_bytes.map(|b| b as f64)),
-        ),
-        (
-            "forward+backward memory",
-            slope(&|p| p.train_bytes.map(|b| b as f64)),
-        ),
-        (
-            "fused forward+backward memory",
-            slope(&|p| p.fused_bytes.map(|b| b as f64)),
-        ),
-    ];
     let mut slope_table = Table::new(
         format!(
             "Log–log slopes over n ≥ {} (2 = quadratic, 1 = linear)",
@@ -352,20 +420,13 @@ fn report(
         ),
         &["quantity", "slope"],
     );
-    for (name, s) in &slopes {
+    for (name, s) in fit.slopes.named() {
         slope_table.row(vec![
             name.to_string(),
             s.map_or("not measured".into(), |s| format!("{s:.2}")),
         ]);
     }
     notebook.table(slope_table);
-    notebook.summarize(
-        "slopes",
-        slopes
-            .iter()
-            .map(|(n, s)| (n.to_string(), *s))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    );
 
     let ns: Vec<f64> = points.iter().map(|p| p.n as f64).collect();
     // An n² line through the largest measurement, for the eye.
@@ -381,7 +442,7 @@ fn report(
             .map(|p| (p.n as f64, f(p)))
             .collect::<Vec<_>>()
     };
-    let last = points[points.len() - 1];
+    let last = fit.last();
     notebook.plot(
         "time_vs_n",
         "Time vs n (log–log)",
@@ -420,31 +481,35 @@ fn report(
             .to_svg(),
         )?;
     }
+    Ok(())
+}
 
+/// Quadratic time on both paths, linear memory on the fused one, quadratic on the decomposed
+/// one, and where the n² part overtakes the projections.
+fn judge(config: &ComplexityConfig, fit: &Fit, notebook: &mut Notebook) {
+    let (slopes, last, first_large) = (&fit.slopes, fit.last(), fit.large[0]);
     // Quadratic means the fitted exponent is nearer 2 than 1 or 3: what separates O(n²) from
     // O(n) and O(n³). Caches make the large-n slope of a CPU wander a little above 2.
     let quadratic = |slope: f64| (1.5..2.5).contains(&slope);
-    let time_slope = slopes[1].1.expect("times are always measured");
+    let time_slope = slopes.train_time;
     notebook.verdict(Verdict::new(
         "time grows quadratically in n at large n",
         quadratic(time_slope),
         format!(
             "forward+backward slope {time_slope:.2} over n = {}…{} (quadratic = nearer 2 than 1 or 3); forward {:.2}",
-            large[0].n,
-            last.n,
-            slopes[0].1.expect("measured")
+            first_large.n, last.n, slopes.forward_time
         ),
     ));
-    let fused_time = slopes[2].1.expect("times are always measured");
+    let fused_time = slopes.fused_time;
     notebook.verdict(Verdict::new(
         "fused path: time grows quadratically in n at large n",
         quadratic(fused_time),
         format!(
             "fused forward+backward slope {fused_time:.2} over n = {}…{}: it still computes every score, it only does not keep them",
-            large[0].n, last.n
+            first_large.n, last.n
         ),
     ));
-    if let (Some(fused), Some(decomposed)) = (slopes[7].1, slopes[6].1) {
+    if let (Some(fused), Some(decomposed)) = (slopes.fused_memory, slopes.train_memory) {
         // Linear means nearer 1 than 2: what tells O(n·d) from O(n²).
         notebook.verdict(Verdict::new(
             "fused path: memory grows linearly in n",
@@ -457,7 +522,7 @@ fn report(
             ),
         ));
     }
-    if let Some(memory_slope) = slopes[6].1 {
+    if let Some(memory_slope) = slopes.train_memory {
         notebook.verdict(Verdict::new(
             "memory grows quadratically in n at large n",
             quadratic(memory_slope),
@@ -469,17 +534,8 @@ fn report(
             ),
         ));
     }
-    let cross = crossover(
-        &points
-            .iter()
-            .map(|p| (p.n as f64, p.core_ms, p.projections_ms))
-            .collect::<Vec<_>>(),
-    );
-    let expected = 2.0 * d as f64;
-    notebook.summarize(
-        "crossover",
-        serde_json::json!({"measured": cross, "flop_count": expected}),
-    );
+    let (cross, expected) = (fit.crossover, crossover_estimate(config));
+    let first = &fit.points[0];
     notebook.verdict(Verdict::new(
         format!("the n² part overtakes the projections near n = 2·d_model = {expected}"),
         cross.is_some_and(|c| c / expected > 0.25 && c / expected < 4.0),
@@ -490,13 +546,34 @@ fn report(
             ),
             None => format!(
                 "no crossing inside n = {}…{}: the n² part is {} throughout",
-                points[0].n,
+                first.n,
                 last.n,
-                if points[0].core_ms > points[0].projections_ms { "slower" } else { "faster" }
+                if first.core_ms > first.projections_ms { "slower" } else { "faster" }
             ),
         },
     ));
-    Ok(())
+}
+
+/// The flop-count estimate of the crossover, n = 2d (see the module's comment).
+fn crossover_estimate(config: &ComplexityConfig) -> f64 {
+    2.0 * config.d_model as f64
+}
+
+/// The points, the slopes by name and the crossover, for `summary.json`.
+fn summarise(config: &ComplexityConfig, fit: &Fit, notebook: &mut Notebook) {
+    notebook.summarize("points", fit.points);
+    notebook.summarize(
+        "slopes",
+        fit.slopes
+            .named()
+            .iter()
+            .map(|(n, s)| (n.to_string(), *s))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    notebook.summarize(
+        "crossover",
+        serde_json::json!({"measured": fit.crossover, "flop_count": crossover_estimate(config)}),
+    );
 }
 
 #[cfg(test)]

@@ -302,11 +302,20 @@ fn fits_every_task(curves: &[Curve], encoding: PositionalKind, length: usize) ->
         .all(|c| c.at(length) >= LEARNED)
 }
 
+/// Show, judge, summarise.
 fn report(
     config: &LengthConfig,
     curves: &[Curve],
     notebook: &mut Notebook,
 ) -> Result<(), RunError> {
+    show(config, curves, notebook)?;
+    judge(config, curves, notebook);
+    summarise(config, curves, notebook);
+    Ok(())
+}
+
+/// Accuracy per task, encoding and length, and against the length per task.
+fn show(config: &LengthConfig, curves: &[Curve], notebook: &mut Notebook) -> Result<(), RunError> {
     let (l, l2) = (config.tasks.length, 2 * config.tasks.length);
     let lengths = config.eval_lengths();
     let mut header = vec!["task".to_string(), "encoding".into()];
@@ -346,16 +355,14 @@ fn report(
             chart.to_svg(),
         )?;
     }
+    Ok(())
+}
 
-    // Per encoding, averaged over the tasks.
-    let mean_at = |encoding: PositionalKind, length: usize| {
-        let v: Vec<f64> = curves
-            .iter()
-            .filter(|c| c.encoding == encoding)
-            .map(|c| c.at(length))
-            .collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
+/// Every encoding fits the training lengths; NoPE against the absolute, then the relative
+/// encodings at twice that length, judged only between models that fit.
+fn judge(config: &LengthConfig, curves: &[Curve], notebook: &mut Notebook) {
+    let (l, l2) = (config.tasks.length, 2 * config.tasks.length);
+    let mean_at = |encoding, length| mean_over_tasks(curves, encoding, length);
     let fits = |encoding: PositionalKind| fits_every_task(curves, encoding, l);
     let encodings = &config.encodings;
     let per_task = |encoding: PositionalKind| {
@@ -378,10 +385,7 @@ fn report(
                 .join(", ")
         ),
     ));
-    let mut ranked: Vec<(PositionalKind, f64)> =
-        encodings.iter().map(|&e| (e, mean_at(e, l2))).collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let ranking = ranked
+    let ranking = ranked(config, curves)
         .iter()
         .map(|(e, a)| format!("{e} {a:.3}"))
         .collect::<Vec<_>>()
@@ -418,7 +422,7 @@ fn report(
             )
         }
     };
-    let judge = |claim: String, compared: &[(PositionalKind, f64)], evidence: String| {
+    let nope_beats = |claim: String, compared: &[(PositionalKind, f64)], evidence: String| {
         let note = fit_note(compared);
         if !has_nope || compared.is_empty() {
             Verdict::inconclusive(
@@ -431,26 +435,51 @@ fn report(
             Verdict::new(claim, compared.iter().all(|(_, a)| nope > *a), evidence)
         }
     };
-    notebook.verdict(judge(
+    notebook.verdict(nope_beats(
         format!("NoPE generalises better than the absolute encodings: higher accuracy at 2 L = {l2} than sinusoidal and learned"),
         &absolute,
         format!("at {l2}, mean over tasks: {ranking}; drop from {l} to {l2}: {drops}"),
     ));
-    notebook.verdict(judge(
+    notebook.verdict(nope_beats(
         format!("NoPE also generalises better than rotary and ALiBi at 2 L = {l2}, as the paper ranked them"),
         &relative,
         format!("at {l2}: {ranking}"),
     ));
+}
+
+/// The accuracy of `encoding` at `length`, averaged over the tasks.
+fn mean_over_tasks(curves: &[Curve], encoding: PositionalKind, length: usize) -> f64 {
+    let v: Vec<f64> = curves
+        .iter()
+        .filter(|c| c.encoding == encoding)
+        .map(|c| c.at(length))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The encodings ranked by their mean accuracy over the tasks at 2 L, best first.
+fn ranked(config: &LengthConfig, curves: &[Curve]) -> Vec<(PositionalKind, f64)> {
+    let l2 = 2 * config.tasks.length;
+    let mut ranked: Vec<(PositionalKind, f64)> = config
+        .encodings
+        .iter()
+        .map(|&e| (e, mean_over_tasks(curves, e, l2)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
+}
+
+/// The curves, the ranking at 2 L and the evaluation size, for `summary.json`.
+fn summarise(config: &LengthConfig, curves: &[Curve], notebook: &mut Notebook) {
     notebook.summarize("curves", curves);
     notebook.summarize(
         "ranking_at_2L",
-        ranked
+        ranked(config, curves)
             .iter()
             .map(|(e, a)| (e.to_string(), *a))
             .collect::<Vec<_>>(),
     );
     notebook.summarize("eval_size", config.eval_size);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -356,7 +356,26 @@ impl Experiment for LogitGrowth {
 
 type Variant = (&'static str, Vec<LrPoint>, Vec<SeedRuns>);
 
+/// Show, judge, summarise.
 fn report(
+    config: &LogitGrowthConfig,
+    variants: &[Variant],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    show(config, variants, notebook)?;
+    judge(config, variants, notebook);
+    summarise(variants, notebook);
+    Ok(())
+}
+
+/// The sweep's `high` highest learning rates, where the claims are judged.
+fn highest_rates(config: &LogitGrowthConfig) -> &[f64] {
+    &config.sweep.lr[config.sweep.lr.len() - config.sweep.high..]
+}
+
+/// Per rate, loss, logit, growth and entropy from start to end; the final loss against the rate;
+/// the largest logit and the entropy against the step at the highest rates.
+fn show(
     config: &LogitGrowthConfig,
     variants: &[Variant],
     notebook: &mut Notebook,
@@ -383,7 +402,7 @@ fn report(
         "final loss (diverged = initial)",
     )
     .log_x();
-    let high = &config.sweep.lr[config.sweep.lr.len() - config.sweep.high..];
+    let high = highest_rates(config);
     let mut logit_chart = LineChart::new(
         "Largest attention logit vs step, at the highest learning rates",
         "step",
@@ -445,10 +464,16 @@ fn report(
         "Attention entropy vs step",
         entropy_chart.to_svg(),
     )?;
+    Ok(())
+}
 
+/// Growth and collapse without QK-norm, the bound with it, the rate sensitivity, and the best
+/// loss of each.
+fn judge(config: &LogitGrowthConfig, variants: &[Variant], notebook: &mut Notebook) {
     let [(_, plain, _), (_, normed, _)] = variants else {
         unreachable!("two variants")
     };
+    let high = highest_rates(config);
     let at_high = |points: &[LrPoint]| -> Vec<LrPoint> {
         points
             .iter()
@@ -509,7 +534,20 @@ fn report(
     };
     let (b_plain, b_normed) = (best(plain), best(normed));
     notebook.verdict(same_best_verdict(&b_plain, &b_normed));
-    notebook.summarize("sensitivity", [("plain", s_plain), ("qk_norm", s_normed)]);
+}
+
+/// Each variant's sensitivity and points, for `summary.json`.
+fn summarise(variants: &[Variant], notebook: &mut Notebook) {
+    let [(_, plain, _), (_, normed, _)] = variants else {
+        unreachable!("two variants")
+    };
+    notebook.summarize(
+        "sensitivity",
+        [
+            ("plain", lr_sensitivity(plain)),
+            ("qk_norm", lr_sensitivity(normed)),
+        ],
+    );
     notebook.summarize(
         "points",
         variants
@@ -517,7 +555,6 @@ fn report(
             .map(|(name, points, _)| (name.to_string(), points.clone()))
             .collect::<std::collections::BTreeMap<_, _>>(),
     );
-    Ok(())
 }
 
 /// The best rate with QK-norm reaches the plain best loss, within twice the standard error of the

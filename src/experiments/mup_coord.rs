@@ -501,7 +501,23 @@ impl Experiment for MupCoord {
     }
 }
 
+/// Show, judge, summarise.
 fn report(
+    config: &MupCoordConfig,
+    coords: &[Coord],
+    sweeps: &[SweepAt],
+    initial: f64,
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    show(config, coords, sweeps, initial, notebook)?;
+    judge(config, coords, sweeps, initial, notebook);
+    summarise(config, coords, sweeps, initial, notebook);
+    Ok(())
+}
+
+/// The coordinate check (slopes per step, a chart per quantity) and the rate sweep (best rate
+/// and loss per width, loss against the rate).
+fn show(
     config: &MupCoordConfig,
     coords: &[Coord],
     sweeps: &[SweepAt],
@@ -609,7 +625,20 @@ fn report(
         )?;
     }
     notebook.table(sweep_table);
+    Ok(())
+}
 
+/// The coordinate check's verdicts (SP grows, µP stays flat, for the logits and every output),
+/// then the transfer's (µP's best rate stays, SP's moves further).
+fn judge(
+    config: &MupCoordConfig,
+    coords: &[Coord],
+    sweeps: &[SweepAt],
+    initial: f64,
+    notebook: &mut Notebook,
+) {
+    let t_max = config.coord.steps;
+    let widths = &config.coord.widths;
     // The coordinate-check verdicts.
     let of = |param: Param| coords.iter().filter(move |c| c.param == param);
     let logits = |param: Param| of(param).next().expect("the logits come first");
@@ -652,51 +681,12 @@ fn report(
 
     // The transfer verdicts: the shift of the best rate from the narrowest to the widest model.
     // A width where no rate got below chance has no best rate, and no shift can be read.
+    let shift = |param| best_rate_shift(config, sweeps, initial, param);
+    let (sp_shift, mup_shift) = (shift(Param::Sp), shift(Param::Mup));
     let (narrow, wide) = (
         config.transfer.widths[0],
         config.transfer.widths[config.transfer.widths.len() - 1],
     );
-    let best_at = |param: Param, width: usize| {
-        let (k, loss) = sweeps
-            .iter()
-            .find(|s| s.param == param && s.width == width)
-            .expect("every width swept")
-            .best();
-        (loss.mean < initial).then_some(k)
-    };
-    let grid = &config.transfer.lr_log2;
-    let shift = |param: Param| -> Result<(i32, String), String> {
-        match (best_at(param, narrow), best_at(param, wide)) {
-            (Some(a), Some(b)) => {
-                let edge = [a, b]
-                    .iter()
-                    .any(|k| *k == grid[0] || *k == grid[grid.len() - 1]);
-                Ok((
-                    b - a,
-                    format!(
-                        "{} best rate 2^{a} at d_model {narrow}, 2^{b} at {wide}: {:+} factor(s) of 2{}",
-                        param.name(),
-                        b - a,
-                        if edge {
-                            " (a best rate at the edge of the grid: the optimum may lie beyond it)"
-                        } else {
-                            ""
-                        }
-                    ),
-                ))
-            }
-            _ => Err(format!(
-                "{}: no rate got below chance ({initial:.3}) at d_model {}, so there is no best rate to compare",
-                param.name(),
-                if best_at(param, narrow).is_none() {
-                    narrow
-                } else {
-                    wide
-                }
-            )),
-        }
-    };
-    let (sp_shift, mup_shift) = (shift(Param::Sp), shift(Param::Mup));
     let text = |s: &Result<(i32, String), String>| match s {
         Ok((_, t)) | Err(t) => t.clone(),
     };
@@ -710,7 +700,69 @@ fn report(
         matches!((&sp_shift, &mup_shift), (Ok((s, _)), Ok((m, _))) if s.abs() > m.abs()),
         format!("{}; {}", text(&sp_shift), text(&mup_shift)),
     ));
+}
 
+/// How many factors of 2 the best rate of `param` moves from the narrowest to the widest model,
+/// with the sentence saying so; or why no shift can be read (a width where no rate got below
+/// chance, `initial`, has no best rate).
+fn best_rate_shift(
+    config: &MupCoordConfig,
+    sweeps: &[SweepAt],
+    initial: f64,
+    param: Param,
+) -> Result<(i32, String), String> {
+    let (narrow, wide) = (
+        config.transfer.widths[0],
+        config.transfer.widths[config.transfer.widths.len() - 1],
+    );
+    let best_at = |param: Param, width: usize| {
+        let (k, loss) = sweeps
+            .iter()
+            .find(|s| s.param == param && s.width == width)
+            .expect("every width swept")
+            .best();
+        (loss.mean < initial).then_some(k)
+    };
+    let grid = &config.transfer.lr_log2;
+    match (best_at(param, narrow), best_at(param, wide)) {
+        (Some(a), Some(b)) => {
+            let edge = [a, b]
+                .iter()
+                .any(|k| *k == grid[0] || *k == grid[grid.len() - 1]);
+            Ok((
+                b - a,
+                format!(
+                    "{} best rate 2^{a} at d_model {narrow}, 2^{b} at {wide}: {:+} factor(s) of 2{}",
+                    param.name(),
+                    b - a,
+                    if edge {
+                        " (a best rate at the edge of the grid: the optimum may lie beyond it)"
+                    } else {
+                        ""
+                    }
+                ),
+            ))
+        }
+        _ => Err(format!(
+            "{}: no rate got below chance ({initial:.3}) at d_model {}, so there is no best rate to compare",
+            param.name(),
+            if best_at(param, narrow).is_none() {
+                narrow
+            } else {
+                wide
+            }
+        )),
+    }
+}
+
+/// The coordinate slopes, the sweep and the best-rate shifts, for `summary.json`.
+fn summarise(
+    config: &MupCoordConfig,
+    coords: &[Coord],
+    sweeps: &[SweepAt],
+    initial: f64,
+    notebook: &mut Notebook,
+) {
     notebook.summarize(
         "coord",
         coords
@@ -735,6 +787,8 @@ fn report(
             })
             .collect::<Vec<_>>(),
     );
+    let shift = |param| best_rate_shift(config, sweeps, initial, param);
+    let (sp_shift, mup_shift) = (shift(Param::Sp), shift(Param::Mup));
     notebook.summarize(
         "best_rate_shift_factors_of_2",
         BTreeMap::from([
@@ -742,7 +796,6 @@ fn report(
             ("mup", mup_shift.ok().map(|s| s.0)),
         ]),
     );
-    Ok(())
 }
 
 #[cfg(test)]
