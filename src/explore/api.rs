@@ -69,8 +69,32 @@ const OPTIONS: [&str; 13] = [
     "permutation",
 ];
 
-/// Parses a request body; `seed` is the server's default seed.
+/// Parses a request body; `seed` is the server's default seed. Checked in the order a reader
+/// would: the body, the option names, the input, then each option.
 pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
+    let (object, options) = body_object(body)?;
+    let seed = seed_option(&options, seed)?;
+    let d_model = count(&options, "d_model", 1, MAX_WIDTH)?;
+    let input = if object.get("x").is_none_or(Value::is_null) {
+        words_input(object, d_model, seed)?
+    } else {
+        matrix_input(object, d_model)?
+    };
+    let options_out = trace_options(&options, seed)?;
+    let n = input.x.rows;
+    let query = count(&options, "query", 0, n.saturating_sub(1))?;
+    let permutation = permutation(&options, n)?;
+    Ok(Request {
+        input,
+        options: options_out,
+        query,
+        permutation,
+    })
+}
+
+/// The body as a JSON object, and its `options` object (empty when absent), every option name
+/// known.
+fn body_object(body: &[u8]) -> Result<(Map<String, Value>, Map<String, Value>), BadRequest> {
     if body.len() > MAX_BODY {
         return Err(bad(format!(
             "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
@@ -94,100 +118,88 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
             OPTIONS.join(", ")
         )));
     }
-    let seed = match options.get("seed") {
-        None | Some(Value::Null) => seed,
-        Some(v) => v.as_u64().ok_or_else(|| {
-            bad(format!(
-                "options.seed: expected a whole number ≥ 0, got {v}"
-            ))
-        })?,
-    };
-    let d_model = count(&options, "d_model", 1, MAX_WIDTH)?;
-    let too_many = |n: usize| {
-        bad(format!(
-            "tokens: {n} tokens is more than the explorer's {MAX_TOKENS}"
-        ))
-    };
-    let input = if object.get("x").is_none_or(Value::is_null) {
-        let tokens = match object.get("tokens") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    t.as_str().map(String::from).ok_or_else(|| {
-                        bad(format!("tokens[{i}]: expected a string (a word), got {t}"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => {
-                return Err(bad(format!(
-                    "tokens: expected an array of words, got {other}"
-                )));
-            }
-            None => {
-                return Err(bad(
-                    "tokens: missing; give the words (and x, or options.d_model for seeded embeddings)",
-                ));
-            }
-        };
-        if tokens.is_empty() {
-            return Err(bad("tokens: empty; give at least one word"));
-        }
-        if tokens.len() > MAX_TOKENS {
-            return Err(too_many(tokens.len()));
-        }
-        let embedded = trace::embed_words(&tokens, d_model.unwrap_or(DEFAULT_D_MODEL), seed);
-        object.insert("x".into(), json!(embedded.x.to_rows()));
-        trace::parse_input(&Value::Object(object))?
-    } else {
-        if let Some(Value::Array(rows)) = object.get("x")
-            && rows.len() > MAX_TOKENS
-        {
-            return Err(too_many(rows.len()));
-        }
-        let input = trace::parse_input(&Value::Object(object))?;
-        if let Some(d) = d_model
-            && d != input.x.cols
-        {
+    Ok((object, options))
+}
+
+/// Words alone: each embedded from the seed ([`trace::embed_words`]) at `d_model`.
+fn words_input(
+    mut object: Map<String, Value>,
+    d_model: Option<usize>,
+    seed: u64,
+) -> Result<TraceInput, BadRequest> {
+    let tokens = match object.get("tokens") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad(format!("tokens[{i}]: expected a string (a word), got {t}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
             return Err(bad(format!(
-                "options.d_model: {d} disagrees with x, whose rows have d_model = {}",
-                input.x.cols
+                "tokens: expected an array of words, got {other}"
             )));
         }
-        if input.x.cols > MAX_WIDTH {
-            return Err(bad(format!(
-                "x: rows of {} numbers are wider than the explorer's d_model ≤ {MAX_WIDTH}",
-                input.x.cols
-            )));
-        }
-        input
-    };
-    let temperature = match options.get("temperature") {
-        None | Some(Value::Null) => 1.0,
-        Some(v) => match v.as_f64() {
-            Some(t) if t.is_finite() && t > 0.0 => t,
-            _ => {
-                return Err(bad(format!(
-                    "options.temperature: must be a positive number, got {v}"
-                )));
-            }
-        },
-    };
-    let scale = match options.get("scale") {
-        None | Some(Value::Null) => ScoreScale::SqrtDk,
-        Some(Value::Number(n)) => n
-            .to_string()
-            .parse()
-            .map_err(|e| bad(format!("options.scale: {e}")))?,
-        Some(Value::String(s)) => s.parse().map_err(|e| bad(format!("options.scale: {e}")))?,
-        Some(v) => {
-            return Err(bad(format!(
-                "options.scale: expected a name or a number, got {v}"
-            )));
+        None => {
+            return Err(bad(
+                "tokens: missing; give the words (and x, or options.d_model for seeded embeddings)",
+            ));
         }
     };
-    let n_heads = count(&options, "n_heads", 1, MAX_WIDTH)?.unwrap_or(1);
-    let d_k = count(&options, "d_k", 1, MAX_WIDTH)?;
+    if tokens.is_empty() {
+        return Err(bad("tokens: empty; give at least one word"));
+    }
+    if tokens.len() > MAX_TOKENS {
+        return Err(too_many_tokens(tokens.len()));
+    }
+    let embedded = trace::embed_words(&tokens, d_model.unwrap_or(DEFAULT_D_MODEL), seed);
+    object.insert("x".into(), json!(embedded.x.to_rows()));
+    Ok(trace::parse_input(&Value::Object(object))?)
+}
+
+/// The user's own `x` (and projections), read as `trace --input` reads them, within the
+/// explorer's limits and agreeing with `options.d_model` when given.
+fn matrix_input(
+    object: Map<String, Value>,
+    d_model: Option<usize>,
+) -> Result<TraceInput, BadRequest> {
+    if let Some(Value::Array(rows)) = object.get("x")
+        && rows.len() > MAX_TOKENS
+    {
+        return Err(too_many_tokens(rows.len()));
+    }
+    let input = trace::parse_input(&Value::Object(object))?;
+    if let Some(d) = d_model
+        && d != input.x.cols
+    {
+        return Err(bad(format!(
+            "options.d_model: {d} disagrees with x, whose rows have d_model = {}",
+            input.x.cols
+        )));
+    }
+    if input.x.cols > MAX_WIDTH {
+        return Err(bad(format!(
+            "x: rows of {} numbers are wider than the explorer's d_model ≤ {MAX_WIDTH}",
+            input.x.cols
+        )));
+    }
+    Ok(input)
+}
+
+fn too_many_tokens(n: usize) -> BadRequest {
+    bad(format!(
+        "tokens: {n} tokens is more than the explorer's {MAX_TOKENS}"
+    ))
+}
+
+/// The trace's options: the block's switches, each read by its own reader.
+fn trace_options(options: &Map<String, Value>, seed: u64) -> Result<TraceOptions, BadRequest> {
+    let temperature = temperature(options)?;
+    let scale = scale(options)?;
+    let n_heads = count(options, "n_heads", 1, MAX_WIDTH)?.unwrap_or(1);
+    let d_k = count(options, "d_k", 1, MAX_WIDTH)?;
     if let Some(d_k) = d_k
         && d_k * n_heads > MAX_WIDTH
     {
@@ -195,46 +207,83 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
             "options.d_k: n_heads·d_k = {n_heads}·{d_k} is wider than the explorer's {MAX_WIDTH}"
         )));
     }
-    let options_out = TraceOptions {
-        causal: flag(&options, "causal", false)?,
+    Ok(TraceOptions {
+        causal: flag(options, "causal", false)?,
         scale,
-        softmax_axis: named::<SoftmaxAxis>(&options, "softmax_axis")?.unwrap_or_default(),
+        softmax_axis: named::<SoftmaxAxis>(options, "softmax_axis")?.unwrap_or_default(),
         temperature,
         seed,
         d_k,
         n_heads,
-        positional: named::<PositionalKind>(&options, "positional")?.unwrap_or_default(),
-        projections: flag(&options, "projections", true)?,
-        qk_norm: flag(&options, "qk_norm", false)?,
-    };
-    let n = input.x.rows;
-    let query = count(&options, "query", 0, n.saturating_sub(1))?;
-    let permutation = match options.get("permutation") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|p| {
-                    p.as_u64()
-                        .filter(|&p| p < n as u64)
-                        .map(|p| p as usize)
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "options.permutation: entries must be token indices 0 … {}, got {p}",
-                                n - 1
-                            ))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(v) => return Err(bad(format!("options.permutation: expected an array of indices, got {v}"))),
-    };
-    Ok(Request {
-        input,
-        options: options_out,
-        query,
-        permutation,
+        positional: named::<PositionalKind>(options, "positional")?.unwrap_or_default(),
+        projections: flag(options, "projections", true)?,
+        qk_norm: flag(options, "qk_norm", false)?,
     })
+}
+
+/// `options.seed`, or the server's `default`.
+fn seed_option(options: &Map<String, Value>, default: u64) -> Result<u64, BadRequest> {
+    match options.get("seed") {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            bad(format!(
+                "options.seed: expected a whole number ≥ 0, got {v}"
+            ))
+        }),
+    }
+}
+
+/// `options.temperature`: a positive number, 1 when absent.
+fn temperature(options: &Map<String, Value>) -> Result<f64, BadRequest> {
+    match options.get("temperature") {
+        None | Some(Value::Null) => Ok(1.0),
+        Some(v) => match v.as_f64() {
+            Some(t) if t.is_finite() && t > 0.0 => Ok(t),
+            _ => Err(bad(format!(
+                "options.temperature: must be a positive number, got {v}"
+            ))),
+        },
+    }
+}
+
+/// `options.scale`: a rule's name or a fixed divisor, 1/√d_k when absent.
+fn scale(options: &Map<String, Value>) -> Result<ScoreScale, BadRequest> {
+    match options.get("scale") {
+        None | Some(Value::Null) => Ok(ScoreScale::SqrtDk),
+        Some(Value::Number(n)) => n
+            .to_string()
+            .parse()
+            .map_err(|e| bad(format!("options.scale: {e}"))),
+        Some(Value::String(s)) => s.parse().map_err(|e| bad(format!("options.scale: {e}"))),
+        Some(v) => Err(bad(format!(
+            "options.scale: expected a name or a number, got {v}"
+        ))),
+    }
+}
+
+/// `options.permutation`: token indices below `n`, if present.
+fn permutation(options: &Map<String, Value>, n: usize) -> Result<Option<Vec<usize>>, BadRequest> {
+    match options.get("permutation") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|p| {
+                p.as_u64()
+                    .filter(|&p| p < n as u64)
+                    .map(|p| p as usize)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "options.permutation: entries must be token indices 0 … {}, got {p}",
+                            n - 1
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(v) => Err(bad(format!(
+            "options.permutation: expected an array of indices, got {v}"
+        ))),
+    }
 }
 
 /// A request body as JSON, read as `trace --input` reads its file (duplicate keys refused).
