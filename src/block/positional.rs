@@ -11,9 +11,6 @@
 //!   −m_h·|i − j| to the scaled score of query i and key j, with the geometric slopes m_h of the
 //!   paper (1/2, 1/4, …, 1/256 for 8 heads). Applied inside the attention block.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::{Module, Param};
 use burn::nn::{
     PositionalEncoding, PositionalEncodingConfig, RotaryEncoding, RotaryEncodingConfig,
@@ -21,7 +18,7 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::util::cli::find_by_name;
+use crate::util::cli::named_enum;
 use crate::util::rng::HostRng;
 
 /// Which positional encoding a block or model uses.
@@ -41,44 +38,13 @@ pub enum PositionalKind {
     Alibi,
 }
 
-impl PositionalKind {
-    pub const ALL: [PositionalKind; 5] = [
-        PositionalKind::None,
-        PositionalKind::Sinusoidal,
-        PositionalKind::Learned,
-        PositionalKind::Rotary,
-        PositionalKind::Alibi,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PositionalKind::None => "none",
-            PositionalKind::Sinusoidal => "sinusoidal",
-            PositionalKind::Learned => "learned",
-            PositionalKind::Rotary => "rotary",
-            PositionalKind::Alibi => "alibi",
-        }
-    }
-}
-
-impl fmt::Display for PositionalKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown positional encoding '{0}': expected none, sinusoidal, learned, rotary or alibi")]
-pub struct PositionalParseError(pub String);
-
-impl FromStr for PositionalKind {
-    type Err = PositionalParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        find_by_name(s, &PositionalKind::ALL, PositionalKind::name)
-            .ok_or_else(|| PositionalParseError(s.to_string()))
-    }
-}
+named_enum!(PositionalKind, "positional encoding", {
+    None => "none",
+    Sinusoidal => "sinusoidal",
+    Learned => "learned",
+    Rotary => "rotary",
+    Alibi => "alibi",
+});
 
 /// The positional encoding of one block or model. At most one of its parts is present.
 #[derive(Module, Debug)]

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::util::cli::normalize_name;
+use crate::util::cli::{UnknownName, normalize_name};
 
 /// What the scores are divided by.
 ///
@@ -42,12 +42,8 @@ impl ScoreScale {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown scale '{0}': expected none, sqrt-dk, sqrt-dmodel, dk or a positive number")]
-pub struct ScaleParseError(pub String);
-
 impl FromStr for ScoreScale {
-    type Err = ScaleParseError;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match normalize_name(s).as_str() {
@@ -57,7 +53,11 @@ impl FromStr for ScoreScale {
             "dk" | "d-k" => Ok(ScoreScale::Dk),
             other => match other.parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => Ok(ScoreScale::Fixed(v)),
-                _ => Err(ScaleParseError(s.to_string())),
+                _ => Err(UnknownName {
+                    what: "scale",
+                    given: s.to_string(),
+                    expected: vec!["none", "sqrt-dk", "sqrt-dmodel", "dk", "a positive number"],
+                }),
             },
         }
     }

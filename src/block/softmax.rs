@@ -4,14 +4,11 @@
 //! keys (Vaswani et al. 2017, eq. 1). `Column` normalises over queries instead, and `Whole` over
 //! every (query, key) pair of a head; both are pitfalls the seed pages warn about.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::util::cli::find_by_name;
+use crate::util::cli::named_enum;
 
 /// Which entries of a head's `[n_q, n_k]` score matrix one softmax normalises together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,36 +55,7 @@ pub fn masked_softmax(
     }
 }
 
-impl SoftmaxAxis {
-    pub const ALL: [SoftmaxAxis; 3] = [SoftmaxAxis::Row, SoftmaxAxis::Column, SoftmaxAxis::Whole];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SoftmaxAxis::Row => "row",
-            SoftmaxAxis::Column => "column",
-            SoftmaxAxis::Whole => "whole",
-        }
-    }
-}
-
-impl fmt::Display for SoftmaxAxis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown softmax axis '{0}': expected row, column or whole")]
-pub struct AxisParseError(pub String);
-
-impl FromStr for SoftmaxAxis {
-    type Err = AxisParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        find_by_name(s, &SoftmaxAxis::ALL, SoftmaxAxis::name)
-            .ok_or_else(|| AxisParseError(s.to_string()))
-    }
-}
+named_enum!(SoftmaxAxis, "softmax axis", { Row => "row", Column => "column", Whole => "whole" });
 
 #[cfg(test)]
 mod tests {

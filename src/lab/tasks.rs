@@ -29,13 +29,10 @@
 //! every position, and the shift keeps the earlier copy from holding the same answer, so nothing
 //! rewards it for learning the rule.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::util::cli::find_by_name;
+use crate::util::cli::{UnknownName, named_enum};
 use crate::util::rng::{HostRng, stable_hash};
 
 /// Which task to generate.
@@ -53,33 +50,19 @@ pub enum TaskKind {
     NextTokenShift,
 }
 
+named_enum!(TaskKind, "task", {
+    Recall => "recall",
+    RecallAdjacent => "recall-adjacent",
+    Copy => "copy",
+    Reverse => "reverse",
+    Sort => "sort",
+    Majority => "majority",
+    Count => "count",
+    PositionLookup => "position-lookup",
+    NextTokenShift => "next-token-shift",
+});
+
 impl TaskKind {
-    pub const ALL: [TaskKind; 9] = [
-        TaskKind::Recall,
-        TaskKind::RecallAdjacent,
-        TaskKind::Copy,
-        TaskKind::Reverse,
-        TaskKind::Sort,
-        TaskKind::Majority,
-        TaskKind::Count,
-        TaskKind::PositionLookup,
-        TaskKind::NextTokenShift,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskKind::Recall => "recall",
-            TaskKind::RecallAdjacent => "recall-adjacent",
-            TaskKind::Copy => "copy",
-            TaskKind::Reverse => "reverse",
-            TaskKind::Sort => "sort",
-            TaskKind::Majority => "majority",
-            TaskKind::Count => "count",
-            TaskKind::PositionLookup => "position-lookup",
-            TaskKind::NextTokenShift => "next-token-shift",
-        }
-    }
-
     /// Whether the answer depends on where tokens are, not only on which tokens there are.
     pub fn needs_position(self) -> bool {
         !matches!(
@@ -89,28 +72,11 @@ impl TaskKind {
     }
 }
 
-impl fmt::Display for TaskKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for TaskKind {
-    type Err = TaskError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        find_by_name(s, &TaskKind::ALL, TaskKind::name)
-            .ok_or_else(|| TaskError::UnknownKind(s.to_string()))
-    }
-}
-
 /// Why a task cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TaskError {
-    #[error(
-        "unknown task '{0}': expected recall, recall-adjacent, copy, reverse, sort, majority, count, position-lookup or next-token-shift"
-    )]
-    UnknownKind(String),
+    #[error(transparent)]
+    UnknownKind(#[from] UnknownName),
     #[error("{field} must be at least {min}, got {value}")]
     TooSmall {
         field: &'static str,

@@ -4,14 +4,12 @@
 //! same code on all of them. A backend that is missing (not compiled in, or no wgpu adapter) is an
 //! error with a remedy, never a panic.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 
-use crate::util::cli::find_by_name;
+use crate::util::cli::{UnknownName, named_enum};
 use crate::util::guard;
 
 /// The backends attention-lab can run on.
@@ -36,8 +34,8 @@ pub enum BackendKind {
 /// Why a backend could not be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
-    #[error("unknown backend '{0}': expected one of flex, ndarray, wgpu, wgpu-cpu, cuda, remote")]
-    Unknown(String),
+    #[error(transparent)]
+    Unknown(#[from] UnknownName),
     #[error(
         "backend '{asked}' is not compiled in: rebuild with `--features {feature}`, or use --backend flex"
     )]
@@ -53,27 +51,16 @@ pub enum BackendError {
     },
 }
 
+named_enum!(BackendKind, "backend", {
+    Flex => "flex",
+    Ndarray => "ndarray",
+    Wgpu => "wgpu",
+    WgpuCpu => "wgpu-cpu",
+    Cuda => "cuda",
+    Remote => "remote",
+});
+
 impl BackendKind {
-    pub const ALL: [BackendKind; 6] = [
-        BackendKind::Flex,
-        BackendKind::Ndarray,
-        BackendKind::Wgpu,
-        BackendKind::WgpuCpu,
-        BackendKind::Cuda,
-        BackendKind::Remote,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Flex => "flex",
-            BackendKind::Ndarray => "ndarray",
-            BackendKind::Wgpu => "wgpu",
-            BackendKind::WgpuCpu => "wgpu-cpu",
-            BackendKind::Cuda => "cuda",
-            BackendKind::Remote => "remote",
-        }
-    }
-
     /// The inference device, after checking that the backend really runs here.
     pub fn device(self) -> Result<Device, BackendError> {
         let device = self.raw_device()?;
@@ -215,21 +202,6 @@ fn remote_device() -> Result<Device, BackendError> {
         asked: "remote",
         feature: "remote",
     })
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for BackendKind {
-    type Err = BackendError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        find_by_name(s, &BackendKind::ALL, BackendKind::name)
-            .ok_or_else(|| BackendError::Unknown(s.to_string()))
-    }
 }
 
 /// Runs one tiny operation on the device, once per process, and turns a backend's panic (wgpu
