@@ -18,7 +18,7 @@ use crate::lab::tasks::{Task, TaskConfig, TaskKind};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least};
+use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, validate_in};
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::compare;
 use crate::util::interrupt;
@@ -53,12 +53,11 @@ impl Validate for CausalMaskConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
         at_least("jacobian.n_tokens", self.jacobian.n_tokens, 2)?;
-        Validate::validate(&ModelConfig::new(
-            self.jacobian.d_model,
-            self.jacobian.n_heads,
-        ))
-        .map_err(|e| e.within("jacobian"))?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        validate_in(
+            "jacobian",
+            &ModelConfig::new(self.jacobian.d_model, self.jacobian.n_heads),
+        )?;
+        validate_in("task", &self.task)?;
         if self.task.kind != TaskKind::NextTokenShift {
             return Err(Invalid::new(
                 "task.kind",
@@ -68,10 +67,10 @@ impl Validate for CausalMaskConfig {
                 ),
             ));
         }
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("train", &self.train)?;
         at_least("generate", self.generate, 1)?;
         for causal in [true, false] {
-            Validate::validate(&self.model_with(causal)).map_err(|e| e.within("model"))?;
+            validate_in("model", &self.model_with(causal))?;
         }
         Ok(())
     }

@@ -21,7 +21,9 @@ use crate::lab::tasks::{Batch, Task, TaskConfig, TaskKind};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, validate_in,
+};
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{Variant, compare};
 use crate::util::rng::HostRng;
@@ -64,7 +66,7 @@ impl CountingConfig {
 impl Validate for CountingConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        validate_in("task", &self.task)?;
         if self.task.kind != TaskKind::Count {
             return Err(Invalid::new(
                 "task.kind",
@@ -81,9 +83,9 @@ impl Validate for CountingConfig {
                 "is set by the experiment (it compares row, column, whole and row + BOS); leave it out",
             ));
         }
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("train", &self.train)?;
         for (_, axis, bos) in VARIANTS {
-            Validate::validate(&self.model_with(axis, bos)).map_err(|e| e.within("model"))?;
+            validate_in("model", &self.model_with(axis, bos))?;
         }
         at_least("eval_size", self.eval_size, 1)?;
         non_empty("heatmap_counts", &self.heatmap_counts)?;

@@ -17,7 +17,8 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
+    within_steps,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::train_seeds;
@@ -66,8 +67,8 @@ impl Validate for DkVsDModelConfig {
         within_steps("sweep.early_step", self.sweep.early_step, self.train.steps)?;
         at_least("init.n_tokens", self.init.n_tokens, 2)?;
         at_least("init.batch", self.init.batch, 1)?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("task", &self.task)?;
+        validate_in("train", &self.train)?;
         if self.model.d_k.is_some() {
             return Err(Invalid::new(
                 "model.d_k",

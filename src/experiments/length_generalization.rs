@@ -22,6 +22,7 @@ use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{keep_models, run_seeds};
@@ -141,7 +142,7 @@ impl Validate for LengthConfig {
                 "is set by the experiment (from encodings and the longest evaluation); leave it out",
             ));
         }
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("train", &self.train)?;
         for &kind in &self.tasks.kinds {
             for length in [self.tasks.min_length, self.tasks.length]
                 .into_iter()
@@ -150,12 +151,10 @@ impl Validate for LengthConfig {
                 if length == 0 {
                     return Err(Invalid::new("eval_factors", "a factor rounds to length 0"));
                 }
-                Validate::validate(&TaskConfig::new(kind, length, self.tasks.symbols))
-                    .map_err(|e| e.within("tasks"))?;
+                validate_in("tasks", &TaskConfig::new(kind, length, self.tasks.symbols))?;
             }
             for &encoding in &self.encodings {
-                Validate::validate(&self.model_with(encoding, kind))
-                    .map_err(|e| e.within("model"))?;
+                validate_in("model", &self.model_with(encoding, kind))?;
             }
         }
         Ok(())

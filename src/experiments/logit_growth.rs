@@ -23,6 +23,7 @@ use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::train_seeds;
@@ -107,10 +108,10 @@ impl Validate for LogitGrowthConfig {
                 "is set by the experiment, which runs with and without it; leave it out",
             ));
         }
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
-        Validate::validate(&self.train_at(self.sweep.lr[0])).map_err(|e| e.within("train"))?;
+        validate_in("task", &self.task)?;
+        validate_in("train", &self.train_at(self.sweep.lr[0]))?;
         for qk_norm in [false, true] {
-            Validate::validate(&self.model_with(qk_norm)).map_err(|e| e.within("model"))?;
+            validate_in("model", &self.model_with(qk_norm))?;
         }
         Ok(())
     }

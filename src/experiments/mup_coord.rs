@@ -26,6 +26,7 @@ use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{keep_models, run_seeds};
@@ -161,7 +162,7 @@ impl MupCoordConfig {
 impl Validate for MupCoordConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.run.validate()?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
+        validate_in("task", &self.task)?;
         for (key, set) in [
             ("model.scale", self.model.scale != ScoreScale::SqrtDk),
             ("model.d_k", self.model.d_k.is_some()),
@@ -199,9 +200,8 @@ impl Validate for MupCoordConfig {
             ));
         }
         at_least("transfer.eval_size", self.transfer.eval_size, 1)?;
-        Validate::validate(&self.coord_train()).map_err(|e| e.within("coord"))?;
-        Validate::validate(&self.transfer_train(self.transfer.lr_log2[0]))
-            .map_err(|e| e.within("transfer"))?;
+        validate_in("coord", &self.coord_train())?;
+        validate_in("transfer", &self.transfer_train(self.transfer.lr_log2[0]))?;
         for width in self.widths() {
             for param in Param::BOTH {
                 Validate::validate(&self.model_at(width, param)).map_err(|e| {

@@ -18,7 +18,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{compare, weights_heatmap};
@@ -56,10 +56,10 @@ impl Validate for NoProjectionsConfig {
         }
         at_least("diagonal.n_tokens", self.diagonal.n_tokens, 2)?;
         at_least("diagonal.batch", self.diagonal.batch, 1)?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("task", &self.task)?;
+        validate_in("train", &self.train)?;
         for projections in [true, false] {
-            Validate::validate(&self.model_with(projections)).map_err(|e| e.within("model"))?;
+            validate_in("model", &self.model_with(projections))?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, non_empty,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::train_seeds;
@@ -107,8 +107,8 @@ impl Validate for PermutationConfig {
         )?;
         at_least("equivariance.train_steps", e.train_steps, 1)?;
         non_empty("order.positionals", &self.order.positionals)?;
-        Validate::validate(&self.order.order_task).map_err(|e| e.within("order.order_task"))?;
-        Validate::validate(&self.order.free_task).map_err(|e| e.within("order.free_task"))?;
+        validate_in("order.order_task", &self.order.order_task)?;
+        validate_in("order.free_task", &self.order.free_task)?;
         if !self.order.order_task.kind.needs_position() {
             return Err(Invalid::new(
                 "order.order_task.kind",
@@ -131,14 +131,13 @@ impl Validate for PermutationConfig {
         for &l in &self.probe.layers {
             at_least("probe.layers", l, 1)?;
         }
-        Validate::validate(&self.probe.task).map_err(|e| e.within("probe.task"))?;
+        validate_in("probe.task", &self.probe.task)?;
         at_least("probe.sequences", self.probe.sequences, 8)?;
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("train", &self.train)?;
         let pes = e.positionals.iter().chain(&self.order.positionals);
         for &pe in pes {
             for causal in [false, true] {
-                Validate::validate(&self.model_for(pe, causal, self.model.n_layers))
-                    .map_err(|e| e.within("model"))?;
+                validate_in("model", &self.model_for(pe, causal, self.model.n_layers))?;
             }
         }
         Ok(())

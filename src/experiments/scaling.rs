@@ -21,7 +21,8 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, within_steps,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
+    within_steps,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::train_seeds;
@@ -81,12 +82,12 @@ impl Validate for ScalingConfig {
         increasing("sweep.d_k", &self.sweep.d_k)?;
         non_empty("sweep.scales", &self.sweep.scales)?;
         within_steps("sweep.compare_at", self.sweep.compare_at, self.train.steps)?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
+        validate_in("task", &self.task)?;
+        validate_in("train", &self.train)?;
         for &d_k in &self.sweep.d_k {
             at_least("sweep.d_k", d_k, 1)?;
             for &scale in &self.sweep.scales {
-                Validate::validate(&self.model_for(d_k, scale)).map_err(|e| e.within("model"))?;
+                validate_in("model", &self.model_for(d_k, scale))?;
             }
         }
         Ok(())

@@ -17,7 +17,9 @@ use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
 use crate::lab::train::TrainConfig;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty};
+use crate::run::config::{
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, validate_in,
+};
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{compare, weights_heatmap};
 use crate::util::rng::HostRng;
@@ -51,9 +53,9 @@ impl Validate for SoftmaxAxisConfig {
         non_empty("axes", &self.axes)?;
         at_least("sums.n_tokens", self.sums.n_tokens, 2)?;
         at_least("sums.batch", self.sums.batch, 1)?;
-        Validate::validate(&self.task).map_err(|e| e.within("task"))?;
-        Validate::validate(&self.train).map_err(|e| e.within("train"))?;
-        Validate::validate(&self.model).map_err(|e| e.within("model"))
+        validate_in("task", &self.task)?;
+        validate_in("train", &self.train)?;
+        validate_in("model", &self.model)
     }
 }
 

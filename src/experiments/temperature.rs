@@ -15,7 +15,7 @@ use crate::lab::model::ModelConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive,
+    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::util::rng::HostRng;
@@ -65,11 +65,10 @@ impl Validate for TemperatureConfig {
         for &t in &self.sentence.temperatures {
             positive("sentence.temperatures", t)?;
         }
-        Validate::validate(&ModelConfig::new(
-            self.sentence.d_model,
-            self.sentence.n_heads,
-        ))
-        .map_err(|e| e.within("sentence"))
+        validate_in(
+            "sentence",
+            &ModelConfig::new(self.sentence.d_model, self.sentence.n_heads),
+        )
     }
 }
 

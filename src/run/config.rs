@@ -129,6 +129,11 @@ pub trait Validate {
     fn validate(&self) -> Result<(), Invalid>;
 }
 
+/// `value`'s own check, with its keys prefixed by the table it sits in (`model` + `d_model`).
+pub fn validate_in(table: &str, value: &impl Validate) -> Result<(), Invalid> {
+    value.validate().map_err(|e| e.within(table))
+}
+
 /// An experiment's whole config.
 pub trait ExperimentConfig: Validate + Serialize + DeserializeOwned + Clone {
     fn run(&self) -> &RunConfig;
