@@ -382,9 +382,9 @@ pub fn forward(
         let b = bh / heads;
         let i0 = qb * BLOCK_Q;
         let rows = lse_blk.len();
-        let q_blk = &q[(bh * n_q + i0) * d_k..(bh * n_q + i0 + rows) * d_k];
-        let k_head = &k[bh * n_k * d_k..(bh + 1) * n_k * d_k];
-        let v_head = &v[bh * n_k * d_v..(bh + 1) * n_k * d_v];
+        let q_blk = rows_of(q, bh * n_q + i0, rows, d_k);
+        let k_head = rows_of(k, bh * n_k, n_k, d_k);
+        let v_head = rows_of(v, bh * n_k, n_k, d_v);
         // Sized to the call, not the tile: at n = 9 a full tile would be zeroed for 81 entries.
         let mut scores = vec![0.0f32; rows * BLOCK_K.min(n_k)];
         let mut max = vec![f32::NEG_INFINITY; rows];
@@ -403,11 +403,11 @@ pub fn forward(
                 cols,
                 false,
                 View::rows(q_blk, d_k),
-                View::transposed(&k_head[j0 * d_k..(j0 + cols) * d_k], d_k),
+                View::transposed(rows_of(k_head, j0, cols, d_k), d_k),
                 scale,
             );
             for r in 0..rows {
-                let row = &mut scores[r * cols..(r + 1) * cols];
+                let row = rows_of_mut(scores, r, 1, cols);
                 if cover == Cover::Some {
                     masks.hide(b, n_k, i0 + r, j0, row);
                 }
@@ -421,7 +421,7 @@ pub fn forward(
                 let rescale = exp(max[r] - new_max);
                 sum[r] = sum[r] * rescale + exp_shifted(row, new_max);
                 if rescale != 1.0 {
-                    for x in &mut o_blk[r * d_v..(r + 1) * d_v] {
+                    for x in rows_of_mut(o_blk, r, 1, d_v) {
                         *x *= rescale;
                     }
                 }
@@ -434,7 +434,7 @@ pub fn forward(
                 d_v,
                 true,
                 View::rows(scores, cols),
-                View::rows(&v_head[j0 * d_v..(j0 + cols) * d_v], d_v),
+                View::rows(rows_of(v_head, j0, cols, d_v), d_v),
                 1.0,
             );
         }
@@ -442,11 +442,11 @@ pub fn forward(
             if max[r] == f32::NEG_INFINITY {
                 // Nothing visible: output 0 (a tile it shared with other rows may have added
                 // 0·NaN from a hidden value), lse = +∞ so that the backward's P is 0.
-                o_blk[r * d_v..(r + 1) * d_v].fill(0.0);
+                rows_of_mut(o_blk, r, 1, d_v).fill(0.0);
                 continue;
             }
             let inv = 1.0 / sum[r];
-            for x in &mut o_blk[r * d_v..(r + 1) * d_v] {
+            for x in rows_of_mut(o_blk, r, 1, d_v) {
                 *x *= inv;
             }
             lse_blk[r] = max[r] + sum[r].ln();
@@ -519,19 +519,16 @@ pub fn backward(
     let unit = |u: usize| -> Part {
         let (bh, group) = (u / groups, u % groups);
         let b = bh / heads;
-        let q_head = &q[bh * n_q * d_k..(bh + 1) * n_q * d_k];
-        let k_head = &k[bh * n_k * d_k..(bh + 1) * n_k * d_k];
-        let v_head = &v[bh * n_k * d_v..(bh + 1) * n_k * d_v];
-        let o_head = &o[bh * n_q * d_v..(bh + 1) * n_q * d_v];
-        let do_head = &d_o[bh * n_q * d_v..(bh + 1) * n_q * d_v];
-        let lse_head = &lse[bh * n_q..(bh + 1) * n_q];
+        let q_head = rows_of(q, bh * n_q, n_q, d_k);
+        let k_head = rows_of(k, bh * n_k, n_k, d_k);
+        let v_head = rows_of(v, bh * n_k, n_k, d_v);
+        let o_head = rows_of(o, bh * n_q, n_q, d_v);
+        let do_head = rows_of(d_o, bh * n_q, n_q, d_v);
+        let lse_head = rows_of(lse, bh, 1, n_q);
         // D_i = dO_i · O_i
         let d_row: Vec<f32> = (0..n_q)
             .map(|i| {
-                let (a, b) = (
-                    &do_head[i * d_v..(i + 1) * d_v],
-                    &o_head[i * d_v..(i + 1) * d_v],
-                );
+                let (a, b) = (rows_of(do_head, i, 1, d_v), rows_of(o_head, i, 1, d_v));
                 a.iter().zip(b).map(|(x, y)| x * y).sum()
             })
             .collect();
@@ -546,8 +543,8 @@ pub fn backward(
         for tile in (group..tiles).step_by(groups) {
             let j0 = tile * BLOCK_K;
             let cols = BLOCK_K.min(n_k - j0);
-            let k_tile = &k_head[j0 * d_k..(j0 + cols) * d_k];
-            let v_tile = &v_head[j0 * d_v..(j0 + cols) * d_v];
+            let k_tile = rows_of(k_head, j0, cols, d_k);
+            let v_tile = rows_of(v_head, j0, cols, d_v);
             let mut dk_tile = vec![0.0f32; cols * d_k];
             let mut dv_tile = vec![0.0f32; cols * d_v];
             // Under a causal mask, query blocks that end before j0 see none of these keys.
@@ -558,8 +555,8 @@ pub fn backward(
                 if cover == Cover::All {
                     continue;
                 }
-                let q_blk = &q_head[i0 * d_k..(i0 + rows) * d_k];
-                let do_blk = &do_head[i0 * d_v..(i0 + rows) * d_v];
+                let q_blk = rows_of(q_head, i0, rows, d_k);
+                let do_blk = rows_of(do_head, i0, rows, d_v);
                 let p = &mut p[..rows * cols];
                 let ds = &mut ds[..rows * cols];
                 // P = exp(c·Q_blk·K_tileᵀ − lse)   [rows, cols]
@@ -573,7 +570,7 @@ pub fn backward(
                     scale,
                 );
                 for r in 0..rows {
-                    let row = &mut p[r * cols..(r + 1) * cols];
+                    let row = rows_of_mut(p, r, 1, cols);
                     if cover == Cover::Some {
                         masks.hide(b, n_k, i0 + r, j0, row);
                     }
@@ -607,7 +604,7 @@ pub fn backward(
                 // dQ_blk += dS·K_tile   [rows, d_k]
                 matmul(
                     (rows, d_k, cols),
-                    &mut part.dq[i0 * d_k..(i0 + rows) * d_k],
+                    rows_of_mut(&mut part.dq, i0, rows, d_k),
                     d_k,
                     true,
                     View::rows(ds, cols),
@@ -636,7 +633,7 @@ pub fn backward(
     };
     for part in parts {
         let bh = part.bh;
-        for (acc, x) in dq[bh * n_q * d_k..(bh + 1) * n_q * d_k]
+        for (acc, x) in rows_of_mut(&mut dq, bh * n_q, n_q, d_k)
             .iter_mut()
             .zip(&part.dq)
         {
@@ -651,7 +648,7 @@ pub fn backward(
     // A row that sees no key (lse = +∞) has dQ = 0, whatever the keys it cannot see hold: its dS
     // is 0, but 0·NaN from a hidden key in its tiles is not.
     for (row, _) in lse.iter().enumerate().filter(|(_, l)| **l == f32::INFINITY) {
-        dq[row * d_k..(row + 1) * d_k].fill(0.0);
+        rows_of_mut(&mut dq, row, 1, d_k).fill(0.0);
     }
     (dq, dk, dv)
 }
@@ -718,6 +715,19 @@ fn check_inputs(q: &[f32], k: &[f32], v: &[f32], dims: Dims, masks: Masks) {
             "flash: the padding mask has the wrong size"
         );
     }
+}
+
+/// Rows `start .. start + count` of a row-major buffer of `width`-wide rows: one head's q, k,
+/// v, o or dO (`start` = bh·n, `count` = n), a tile of one (`j0`, `cols`), or a single row.
+#[inline]
+fn rows_of(buf: &[f32], start: usize, count: usize, width: usize) -> &[f32] {
+    &buf[start * width..(start + count) * width]
+}
+
+/// [`rows_of`], writable.
+#[inline]
+fn rows_of_mut(buf: &mut [f32], start: usize, count: usize, width: usize) -> &mut [f32] {
+    &mut buf[start * width..(start + count) * width]
 }
 
 #[cfg(test)]

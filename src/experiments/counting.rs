@@ -8,7 +8,6 @@
 //! every query may attend to (a BOS; the "attention sink" of Xiao et al. 2023): attending equally
 //! to the c matches and the BOS leaves 1/(c+1) on the BOS, and its share of the context encodes c.
 
-use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -125,11 +124,7 @@ fn held_out(variant: &Variant, task: &Task, batch: &Batch, device: &Device) -> H
     let mut hits = vec![(0usize, 0usize); task.classes()];
     let mut per_seed = Vec::new();
     for run in &variant.runs.runs {
-        let logits = run
-            .model
-            .valid()
-            .forward(batch.tokens(device), task.n_out())
-            .logits; // [batch, classes]
+        let logits = run.model.infer(batch, task, device).logits; // [batch, classes]
         let predictions = argmax_rows(&to_host(logits), task.classes());
         let mut right = 0;
         for (&p, &t) in predictions.iter().zip(&batch.targets) {
@@ -313,8 +308,7 @@ fn heatmaps(
             };
             let weights = run
                 .model
-                .valid()
-                .forward(example.tokens(&device), task.n_out())
+                .infer(&example, task, &device)
                 .attention
                 .swap_remove(0)
                 .weights(); // [1, heads, positions, positions]
