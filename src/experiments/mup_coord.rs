@@ -497,21 +497,32 @@ impl Experiment for MupCoord {
                 });
             }
         }
-        report(config, &coords, &sweeps, initial, notebook)
+        let measured = Measured {
+            coords,
+            sweeps,
+            initial,
+        };
+        report(config, &measured, notebook)
     }
+}
+
+/// What the run measured: the coordinate checks, the rate sweeps, and chance, ln(classes), the
+/// loss a diverged run counts at.
+struct Measured {
+    coords: Vec<Coord>,
+    sweeps: Vec<SweepAt>,
+    initial: f64,
 }
 
 /// Show, judge, summarise.
 fn report(
     config: &MupCoordConfig,
-    coords: &[Coord],
-    sweeps: &[SweepAt],
-    initial: f64,
+    measured: &Measured,
     notebook: &mut Notebook,
 ) -> Result<(), RunError> {
-    show(config, coords, sweeps, initial, notebook)?;
-    judge(config, coords, sweeps, initial, notebook);
-    summarise(config, coords, sweeps, initial, notebook);
+    show(config, measured, notebook)?;
+    judge(config, measured, notebook);
+    summarise(config, measured, notebook);
     Ok(())
 }
 
@@ -519,11 +530,10 @@ fn report(
 /// and loss per width, loss against the rate).
 fn show(
     config: &MupCoordConfig,
-    coords: &[Coord],
-    sweeps: &[SweepAt],
-    initial: f64,
+    measured: &Measured,
     notebook: &mut Notebook,
 ) -> Result<(), RunError> {
+    let (coords, sweeps, initial) = (&measured.coords, &measured.sweeps, measured.initial);
     let t_max = config.coord.steps;
     let widths = &config.coord.widths;
     let mut header = vec!["parametrisation".to_string(), "quantity".into()];
@@ -630,13 +640,8 @@ fn show(
 
 /// The coordinate check's verdicts (SP grows, µP stays flat, for the logits and every output),
 /// then the transfer's (µP's best rate stays, SP's moves further).
-fn judge(
-    config: &MupCoordConfig,
-    coords: &[Coord],
-    sweeps: &[SweepAt],
-    initial: f64,
-    notebook: &mut Notebook,
-) {
+fn judge(config: &MupCoordConfig, measured: &Measured, notebook: &mut Notebook) {
+    let coords = &measured.coords;
     let t_max = config.coord.steps;
     let widths = &config.coord.widths;
     // The coordinate-check verdicts.
@@ -681,7 +686,7 @@ fn judge(
 
     // The transfer verdicts: the shift of the best rate from the narrowest to the widest model.
     // A width where no rate got below chance has no best rate, and no shift can be read.
-    let shift = |param| best_rate_shift(config, sweeps, initial, param);
+    let shift = |param| best_rate_shift(config, measured, param);
     let (sp_shift, mup_shift) = (shift(Param::Sp), shift(Param::Mup));
     let (narrow, wide) = (
         config.transfer.widths[0],
@@ -707,10 +712,10 @@ fn judge(
 /// chance, `initial`, has no best rate).
 fn best_rate_shift(
     config: &MupCoordConfig,
-    sweeps: &[SweepAt],
-    initial: f64,
+    measured: &Measured,
     param: Param,
 ) -> Result<(i32, String), String> {
+    let (sweeps, initial) = (&measured.sweeps, measured.initial);
     let (narrow, wide) = (
         config.transfer.widths[0],
         config.transfer.widths[config.transfer.widths.len() - 1],
@@ -756,13 +761,8 @@ fn best_rate_shift(
 }
 
 /// The coordinate slopes, the sweep and the best-rate shifts, for `summary.json`.
-fn summarise(
-    config: &MupCoordConfig,
-    coords: &[Coord],
-    sweeps: &[SweepAt],
-    initial: f64,
-    notebook: &mut Notebook,
-) {
+fn summarise(config: &MupCoordConfig, measured: &Measured, notebook: &mut Notebook) {
+    let (coords, sweeps) = (&measured.coords, &measured.sweeps);
     notebook.summarize(
         "coord",
         coords
@@ -787,7 +787,7 @@ fn summarise(
             })
             .collect::<Vec<_>>(),
     );
-    let shift = |param| best_rate_shift(config, sweeps, initial, param);
+    let shift = |param| best_rate_shift(config, measured, param);
     let (sp_shift, mup_shift) = (shift(Param::Sp), shift(Param::Mup));
     notebook.summarize(
         "best_rate_shift_factors_of_2",

@@ -1,7 +1,8 @@
-//! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]) and µP's learning rates ([`mup`]), the
-//! training loop with its probes ([`train`]), trained models on disk ([`checkpoint`]), the
-//! measurements ([`metrics`]), the memory estimate ([`footprint`]), the step-by-step walkthrough
-//! ([`trace`]) and the speed benchmark ([`bench`]).
+//! What trains and measures the block: synthetic [`tasks`], the tiny transformer ([`model`]) and
+//! µP's learning rates ([`mup`]), the training loop with its probes ([`train`]), trained models
+//! on disk ([`checkpoint`]) and on held-out sequences ([`evaluate`]), the measurements
+//! ([`metrics`]), the memory estimate ([`footprint`]), the step-by-step walkthrough ([`trace`]),
+//! the speed benchmark ([`bench`]) and the timing both it and `complexity` use ([`timing`]).
 //!
 //! May use: block, util.
 
