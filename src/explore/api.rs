@@ -92,9 +92,12 @@ pub fn parse(body: &[u8], seed: u64) -> Result<Request, BadRequest> {
     })
 }
 
+/// A JSON object: a request body, or its `options`.
+type Object = Map<String, Value>;
+
 /// The body as a JSON object, and its `options` object (empty when absent), every option name
 /// known.
-fn body_object(body: &[u8]) -> Result<(Map<String, Value>, Map<String, Value>), BadRequest> {
+fn body_object(body: &[u8]) -> Result<(Object, Object), BadRequest> {
     if body.len() > MAX_BODY {
         return Err(bad(format!(
             "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
