@@ -1,7 +1,7 @@
 //! The speed benchmark: forward+backward time and peak memory of the block on its fused path,
 //! on its decomposed path and as burn-nn's `MultiHeadAttention`, on the same device, in the same
 //! run; optionally paired with a PyTorch peer; and ms per Adam step of the tiny transformer.
-//! It measures and returns rows; [`crate::run::bench`] shows them as tables.
+//! It measures and returns rows; the `bench` binary shows them as tables (`run/bench.rs`).
 //!
 //! All three block variants get the same weights, biases on, dropout 0 and no mask, so they do the
 //! same arithmetic; any gap is in how the attention is computed.
