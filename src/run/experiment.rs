@@ -2,6 +2,8 @@
 //! into (devices, progress, metrics, tables, plots, verdicts, models, training runs), and the
 //! [`RunError`] that stops it. How a run is driven around it is [`crate::run::runner`]'s.
 
+use std::path::PathBuf;
+
 use burn::prelude::Device;
 use indicatif::ProgressBar;
 
@@ -18,7 +20,6 @@ use crate::run::shard::{ShardError, UnitKey, Units};
 use crate::util::device::BackendError;
 use crate::util::interrupt::Interrupted;
 use crate::util::limits::TooLarge;
-use std::path::PathBuf;
 
 /// One demonstration.
 pub trait Experiment {

@@ -3,6 +3,8 @@
 //! [`crate::run::shard`]), every probe is recorded into the notebook's metrics, a diverged run is
 //! reported as a finding, and variants are compared side by side in a table and curves.
 
+use burn::prelude::*;
+
 use crate::lab::checkpoint::ModelSpec;
 use crate::lab::evaluate::{HELD_OUT, SeedRuns, describe_steps, eval_batch};
 use crate::lab::metrics::{Spread, head_matrix};
@@ -12,8 +14,6 @@ use crate::lab::train::{TrainConfig, TrainJob, TrainRun};
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table};
 use crate::run::experiment::{Notebook, RunError};
-
-use burn::prelude::*;
 
 /// One trained variant of a comparison, summarised over seeds.
 #[derive(Debug, Clone)]
