@@ -8,7 +8,7 @@ use attention_lab::lab::bench::{self, BenchSetup};
 use attention_lab::run::bench::{block_table, train_table};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
-use attention_lab::util::limits::check_memory;
+use attention_lab::util::limits::{check_memory, human_bytes};
 use clap::Parser;
 
 /// Time the block's fused and decomposed paths against burn-nn's MultiHeadAttention (b = 4,
@@ -50,6 +50,10 @@ struct Args {
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
+    /// Check the command and exit: parse and validate it, estimate the memory; nothing is
+    /// timed, no peer is started.
+    #[arg(long)]
+    check: bool,
 }
 
 /// The longest `--seconds` taken: one implementation at one size for an hour is already a
@@ -84,6 +88,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let needs = setup.footprint();
     check_memory(needs.bytes, &needs.what, args.force)?;
+    if args.check {
+        println!(
+            "bench: sizes {:?} on {} checked, estimated peak {}; nothing was timed",
+            setup.sizes,
+            args.backend,
+            human_bytes(needs.bytes)
+        );
+        return Ok(());
+    }
     let device = args.backend.device()?;
     let host_memory = matches!(args.backend, BackendKind::Flex | BackendKind::Ndarray);
     println!(

@@ -32,6 +32,10 @@ struct Args {
     /// shows their attention on examples of their task.
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Check the command and exit: parse it and, with --run, read the run folder's models on
+    /// flex; no backend is started, nothing listens.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.check {
+        let models = match &args.run {
+            Some(run) => Trained::load(run, &BackendKind::Flex.device()?)?
+                .models
+                .len(),
+            None => 0,
+        };
+        println!(
+            "explore: {}:{} on {} checked ({models} trained model(s)); nothing listens",
+            args.host, args.port, args.backend
+        );
+        return Ok(());
+    }
     let device = args.backend.device()?;
     let trained = args
         .run

@@ -24,6 +24,9 @@ struct Args {
     /// variable: a flag is visible to every user of the machine in `ps`.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+    /// Check the command and exit: parse it and the listen address; nothing listens.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,18 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.or_else(device::remote_token);
+    if args.check {
+        let address: std::net::SocketAddr = args
+            .listen
+            .parse()
+            .with_context(|| format!("--listen {}: not an address:port", args.listen))?;
+        device::check_exposure(address, token.as_deref()).map_err(anyhow::Error::msg)?;
+        println!(
+            "remote_server: {} on {address} checked; nothing listens",
+            args.backend
+        );
+        return Ok(());
+    }
     let listener = TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;

@@ -10,7 +10,7 @@ use attention_lab::block::softmax::SoftmaxAxis;
 use attention_lab::lab::trace::{self, TraceOptions};
 use attention_lab::util::cli::{finish, same_file};
 use attention_lab::util::device::BackendKind;
-use attention_lab::util::limits::check_memory;
+use attention_lab::util::limits::{check_memory, human_bytes};
 use clap::Parser;
 
 /// Print every step of self-attention (X, Q, K, V, Q·Kᵀ, scaling, softmax, weights·V) as tables.
@@ -68,6 +68,11 @@ struct Args {
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
+    /// Check the command and exit: parse it, read the input, estimate the memory; nothing is
+    /// computed or written (the block checks the options it alone knows, such as rotary's even
+    /// d_k, when it runs).
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +115,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;
+    if args.check {
+        println!(
+            "trace: {} token(s) of d_model {} checked, estimated peak {}; nothing was computed or written",
+            input.x.rows,
+            input.x.cols,
+            human_bytes(needs.bytes)
+        );
+        return Ok(());
+    }
     let device = args.backend.device()?;
     let result = trace::run(&input, &options, &device)?;
     print!("{}", result.render());

@@ -121,6 +121,8 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     let mut planned = Vec::with_capacity(entries.len());
     let mut total = 0;
     let mut backends = Vec::new();
+    // With --check, each experiment's line; no backend is started (a login node may have none).
+    let mut checked = Vec::new();
     for entry in entries {
         let exp_args = ExperimentArgs {
             config: Some(args.configs.join(format!("{}.toml", entry.name))),
@@ -141,7 +143,9 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
         };
         check_memory(plan.footprint.bytes, &plan.footprint.what, args.run.force)
             .map_err(|e| unfit(e.into()))?;
-        if !backends.contains(&plan.backend) {
+        if args.run.check {
+            checked.push(plan.describe(entry.name, &exp_args.config_path(entry.name)));
+        } else if !backends.contains(&plan.backend) {
             // Each backend once, and before anything is written: an unusable one would
             // otherwise fail every experiment in turn.
             plan.backend
@@ -157,6 +161,12 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
         experiment: "reproduce",
         source,
     })?;
+    if args.run.check {
+        for line in checked {
+            println!("{line}");
+        }
+        return ended(Vec::new(), 0.0, PathBuf::new(), PathBuf::new());
+    }
 
     let started = Instant::now();
     let bar = progress_bar(total);
@@ -239,6 +249,18 @@ fn merge(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceErr
             .into());
         }
         planned.push((entry, sweep));
+    }
+    if args.run.check {
+        for (entry, sweep) in &planned {
+            println!(
+                "{}: sweep {} checked: {} shards, {} training runs; nothing was merged or written",
+                entry.name,
+                sweep.dir.display(),
+                sweep.shards,
+                sweep.units.len()
+            );
+        }
+        return ended(Vec::new(), 0.0, PathBuf::new(), PathBuf::new());
     }
     let started = Instant::now();
     let bar = progress_bar(0);

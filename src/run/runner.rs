@@ -25,7 +25,7 @@ use crate::util::cli::finish;
 use crate::util::device::BackendKind;
 use crate::util::guard;
 use crate::util::interrupt;
-use crate::util::limits::check_memory;
+use crate::util::limits::{check_memory, human_bytes};
 
 /// Where a run goes and what it runs on: the options every experiment binary and `reproduce`
 /// share.
@@ -52,6 +52,10 @@ pub struct RunOptions {
     /// <DIR>/<experiment>/<sweep-id>/shard-I-of-N/
     #[arg(long, value_name = "NAME")]
     pub sweep_id: Option<String>,
+    /// Check the command and exit: parse it, load and validate the config, estimate the peak
+    /// memory against the machine's; nothing is run or written (e.g. before submitting a job)
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl RunOptions {
@@ -134,7 +138,22 @@ pub fn main<E: Experiment>() -> ExitCode {
         .version(env!("CARGO_PKG_VERSION"));
     let matches = command.get_matches();
     let args = ExperimentArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if args.run.check {
+        return finish(check::<E>(&args));
+    }
     finish(run::<E>(&args).map(|_| ()))
+}
+
+/// `--check`: everything a run checks before it starts (the config, the shard options, the
+/// memory estimate, `--out`), with nothing run or written; prints what the run would ask for.
+pub fn check<E: Experiment>(args: &ExperimentArgs) -> Result<(), RunError> {
+    let loaded = load_config::<E>(args)?;
+    args.run.sharding()?;
+    let plan = plan::<E>(&loaded)?;
+    check_memory(plan.footprint.bytes, &plan.footprint.what, args.run.force)?;
+    check_out(&args.run.out)?;
+    println!("{}", plan.describe(E::NAME, &loaded.path));
+    Ok(())
 }
 
 /// Runs `E` as its binary does: load, check, run, write, print.
@@ -155,6 +174,21 @@ pub struct Plan {
     pub work: u64,
     pub backend: BackendKind,
     pub footprint: Footprint,
+}
+
+impl Plan {
+    /// One line for `--check`: the config, the backend, the work and the memory estimate.
+    pub fn describe(&self, experiment: &str, config: &Path) -> String {
+        format!(
+            "{experiment}: {} checked: backend {}, {} units of work, estimated peak {} ({}); \
+             nothing was run or written",
+            config.display(),
+            self.backend,
+            self.work,
+            human_bytes(self.footprint.bytes),
+            self.footprint.what
+        )
+    }
 }
 
 /// The plan of `E` under `config` (whose backend name is already validated).

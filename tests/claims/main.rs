@@ -6,6 +6,7 @@ mod common;
 
 mod bos;
 mod cross_backend;
+mod doc_commands;
 mod experiments_cli;
 mod explore_api;
 mod explore_browser;
