@@ -133,12 +133,34 @@ impl Experiment for Temperature {
     }
 
     fn run(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-        part_a(config, notebook)?;
-        part_b(config, notebook)
+        let measured = Measured {
+            logits: measure_logits(config, notebook),
+            sentence: measure_sentence(config, notebook)?,
+        };
+        show(config, &measured, notebook)?;
+        judge(config, &measured, notebook);
+        summarise(&measured, notebook);
+        Ok(())
     }
 }
 
-fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+/// What the run measured: Part A's points, by rising τ, and Part B's sentence at each τ.
+struct Measured {
+    logits: Vec<AtTemperature>,
+    sentence: Vec<SentenceAt>,
+}
+
+/// Head 0 of the untrained block on Part B's sentence at one τ.
+struct SentenceAt {
+    tau: f64,
+    entropy: f64,
+    max_weight: f64,
+    /// The weights, queries on rows.
+    weights: Vec<Vec<f64>>,
+}
+
+/// Part A: softmax(z/τ) on fixed logits, each τ's entropy and largest weight.
+fn measure_logits(config: &TemperatureConfig, notebook: &mut Notebook) -> Vec<AtTemperature> {
     let c = &config.logits;
     let logits =
         HostRng::new(config.run.seed).normal_tensor([c.rows, c.n_keys], c.std, &notebook.device);
@@ -146,6 +168,73 @@ fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), Run
     temperatures.sort_by(f64::total_cmp);
     let points = sweep(&logits, &temperatures);
     notebook.advance(temperatures.len() as u64);
+    for p in &points {
+        let label = format!("tau={}", p.tau);
+        notebook
+            .metric(MetricRow::new("logits", &label, "entropy", p.entropy).seed(config.run.seed));
+        notebook.metric(
+            MetricRow::new("logits", &label, "max_weight", p.max_weight).seed(config.run.seed),
+        );
+    }
+    points
+}
+
+/// Part B: one sentence through an untrained block at each τ.
+fn measure_sentence(
+    config: &TemperatureConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<SentenceAt>, RunError> {
+    let s = &config.sentence;
+    let n = s.words.len();
+    // One N(0, 1) embedding per distinct word, so a repeated word is the same vector.
+    let mut rng = HostRng::new(config.run.seed ^ 0x5E47_E4CE);
+    let mut vocabulary: Vec<(&str, Vec<f32>)> = Vec::new();
+    let mut x: Vec<f32> = Vec::with_capacity(n * s.d_model);
+    for word in &s.words {
+        if !vocabulary.iter().any(|(w, _)| w == word) {
+            vocabulary.push((word, rng.normal_vec(s.d_model, 1.0)));
+        }
+        let (_, e) = vocabulary
+            .iter()
+            .find(|(w, _)| w == word)
+            .expect("just added");
+        x.extend(e);
+    }
+    let x = Tensor::<3>::from_data(TensorData::new(x, [1, n, s.d_model]), &notebook.device); // [1, n, d_model]
+    let mut at = Vec::with_capacity(s.temperatures.len());
+    for &tau in &s.temperatures {
+        let block = AttentionConfig::new(s.d_model, s.n_heads)
+            .with_temperature(tau)
+            .with_seed(config.run.seed)
+            .init(&notebook.device)?;
+        let weights = block.forward(x.clone()).weights(); // [1, heads, n, n]
+        let entropy = entropy_per_head(weights.clone())[0];
+        let max_weight = max_weight_per_head(weights.clone())[0];
+        let label = format!("tau={tau}");
+        notebook
+            .metric(MetricRow::new("sentence", &label, "entropy", entropy).seed(config.run.seed));
+        notebook.metric(
+            MetricRow::new("sentence", &label, "max_weight", max_weight).seed(config.run.seed),
+        );
+        at.push(SentenceAt {
+            tau,
+            entropy,
+            max_weight,
+            weights: head_matrix(weights, 0, 0),
+        });
+        notebook.advance(1);
+    }
+    Ok(at)
+}
+
+/// Part A's table and its entropy and largest weight against τ; Part B's table and a heatmap
+/// per τ.
+fn show(
+    config: &TemperatureConfig,
+    measured: &Measured,
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let (c, points) = (&config.logits, &measured.logits);
     let uniform = (c.n_keys as f64).ln();
     let mut table = Table::new(
         format!(
@@ -158,13 +247,7 @@ fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), Run
         ),
         &["τ", "entropy (nats)", "entropy / ln n", "max weight"],
     );
-    for p in &points {
-        let label = format!("tau={}", p.tau);
-        notebook
-            .metric(MetricRow::new("logits", &label, "entropy", p.entropy).seed(config.run.seed));
-        notebook.metric(
-            MetricRow::new("logits", &label, "max_weight", p.max_weight).seed(config.run.seed),
-        );
+    for p in points {
         table.row(vec![
             format!("{}", p.tau),
             format!("{:.3}", p.entropy),
@@ -173,7 +256,6 @@ fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), Run
         ]);
     }
     notebook.table(table);
-    notebook.summarize("logits", &points);
     let taus: Vec<f64> = points.iter().map(|p| p.tau).collect();
     let flat = |y: f64| taus.iter().map(|&t| (t, y)).collect::<Vec<_>>();
     notebook.plot(
@@ -214,6 +296,35 @@ fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), Run
         .to_svg(),
     )?;
 
+    let s = &config.sentence;
+    let sentence = s.words.join(" ");
+    let mut table = Table::new(
+        format!("Part B: \"{sentence}\" through an untrained block (head 0)"),
+        &["τ", "entropy (nats)", "max weight"],
+    );
+    for at in &measured.sentence {
+        let tau = at.tau;
+        table.row(vec![
+            format!("{tau}"),
+            format!("{:.3}", at.entropy),
+            format!("{:.3}", at.max_weight),
+        ]);
+        notebook.plot(
+            &format!("sentence_tau_{}", format!("{tau}").replace('.', "_")),
+            &format!("\"{sentence}\" at τ = {tau}"),
+            Heatmap::new(format!("τ = {tau}"), "query", "key", at.weights.clone())
+                .names(s.words.clone(), s.words.clone())
+                .to_svg(),
+        )?;
+    }
+    notebook.table(table);
+    Ok(())
+}
+
+/// Part A's claims: monotone in τ at every step, and the limits at both ends. Part B only shows.
+fn judge(config: &TemperatureConfig, measured: &Measured, notebook: &mut Notebook) {
+    let (c, points) = (&config.logits, &measured.logits);
+    let uniform = (c.n_keys as f64).ln();
     let rising = points.windows(2).all(|w| w[1].entropy > w[0].entropy);
     let falling = points.windows(2).all(|w| w[1].max_weight < w[0].max_weight);
     let (cold, hot) = (points[0], points[points.len() - 1]);
@@ -238,65 +349,9 @@ fn part_a(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), Run
             c.n_keys
         ),
     ));
-    Ok(())
 }
 
-fn part_b(config: &TemperatureConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-    let s = &config.sentence;
-    let n = s.words.len();
-    // One N(0, 1) embedding per distinct word, so a repeated word is the same vector.
-    let mut rng = HostRng::new(config.run.seed ^ 0x5E47_E4CE);
-    let mut vocabulary: Vec<(&str, Vec<f32>)> = Vec::new();
-    let mut x: Vec<f32> = Vec::with_capacity(n * s.d_model);
-    for word in &s.words {
-        if !vocabulary.iter().any(|(w, _)| w == word) {
-            vocabulary.push((word, rng.normal_vec(s.d_model, 1.0)));
-        }
-        let (_, e) = vocabulary
-            .iter()
-            .find(|(w, _)| w == word)
-            .expect("just added");
-        x.extend(e);
-    }
-    let x = Tensor::<3>::from_data(TensorData::new(x, [1, n, s.d_model]), &notebook.device); // [1, n, d_model]
-    let sentence = s.words.join(" ");
-    let mut table = Table::new(
-        format!("Part B: \"{sentence}\" through an untrained block (head 0)"),
-        &["τ", "entropy (nats)", "max weight"],
-    );
-    for &tau in &s.temperatures {
-        let block = AttentionConfig::new(s.d_model, s.n_heads)
-            .with_temperature(tau)
-            .with_seed(config.run.seed)
-            .init(&notebook.device)?;
-        let weights = block.forward(x.clone()).weights(); // [1, heads, n, n]
-        let entropy = entropy_per_head(weights.clone())[0];
-        let max_weight = max_weight_per_head(weights.clone())[0];
-        let label = format!("tau={tau}");
-        notebook
-            .metric(MetricRow::new("sentence", &label, "entropy", entropy).seed(config.run.seed));
-        notebook.metric(
-            MetricRow::new("sentence", &label, "max_weight", max_weight).seed(config.run.seed),
-        );
-        table.row(vec![
-            format!("{tau}"),
-            format!("{entropy:.3}"),
-            format!("{max_weight:.3}"),
-        ]);
-        notebook.plot(
-            &format!("sentence_tau_{}", format!("{tau}").replace('.', "_")),
-            &format!("\"{sentence}\" at τ = {tau}"),
-            Heatmap::new(
-                format!("τ = {tau}"),
-                "query",
-                "key",
-                head_matrix(weights, 0, 0),
-            )
-            .names(s.words.clone(), s.words.clone())
-            .to_svg(),
-        )?;
-        notebook.advance(1);
-    }
-    notebook.table(table);
-    Ok(())
+/// Part A's points, for `summary.json`.
+fn summarise(measured: &Measured, notebook: &mut Notebook) {
+    notebook.summarize("logits", &measured.logits);
 }
