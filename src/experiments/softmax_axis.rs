@@ -21,7 +21,7 @@ use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
-use crate::run::training::{compare, weights_heatmap};
+use crate::run::training::{Variant, compare, weights_heatmap};
 use crate::util::rng::HostRng;
 
 /// `configs/softmax_axis.toml`.
@@ -140,22 +140,29 @@ impl Experiment for SoftmaxAxisExperiment {
     }
 }
 
+/// Part A: the weight sums of an untrained block per axis; show, judge, summarise.
 fn part_a(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let measured = measure_sums(config, notebook)?;
+    show_sums(config, &measured, notebook);
+    judge_sums(&measured, notebook);
+    notebook.summarize(
+        "sums",
+        measured
+            .iter()
+            .map(|(a, s)| (a.to_string(), *s))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    Ok(())
+}
+
+fn measure_sums(
+    config: &SoftmaxAxisConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<(SoftmaxAxis, Sums)>, RunError> {
     let (n, batch, d) = (
         config.sums.n_tokens,
         config.sums.batch,
         config.model.d_model,
-    );
-    let mut table = Table::new(
-        format!(
-            "Part A: weight sums of an untrained block ({batch} sequences of {n} tokens, x ~ N(0, 1))"
-        ),
-        &[
-            "axis",
-            "row sums (per query)",
-            "column sums (per key)",
-            "max |row sum − 1|",
-        ],
     );
     let mut measured = Vec::new();
     for &axis in &config.axes {
@@ -176,23 +183,42 @@ fn part_a(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
                     .seed(config.run.seed),
             );
         }
+        notebook.advance(1);
+        measured.push((axis, s));
+    }
+    Ok(measured)
+}
+
+fn show_sums(
+    config: &SoftmaxAxisConfig,
+    measured: &[(SoftmaxAxis, Sums)],
+    notebook: &mut Notebook,
+) {
+    let (n, batch) = (config.sums.n_tokens, config.sums.batch);
+    let mut table = Table::new(
+        format!(
+            "Part A: weight sums of an untrained block ({batch} sequences of {n} tokens, x ~ N(0, 1))"
+        ),
+        &[
+            "axis",
+            "row sums (per query)",
+            "column sums (per key)",
+            "max |row sum − 1|",
+        ],
+    );
+    for (axis, s) in measured {
         table.row(vec![
             axis.to_string(),
             format!("{:.4}–{:.4}", s.row_min, s.row_max),
             format!("{:.4}–{:.4}", s.col_min, s.col_max),
             format!("{:.1e}", s.row_error()),
         ]);
-        notebook.advance(1);
-        measured.push((axis, s));
     }
     notebook.table(table);
-    notebook.summarize(
-        "sums",
-        measured
-            .iter()
-            .map(|(a, s)| (a.to_string(), *s))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    );
+}
+
+/// Only the row softmax gives each query a distribution.
+fn judge_sums(measured: &[(SoftmaxAxis, Sums)], notebook: &mut Notebook) {
     let row = measured.iter().find(|(a, _)| *a == SoftmaxAxis::Row);
     let wrong: Vec<&(SoftmaxAxis, Sums)> = measured
         .iter()
@@ -227,9 +253,20 @@ fn part_a(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
         }
         _ => notebook.finding("the axes need `row` and at least one other for the verdicts"),
     }
-    Ok(())
 }
 
+/// The answer query (the last position) of one axis's first-seed model after training.
+struct Answer {
+    /// Its row sum over 64 held-out sequences: mean, min, max.
+    sum: (f64, f32, f32),
+    /// The share of its largest weight, mean over the sequences.
+    share: f64,
+    /// The weights on one held-out example, `[1, heads, n, n]`.
+    example: Tensor<4>,
+}
+
+/// Part B: training with each axis (compared side by side), then the trained answer query;
+/// show, judge.
 fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
@@ -255,30 +292,27 @@ fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
         &config.train,
         &seeds,
     )?;
-    // One example, the same for every axis, through each first-seed model; and how the answer
-    // query (the last position) spreads its weight over a larger batch.
-    let example = example_batch(&task, config.run.seed);
-    let eval = eval_batch(&task, 64, config.run.seed);
-    let mut answer = Table::new(
-        "Part B: the answer query's weights after training (64 sequences, first seed)",
-        &[
-            "axis",
-            "its row sum (mean, min–max)",
-            "share of its largest weight",
-        ],
-    );
-    for (axis, v) in config.axes.iter().zip(&trained) {
+    let answers = measure_answers(config, &task, &trained, notebook);
+    show_answers(config, &answers, notebook)?;
+    judge_training(config, &trained, notebook);
+    Ok(())
+}
+
+/// One example, the same for every axis, through each first-seed model; and how the answer
+/// query spreads its weight over a larger batch.
+fn measure_answers(
+    config: &SoftmaxAxisConfig,
+    task: &Task,
+    trained: &[Variant],
+    notebook: &mut Notebook,
+) -> Vec<Answer> {
+    let example = example_batch(task, config.run.seed);
+    let eval = eval_batch(task, 64, config.run.seed);
+    let mut answers = Vec::with_capacity(trained.len());
+    for (axis, v) in config.axes.iter().zip(trained) {
         let run = &v.runs.runs[0];
-        notebook.plot(
-            &format!("weights_{axis}"),
-            &format!("Trained weights, {axis} softmax (one example, head 0)"),
-            weights_heatmap(
-                format!("{axis} softmax: weights after training"),
-                trained_weights(run, &task, &example, &notebook.device),
-            )
-            .to_svg(),
-        )?;
-        let weights = trained_weights(run, &task, &eval, &notebook.device); // [64, heads, n, n]
+        let example = trained_weights(run, task, &example, &notebook.device); // [1, heads, n, n]
+        let weights = trained_weights(run, task, &eval, &notebook.device); // [64, heads, n, n]
         let [b, h, n, _] = weights.dims();
         let last = weights.slice([0..b, 0..h, n - 1..n, 0..n]); // [64, heads, 1, n]
         let sums = to_host(last.clone().sum_dim(3)); // [64, heads, 1, 1]
@@ -294,11 +328,6 @@ fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
                 (l.min(x), h.max(x))
             });
-        answer.row(vec![
-            axis.to_string(),
-            format!("{:.3} ({lo:.3}–{hi:.3})", mean(&sums)),
-            format!("{:.3}", mean(&share)),
-        ]);
         let label = format!("axis={axis}");
         notebook.metric(
             MetricRow::new("answer_query", &label, "row_sum", mean(&sums)).seed(config.run.seed),
@@ -307,16 +336,59 @@ fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
             MetricRow::new("answer_query", &label, "largest_share", mean(&share))
                 .seed(config.run.seed),
         );
+        answers.push(Answer {
+            sum: (mean(&sums), lo, hi),
+            share: mean(&share),
+            example,
+        });
     }
-    notebook.table(answer);
+    answers
+}
 
+fn show_answers(
+    config: &SoftmaxAxisConfig,
+    answers: &[Answer],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let mut table = Table::new(
+        "Part B: the answer query's weights after training (64 sequences, first seed)",
+        &[
+            "axis",
+            "its row sum (mean, min–max)",
+            "share of its largest weight",
+        ],
+    );
+    for (axis, a) in config.axes.iter().zip(answers) {
+        notebook.plot(
+            &format!("weights_{axis}"),
+            &format!("Trained weights, {axis} softmax (one example, head 0)"),
+            weights_heatmap(
+                format!("{axis} softmax: weights after training"),
+                a.example.clone(),
+            )
+            .to_svg(),
+        )?;
+        let (mean, lo, hi) = a.sum;
+        table.row(vec![
+            axis.to_string(),
+            format!("{mean:.3} ({lo:.3}–{hi:.3})"),
+            format!("{:.3}", a.share),
+        ]);
+    }
+    notebook.table(table);
+    Ok(())
+}
+
+/// The row softmax learns better than each other axis.
+fn judge_training(config: &SoftmaxAxisConfig, trained: &[Variant], notebook: &mut Notebook) {
+    let seeds = config.run.seed_list();
     let Some(row) = config
         .axes
         .iter()
         .position(|a| *a == SoftmaxAxis::Row)
         .map(|i| &trained[i])
     else {
-        return Ok(());
+        return;
     };
     for (o, axis) in trained.iter().zip(&config.axes) {
         if *axis == SoftmaxAxis::Row {
@@ -334,7 +406,6 @@ fn part_b(config: &SoftmaxAxisConfig, notebook: &mut Notebook) -> Result<(), Run
             ),
         ));
     }
-    Ok(())
 }
 
 #[cfg(test)]
