@@ -21,7 +21,7 @@ use crate::run::config::{
     ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
-use crate::run::training::{compare, weights_heatmap};
+use crate::run::training::{Variant, compare, weights_heatmap};
 use crate::util::rng::HostRng;
 
 /// `configs/no_projections.toml`.
@@ -151,19 +151,27 @@ fn variant_name(projections: bool) -> &'static str {
     }
 }
 
+/// Part A: the diagonal mass at initialisation per d_model; show, judge, summarise.
 fn part_a(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-    let sweep = &config.diagonal;
-    let uniform = 1.0 / sweep.n_tokens as f64;
-    let mut table = Table::new(
-        format!(
-            "Part A: mean diagonal weight at initialisation, {} tokens (uniform = 1/{} = {uniform:.4})",
-            sweep.n_tokens, sweep.n_tokens
-        ),
-        &["d_model", variant_name(false), variant_name(true)],
+    let lines = measure_diagonal(config, notebook)?;
+    show_diagonal(config, &lines, notebook)?;
+    judge_diagonal(config, &lines, notebook);
+    let uniform = 1.0 / config.diagonal.n_tokens as f64;
+    notebook.summarize(
+        "diagonal",
+        serde_json::json!({"raw": lines[0], "random_projections": lines[1], "uniform": uniform}),
     );
-    let mut lines: Vec<Vec<(f64, f64)>> = vec![Vec::new(), Vec::new()];
+    Ok(())
+}
+
+/// (d_model, mean diagonal weight) without projections (`[0]`) and with random ones (`[1]`).
+fn measure_diagonal(
+    config: &NoProjectionsConfig,
+    notebook: &mut Notebook,
+) -> Result<[Vec<(f64, f64)>; 2], RunError> {
+    let sweep = &config.diagonal;
+    let mut lines: [Vec<(f64, f64)>; 2] = Default::default();
     for &d in &sweep.d_model {
-        let mut cells = vec![d.to_string()];
         for (i, projections) in [false, true].into_iter().enumerate() {
             notebook.status(format!(
                 "diagonal: d_model={d} {}",
@@ -181,17 +189,35 @@ fn part_a(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), R
             notebook.metric(
                 MetricRow::new("diagonal", &label, "diagonal_mass", mass).seed(config.run.seed),
             );
-            cells.push(format!("{mass:.4}"));
             lines[i].push((d as f64, mass));
             notebook.advance(1);
         }
-        table.row(cells);
+    }
+    Ok(lines)
+}
+
+fn show_diagonal(
+    config: &NoProjectionsConfig,
+    lines: &[Vec<(f64, f64)>; 2],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let sweep = &config.diagonal;
+    let uniform = 1.0 / sweep.n_tokens as f64;
+    let mut table = Table::new(
+        format!(
+            "Part A: mean diagonal weight at initialisation, {} tokens (uniform = 1/{} = {uniform:.4})",
+            sweep.n_tokens, sweep.n_tokens
+        ),
+        &["d_model", variant_name(false), variant_name(true)],
+    );
+    for (&d, (raw, projected)) in sweep.d_model.iter().zip(lines[0].iter().zip(&lines[1])) {
+        table.row(vec![
+            d.to_string(),
+            format!("{:.4}", raw.1),
+            format!("{:.4}", projected.1),
+        ]);
     }
     notebook.table(table);
-    notebook.summarize(
-        "diagonal",
-        serde_json::json!({"raw": lines[0], "random_projections": lines[1], "uniform": uniform}),
-    );
     let ds: Vec<f64> = sweep.d_model.iter().map(|&d| d as f64).collect();
     let chart = LineChart::new(
         "Mean diagonal attention weight at initialisation",
@@ -209,8 +235,17 @@ fn part_a(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), R
         "diagonal_vs_dmodel",
         "Diagonal mass vs d_model",
         chart.to_svg(),
-    )?;
+    )
+}
 
+/// Raw embeddings prefer themselves, more so with the width; random projections do not.
+fn judge_diagonal(
+    config: &NoProjectionsConfig,
+    lines: &[Vec<(f64, f64)>; 2],
+    notebook: &mut Notebook,
+) {
+    let sweep = &config.diagonal;
+    let uniform = 1.0 / sweep.n_tokens as f64;
     let raw = &lines[0];
     let rising = raw.windows(2).all(|w| w[1].1 >= w[0].1 - 1e-6);
     let (last_d, last_raw) = raw[raw.len() - 1];
@@ -238,16 +273,19 @@ fn part_a(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), R
             sweep.n_tokens
         ),
     ));
-    Ok(())
 }
 
+/// The two trained variants' names, with projections first.
+const NAMES: [&str; 2] = ["learned projections", "no projections (Q = K = V = LN(h))"];
+
+/// Part B: training with and without projections (compared side by side), then the trained
+/// diagonal; show, summarise, judge.
 fn part_b(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
-    let names = ["learned projections", "no projections (Q = K = V = LN(h))"];
     let variants: Vec<(String, ModelConfig)> = [true, false]
         .into_iter()
-        .zip(names)
+        .zip(NAMES)
         .map(|(p, name)| (name.to_string(), config.model_with(p)))
         .collect();
     let trained = compare(
@@ -259,20 +297,40 @@ fn part_b(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), R
         &config.train,
         &seeds,
     )?;
-    let eval = eval_batch(&task, 64, config.run.seed);
-    let mut table = Table::new(
-        "Part B: diagonal mass after training (64 fresh sequences, every seed)",
-        &[
-            "model",
-            "mean w_ii, all queries",
-            "answer query's weight on itself",
-        ],
+    let masses = measure_trained_diagonal(config, &task, &trained, notebook);
+    show_trained_diagonal(config, &task, &trained, &masses, notebook)?;
+    notebook.summarize(
+        "trained_diagonal",
+        serde_json::json!({"projections": {"all": masses[0].0, "answer_self": masses[0].1},
+                           "raw": {"all": masses[1].0, "answer_self": masses[1].1}}),
     );
+    let (with, without) = (&trained[0], &trained[1]);
+    notebook.verdict(Verdict::new(
+        "after training, the model without projections still attends more to itself, and learns recall worse",
+        masses[0].1.clearly_below(&masses[1].1) && with.loss.clearly_below(&without.loss),
+        format!(
+            "answer query's weight on itself: {} with projections vs {} without; final loss {} vs {}, accuracy {} vs {}",
+            masses[0].1, masses[1].1, with.loss, without.loss, with.accuracy, without.accuracy
+        ),
+    ));
+    Ok(())
+}
+
+/// Per variant, over seeds: the mean diagonal weight of all queries, and the answer query's
+/// weight on itself, on 64 held-out sequences.
+fn measure_trained_diagonal(
+    config: &NoProjectionsConfig,
+    task: &Task,
+    trained: &[Variant],
+    notebook: &mut Notebook,
+) -> Vec<(Spread, Spread)> {
+    let seeds = config.run.seed_list();
+    let eval = eval_batch(task, 64, config.run.seed);
     let mut masses = Vec::new();
-    for (v, name) in trained.iter().zip(names) {
+    for (v, name) in trained.iter().zip(NAMES) {
         let (mut all, mut answer) = (Vec::new(), Vec::new());
         for (run, &seed) in v.runs.runs.iter().zip(&seeds) {
-            let weights = trained_weights(run, &task, &eval, &notebook.device); // [64, heads, n, n]
+            let weights = trained_weights(run, task, &eval, &notebook.device); // [64, heads, n, n]
             let [b, h, n, _] = weights.dims();
             all.push(diagonal_mass(weights.clone()));
             let own = weights.slice([0..b, 0..h, n - 1..n, n - 1..n]).mean(); // [1]
@@ -290,44 +348,49 @@ fn part_b(config: &NoProjectionsConfig, notebook: &mut Notebook) -> Result<(), R
                 .seed(seed),
             );
         }
-        let (all, answer) = (Spread::of(&all), Spread::of(&answer));
+        masses.push((Spread::of(&all), Spread::of(&answer)));
+    }
+    masses
+}
+
+fn show_trained_diagonal(
+    config: &NoProjectionsConfig,
+    task: &Task,
+    trained: &[Variant],
+    masses: &[(Spread, Spread)],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let mut table = Table::new(
+        "Part B: diagonal mass after training (64 fresh sequences, every seed)",
+        &[
+            "model",
+            "mean w_ii, all queries",
+            "answer query's weight on itself",
+        ],
+    );
+    for ((all, answer), name) in masses.iter().zip(NAMES) {
         table.row(vec![
             name.to_string(),
             format!("{all}"),
             format!("{answer}"),
         ]);
-        masses.push((all, answer));
     }
     notebook.table(table);
-    let example = example_batch(&task, config.run.seed);
+    let example = example_batch(task, config.run.seed);
     for (v, (file, name)) in trained
         .iter()
-        .zip([("weights_projections", names[0]), ("weights_raw", names[1])])
+        .zip([("weights_projections", NAMES[0]), ("weights_raw", NAMES[1])])
     {
         notebook.plot(
             file,
             &format!("Trained weights, {name} (one example)"),
             weights_heatmap(
                 format!("{name}: weights after training"),
-                trained_weights(&v.runs.runs[0], &task, &example, &notebook.device),
+                trained_weights(&v.runs.runs[0], task, &example, &notebook.device),
             )
             .to_svg(),
         )?;
     }
-    notebook.summarize(
-        "trained_diagonal",
-        serde_json::json!({"projections": {"all": masses[0].0, "answer_self": masses[0].1},
-                           "raw": {"all": masses[1].0, "answer_self": masses[1].1}}),
-    );
-    let (with, without) = (&trained[0], &trained[1]);
-    notebook.verdict(Verdict::new(
-        "after training, the model without projections still attends more to itself, and learns recall worse",
-        masses[0].1.clearly_below(&masses[1].1) && with.loss.clearly_below(&without.loss),
-        format!(
-            "answer query's weight on itself: {} with projections vs {} without; final loss {} vs {}, accuracy {} vs {}",
-            masses[0].1, masses[1].1, with.loss, without.loss, with.accuracy, without.accuracy
-        ),
-    ));
     Ok(())
 }
 
