@@ -20,7 +20,7 @@ use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, validate_in};
 use crate::run::experiment::{Experiment, Notebook, RunError};
-use crate::run::training::compare;
+use crate::run::training::{Variant, compare};
 use crate::util::interrupt;
 use crate::util::rng::HostRng;
 
@@ -202,22 +202,46 @@ impl Experiment for CausalMask {
     }
 }
 
+/// One mask's Jacobian norms ‖∂output_i/∂x_j‖_F, and their extremes.
+struct Jacobian {
+    name: &'static str,
+    norms: Vec<Vec<f64>>,
+    /// The largest and smallest entry with j > i (the future), and the smallest with j ≤ i.
+    future_max: f64,
+    future_min: f64,
+    past_min: f64,
+}
+
+/// Part A: the Jacobian of an untrained block with and without the mask; show, summarise,
+/// judge.
 fn part_a(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-    let n = config.jacobian.n_tokens;
-    let mut table = Table::new(
-        format!(
-            "Part A: ‖∂output_i/∂x_j‖_F of an untrained block ({n} tokens, d_model {}, {} heads)",
-            config.jacobian.d_model, config.jacobian.n_heads
-        ),
-        &[
-            "mask",
-            "largest, j > i (future)",
-            "smallest, j > i (future)",
-            "smallest, j ≤ i (past)",
-        ],
+    let jacobians = measure_jacobians(config, notebook)?;
+    show_jacobians(config, &jacobians, notebook)?;
+    let [causal, none] = &jacobians;
+    notebook.summarize(
+        "jacobian",
+        serde_json::json!({
+            "causal": {"future_max": causal.future_max, "past_min": causal.past_min},
+            "none": {"future_min": none.future_min, "past_min": none.past_min},
+        }),
     );
-    let mut future = Vec::new();
-    for causal in [true, false] {
+    notebook.verdict(Verdict::new(
+        "with the mask, ∂output_i/∂x_j is exactly 0 for every j > i; without it, it is not",
+        causal.future_max == 0.0 && none.future_min > 1e-6 && causal.past_min > 1e-6,
+        format!(
+            "largest future entry with the mask: {:.1e}; smallest future entry without it: {:.2e}; smallest past entry with the mask: {:.2e}",
+            causal.future_max, none.future_min, causal.past_min
+        ),
+    ));
+    Ok(())
+}
+
+/// The Jacobian with the causal mask, then without.
+fn measure_jacobians(
+    config: &CausalMaskConfig,
+    notebook: &mut Notebook,
+) -> Result<[Jacobian; 2], RunError> {
+    let mut one = |causal: bool| -> Result<Jacobian, RunError> {
         let name = if causal { "causal" } else { "none" };
         notebook.status(format!("jacobian: mask={name}"));
         let norms = jacobian_norms(
@@ -254,11 +278,43 @@ fn part_a(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunE
                 );
             }
         }
+        notebook.advance(1);
+        Ok(Jacobian {
+            name,
+            future_max: max(&ahead),
+            future_min: min(&ahead),
+            past_min: min(&behind),
+            norms,
+        })
+    };
+    Ok([one(true)?, one(false)?])
+}
+
+fn show_jacobians(
+    config: &CausalMaskConfig,
+    jacobians: &[Jacobian; 2],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let n = config.jacobian.n_tokens;
+    let mut table = Table::new(
+        format!(
+            "Part A: ‖∂output_i/∂x_j‖_F of an untrained block ({n} tokens, d_model {}, {} heads)",
+            config.jacobian.d_model, config.jacobian.n_heads
+        ),
+        &[
+            "mask",
+            "largest, j > i (future)",
+            "smallest, j > i (future)",
+            "smallest, j ≤ i (past)",
+        ],
+    );
+    for jacobian in jacobians {
+        let name = jacobian.name;
         table.row(vec![
             name.into(),
-            format!("{:.3e}", max(&ahead)),
-            format!("{:.3e}", min(&ahead)),
-            format!("{:.3e}", min(&behind)),
+            format!("{:.3e}", jacobian.future_max),
+            format!("{:.3e}", jacobian.future_min),
+            format!("{:.3e}", jacobian.past_min),
         ]);
         notebook.plot(
             &format!("jacobian_{name}"),
@@ -267,32 +323,17 @@ fn part_a(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunE
                 format!("‖∂out_i/∂x_j‖, mask = {name}"),
                 "output position i",
                 "input position j",
-                norms.clone(),
+                jacobian.norms.clone(),
             )
             .to_svg(),
         )?;
-        notebook.advance(1);
-        future.push((max(&ahead), min(&ahead), min(&behind)));
     }
     notebook.table(table);
-    notebook.summarize(
-        "jacobian",
-        serde_json::json!({
-            "causal": {"future_max": future[0].0, "past_min": future[0].2},
-            "none": {"future_min": future[1].1, "past_min": future[1].2},
-        }),
-    );
-    notebook.verdict(Verdict::new(
-        "with the mask, ∂output_i/∂x_j is exactly 0 for every j > i; without it, it is not",
-        future[0].0 == 0.0 && future[1].1 > 1e-6 && future[0].2 > 1e-6,
-        format!(
-            "largest future entry with the mask: {:.1e}; smallest future entry without it: {:.2e}; smallest past entry with the mask: {:.2e}",
-            future[0].0, future[1].1, future[0].2
-        ),
-    ));
     Ok(())
 }
 
+/// Part B: next-token training with and without the mask (compared side by side), then free
+/// running generation; show, summarise, judge.
 fn part_b(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunError> {
     let task = Task::new(config.task.clone())?;
     let seeds = config.run.seed_list();
@@ -310,9 +351,11 @@ fn part_b(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunE
         &config.train,
         &seeds,
     )?;
+    let generated = measure_generation(config, &task, &variants, &trained, notebook);
     // A model that sees only the past cannot predict x₂ … x_m: (m − 1) of the 2m + 1 targets
     // carry ln(symbols) nats each, whatever the model.
     let floor = (m - 1) as f64 * (symbols as f64).ln() / (2 * m + 1) as f64;
+    let chance = 1.0 / symbols as f64;
     let mut table = Table::new(
         format!(
             "Part B: teacher-forced loss vs free-running generation ({} prompts per seed; a past-only model's loss floor is {floor:.3})",
@@ -325,37 +368,13 @@ fn part_b(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunE
             "chance",
         ],
     );
-    let chance = 1.0 / symbols as f64;
-    let mut generated = Vec::new();
-    for (v, (name, _)) in trained.iter().zip(&variants) {
-        notebook.status(format!("generating: {name}"));
-        let accs: Vec<f64> = v
-            .runs
-            .runs
-            .iter()
-            .zip(&seeds)
-            .map(|(run, &seed)| {
-                let acc = generation_accuracy(
-                    &run.model.valid(),
-                    &task,
-                    config.generate,
-                    seed,
-                    &notebook.device,
-                );
-                notebook.metric(
-                    MetricRow::new("generate", name, "free_running_accuracy", acc).seed(seed),
-                );
-                acc
-            })
-            .collect();
-        let acc = Spread::of(&accs);
+    for ((v, (name, _)), acc) in trained.iter().zip(&variants).zip(&generated) {
         table.row(vec![
             name.clone(),
             format!("{}", v.loss),
             format!("{acc}"),
             format!("{chance:.3}"),
         ]);
-        generated.push(acc);
     }
     notebook.table(table);
     notebook.summarize(
@@ -380,6 +399,42 @@ fn part_b(config: &CausalMaskConfig, notebook: &mut Notebook) -> Result<(), RunE
         ),
     ));
     Ok(())
+}
+
+/// Each variant's accuracy generating the second half from its own outputs, over seeds.
+fn measure_generation(
+    config: &CausalMaskConfig,
+    task: &Task,
+    variants: &[(String, ModelConfig)],
+    trained: &[Variant],
+    notebook: &mut Notebook,
+) -> Vec<Spread> {
+    let seeds = config.run.seed_list();
+    let mut generated = Vec::new();
+    for (v, (name, _)) in trained.iter().zip(variants) {
+        notebook.status(format!("generating: {name}"));
+        let accs: Vec<f64> = v
+            .runs
+            .runs
+            .iter()
+            .zip(&seeds)
+            .map(|(run, &seed)| {
+                let acc = generation_accuracy(
+                    &run.model.valid(),
+                    task,
+                    config.generate,
+                    seed,
+                    &notebook.device,
+                );
+                notebook.metric(
+                    MetricRow::new("generate", name, "free_running_accuracy", acc).seed(seed),
+                );
+                acc
+            })
+            .collect();
+        generated.push(Spread::of(&accs));
+    }
+    generated
 }
 
 #[cfg(test)]
