@@ -193,88 +193,116 @@ impl Experiment for Counting {
             &seeds,
         )?;
 
-        // A fixed held-out batch from its own stream, never trained on.
-        let batch = eval_batch(&task, config.eval_size, config.run.seed);
-        let held: Vec<HeldOut> = variants
-            .iter()
-            .map(|v| held_out(v, &task, &batch, &notebook.device))
-            .collect();
-        let mut table = Table::new(
-            format!(
-                "Held-out accuracy on {} sequences, mean over {} seed(s), overall and by the true count c",
-                config.eval_size, config.run.seeds
-            ),
-            &["variant", "accuracy", "by count (c: accuracy, sequences)"],
-        );
-        for h in &held {
-            notebook.metric(MetricRow::new(
-                "held_out",
-                &h.label,
-                "accuracy",
-                h.accuracy.mean,
-            ));
-            for (c, acc, _) in &h.by_count {
-                notebook.metric(MetricRow::new(
-                    "held_out",
-                    &h.label,
-                    &format!("accuracy.c{c}"),
-                    *acc,
-                ));
-            }
-            table.row(vec![
-                h.label.clone(),
-                format!("{}", h.accuracy),
-                h.by_count
-                    .iter()
-                    .map(|(c, a, n)| format!("{c}: {a:.2} ({n})"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ]);
-        }
-        notebook.table(table);
-        heatmaps(config, &task, &variants, notebook)?;
-
-        let find = |label: &str| {
-            held.iter()
-                .find(|h| h.label == label)
-                .expect("every variant")
-        };
-        let (row, column, bos) = (find("row"), find("column"), find("row + BOS"));
-        notebook.verdict(Verdict::new(
-            "the plain row softmax counts worse than the column softmax (held out)",
-            row.accuracy.clearly_below(&column.accuracy),
-            format!(
-                "held-out accuracy: row {}, column {}, whole {} (margin ±{:.3})",
-                row.accuracy,
-                column.accuracy,
-                find("whole").accuracy,
-                row.accuracy.margin_against(&column.accuracy)
-            ),
-        ));
-        let gap = column.accuracy.mean - row.accuracy.mean;
-        let recovered = (bos.accuracy.mean - row.accuracy.mean) / gap;
-        notebook.verdict(Verdict::new(
-            format!("a BOS token recovers most (≥ {MOST:.0}%) of the row softmax's gap to the column softmax", MOST = MOST * 100.0),
-            gap > 0.0 && recovered >= MOST,
-            if gap > 0.0 {
-                format!(
-                    "row + BOS {} against row {} and column {}: {:.0}% of the gap",
-                    bos.accuracy,
-                    row.accuracy,
-                    column.accuracy,
-                    100.0 * recovered
-                )
-            } else {
-                format!(
-                    "there is no gap to recover: row {} is not below column {}",
-                    row.accuracy, column.accuracy
-                )
-            },
-        ));
+        let held = measure_held_out(config, &task, &variants, notebook);
+        show(config, &task, &variants, &held, notebook)?;
+        judge(&held, notebook);
         notebook.summarize("held_out", &held);
         notebook.summarize("eval_size", config.eval_size);
         Ok(())
     }
+}
+
+/// Every variant on a fixed held-out batch from its own stream, never trained on: overall and
+/// by the true count.
+fn measure_held_out(
+    config: &CountingConfig,
+    task: &Task,
+    variants: &[Variant],
+    notebook: &mut Notebook,
+) -> Vec<HeldOut> {
+    let batch = eval_batch(task, config.eval_size, config.run.seed);
+    let held: Vec<HeldOut> = variants
+        .iter()
+        .map(|v| held_out(v, task, &batch, &notebook.device))
+        .collect();
+    for h in &held {
+        notebook.metric(MetricRow::new(
+            "held_out",
+            &h.label,
+            "accuracy",
+            h.accuracy.mean,
+        ));
+        for (c, acc, _) in &h.by_count {
+            notebook.metric(MetricRow::new(
+                "held_out",
+                &h.label,
+                &format!("accuracy.c{c}"),
+                *acc,
+            ));
+        }
+    }
+    held
+}
+
+/// The held-out table, and the answer query's weights per count.
+fn show(
+    config: &CountingConfig,
+    task: &Task,
+    variants: &[Variant],
+    held: &[HeldOut],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let mut table = Table::new(
+        format!(
+            "Held-out accuracy on {} sequences, mean over {} seed(s), overall and by the true count c",
+            config.eval_size, config.run.seeds
+        ),
+        &["variant", "accuracy", "by count (c: accuracy, sequences)"],
+    );
+    for h in held {
+        table.row(vec![
+            h.label.clone(),
+            format!("{}", h.accuracy),
+            h.by_count
+                .iter()
+                .map(|(c, a, n)| format!("{c}: {a:.2} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    notebook.table(table);
+    heatmaps(config, task, variants, notebook)
+}
+
+/// The row softmax counts worse than the column one; a BOS token recovers most of the gap.
+fn judge(held: &[HeldOut], notebook: &mut Notebook) {
+    let find = |label: &str| {
+        held.iter()
+            .find(|h| h.label == label)
+            .expect("every variant")
+    };
+    let (row, column, bos) = (find("row"), find("column"), find("row + BOS"));
+    notebook.verdict(Verdict::new(
+        "the plain row softmax counts worse than the column softmax (held out)",
+        row.accuracy.clearly_below(&column.accuracy),
+        format!(
+            "held-out accuracy: row {}, column {}, whole {} (margin ±{:.3})",
+            row.accuracy,
+            column.accuracy,
+            find("whole").accuracy,
+            row.accuracy.margin_against(&column.accuracy)
+        ),
+    ));
+    let gap = column.accuracy.mean - row.accuracy.mean;
+    let recovered = (bos.accuracy.mean - row.accuracy.mean) / gap;
+    notebook.verdict(Verdict::new(
+        format!("a BOS token recovers most (≥ {MOST:.0}%) of the row softmax's gap to the column softmax", MOST = MOST * 100.0),
+        gap > 0.0 && recovered >= MOST,
+        if gap > 0.0 {
+            format!(
+                "row + BOS {} against row {} and column {}: {:.0}% of the gap",
+                bos.accuracy,
+                row.accuracy,
+                column.accuracy,
+                100.0 * recovered
+            )
+        } else {
+            format!(
+                "there is no gap to recover: row {} is not below column {}",
+                row.accuracy, column.accuracy
+            )
+        },
+    ));
 }
 
 /// For each c in `heatmap_counts`, one held-out sequence whose answer is c, and the answer
