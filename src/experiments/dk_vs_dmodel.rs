@@ -180,27 +180,23 @@ impl Experiment for DkVsDModel {
     }
 
     fn run(config: &DkVsDModelConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-        let init = init_part(config, notebook)?;
-        let trained = train_part(config, notebook)?;
-        verdicts(config, &init, &trained, notebook);
+        let init = measure_init(config, notebook)?;
+        let (trained, rows) = measure_training(config, notebook)?;
+        show(config, &init, &trained, &rows, notebook)?;
+        judge(config, &init, &trained, notebook);
+        summarise(config, &init, &rows, notebook);
         Ok(())
     }
 }
 
 type ByHeads<T> = Vec<(usize, Vec<(ScoreScale, T)>)>;
 
-fn init_part(
+/// Per (h, scale): the logit std and entropy of an untrained block.
+fn measure_init(
     config: &DkVsDModelConfig,
     notebook: &mut Notebook,
 ) -> Result<ByHeads<HeadPoint>, RunError> {
     let d_model = config.model.d_model;
-    let mut table = Table::new(
-        format!(
-            "At initialisation (d_model = {d_model}, n = {} tokens)",
-            config.init.n_tokens
-        ),
-        &["heads", "d_k", "scale", "logit std", "entropy / ln n"],
-    );
     let mut all = Vec::new();
     for &h in &config.sweep.n_heads {
         let mut row = Vec::new();
@@ -223,35 +219,11 @@ fn init_part(
                 MetricRow::new("init", &label, "normalized_entropy", p.normalized_entropy)
                     .seed(config.run.seed),
             );
-            table.row(vec![
-                h.to_string(),
-                p.d_k.to_string(),
-                scale.to_string(),
-                format!("{:.4}", p.logit_std),
-                format!("{:.4}", p.normalized_entropy),
-            ]);
             notebook.advance(1);
             row.push((scale, p));
         }
         all.push((h, row));
     }
-    notebook.table(table);
-    notebook.summarize("init", all.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
-    let mut chart = LineChart::new(
-        "Attention entropy at initialisation (1 = uniform)",
-        "heads",
-        "entropy / ln n",
-    )
-    .log_x();
-    for &scale in &config.sweep.scales {
-        let points = over_heads(&all, scale, |p| p.normalized_entropy);
-        chart = chart.line(format!("scale {scale}"), points);
-    }
-    notebook.plot(
-        "entropy_vs_heads",
-        "Normalised entropy vs heads",
-        chart.to_svg(),
-    )?;
     Ok(all)
 }
 
@@ -263,42 +235,42 @@ struct Trained {
     steps_to_90: f64,
 }
 
-fn train_part(
+/// One trained (h, scale) as the table and the summary show it.
+struct TrainRow {
+    h: usize,
+    scale: ScoreScale,
+    trained: Trained,
+    /// Steps to 90 % per seed ("412/never/388").
+    to90: String,
+    /// The mean training loss per step, kept at the most heads for the loss chart.
+    loss: Option<Vec<(f64, f64)>>,
+}
+
+/// The step the early loss is read at.
+fn early_step(config: &DkVsDModelConfig) -> usize {
+    let steps = config.train.steps;
+    config.sweep.early_step.unwrap_or(steps / 4).min(steps - 1)
+}
+
+/// Trains every (h, scale) over the seeds and measures it on held-out sequences.
+fn measure_training(
     config: &DkVsDModelConfig,
     notebook: &mut Notebook,
-) -> Result<ByHeads<Trained>, RunError> {
+) -> Result<(ByHeads<Trained>, Vec<TrainRow>), RunError> {
     let task = Task::new(config.task.clone())?;
     let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
-    notebook.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
-    let early = config.sweep.early_step.unwrap_or(steps / 4).min(steps - 1);
+    let early = early_step(config);
     let window = 5;
-    let mut table = Table::new(
-        format!(
-            "Training: 1-layer transformer on `{}`, Adam lr {}, {} steps ({} seeds)",
-            task.kind(),
-            config.train.lr,
-            steps,
-            seeds.len()
-        ),
-        &[
-            "heads",
-            "scale",
-            &format!("loss @ step {early}"),
-            "final accuracy (held out)",
-            "steps to 90 %",
-        ],
-    );
-    let mut acc_chart = LineChart::new(
-        "Final accuracy vs heads (mean over seeds)",
-        "heads",
-        "accuracy",
-    )
-    .log_x();
-    let mut loss_chart = LineChart::new("Training loss (mean over seeds)", "step", "loss");
+    let most_heads = *config
+        .sweep
+        .n_heads
+        .iter()
+        .max()
+        .expect("validated non-empty");
     let mut all: ByHeads<Trained> = Vec::new();
-    let mut summary = Vec::new();
+    let mut rows = Vec::new();
     for &h in &config.sweep.n_heads {
         let mut row = Vec::new();
         for &scale in &config.sweep.scales {
@@ -316,41 +288,108 @@ fn train_part(
             let early_loss = runs.spread_at(early, window, |r| r.loss);
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
             notebook.say(format!("{label}: loss@{early} {early_loss}, held-out accuracy {accuracy}, steps to 90 % {to90}"));
-            table.row(vec![
-                h.to_string(),
-                scale.to_string(),
-                format!("{early_loss}"),
-                format!("{accuracy}"),
-                to90.clone(),
-            ]);
-            if h == *config
-                .sweep
-                .n_heads
-                .iter()
-                .max()
-                .expect("validated non-empty")
-            {
-                loss_chart = loss_chart.line(&label, runs.mean_series(|r| r.loss));
-            }
-            summary.push(serde_json::json!({"n_heads": h, "scale": scale.to_string(), "final_accuracy": accuracy, "early_loss": early_loss, "steps_to_90": to90, "steps_to_90_mean": to90_mean}));
-            row.push((
+            let trained = Trained {
+                accuracy,
+                early_loss,
+                steps_to_90: to90_mean,
+            };
+            rows.push(TrainRow {
+                h,
                 scale,
-                Trained {
-                    accuracy,
-                    early_loss,
-                    steps_to_90: to90_mean,
-                },
-            ));
+                trained,
+                to90,
+                loss: (h == most_heads).then(|| runs.mean_series(|r| r.loss)),
+            });
+            row.push((scale, trained));
         }
         all.push((h, row));
     }
+    Ok((all, rows))
+}
+
+/// The tables at initialisation and after training, the entropy and accuracy against the
+/// heads, and the loss curves at the most heads.
+fn show(
+    config: &DkVsDModelConfig,
+    init: &ByHeads<HeadPoint>,
+    trained: &ByHeads<Trained>,
+    rows: &[TrainRow],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let d_model = config.model.d_model;
+    let mut table = Table::new(
+        format!(
+            "At initialisation (d_model = {d_model}, n = {} tokens)",
+            config.init.n_tokens
+        ),
+        &["heads", "d_k", "scale", "logit std", "entropy / ln n"],
+    );
+    for (h, row) in init {
+        for (scale, p) in row {
+            table.row(vec![
+                h.to_string(),
+                p.d_k.to_string(),
+                scale.to_string(),
+                format!("{:.4}", p.logit_std),
+                format!("{:.4}", p.normalized_entropy),
+            ]);
+        }
+    }
+    notebook.table(table);
+    let mut chart = LineChart::new(
+        "Attention entropy at initialisation (1 = uniform)",
+        "heads",
+        "entropy / ln n",
+    )
+    .log_x();
     for &scale in &config.sweep.scales {
-        let points = over_heads(&all, scale, |t| t.accuracy.mean);
+        let points = over_heads(init, scale, |p| p.normalized_entropy);
+        chart = chart.line(format!("scale {scale}"), points);
+    }
+    notebook.plot(
+        "entropy_vs_heads",
+        "Normalised entropy vs heads",
+        chart.to_svg(),
+    )?;
+
+    let early = early_step(config);
+    let mut table = Table::new(
+        format!(
+            "Training: 1-layer transformer on `{}`, Adam lr {}, {} steps ({} seeds)",
+            config.task.kind, config.train.lr, config.train.steps, config.run.seeds
+        ),
+        &[
+            "heads",
+            "scale",
+            &format!("loss @ step {early}"),
+            "final accuracy (held out)",
+            "steps to 90 %",
+        ],
+    );
+    let mut loss_chart = LineChart::new("Training loss (mean over seeds)", "step", "loss");
+    for r in rows {
+        table.row(vec![
+            r.h.to_string(),
+            r.scale.to_string(),
+            format!("{}", r.trained.early_loss),
+            format!("{}", r.trained.accuracy),
+            r.to90.clone(),
+        ]);
+        if let Some(loss) = &r.loss {
+            loss_chart = loss_chart.line(format!("heads={} scale={}", r.h, r.scale), loss.clone());
+        }
+    }
+    let mut acc_chart = LineChart::new(
+        "Final accuracy vs heads (mean over seeds)",
+        "heads",
+        "accuracy",
+    )
+    .log_x();
+    for &scale in &config.sweep.scales {
+        let points = over_heads(trained, scale, |t| t.accuracy.mean);
         acc_chart = acc_chart.line(format!("scale {scale}"), points);
     }
     notebook.table(table);
-    notebook.summarize("train", &summary);
-    notebook.summarize("early_step", early);
     notebook.plot(
         "accuracy_vs_heads",
         "Final accuracy vs heads",
@@ -360,8 +399,25 @@ fn train_part(
         "loss_vs_step",
         "Loss vs step at the most heads",
         loss_chart.to_svg(),
-    )?;
-    Ok(all)
+    )
+}
+
+/// The points at initialisation, the training rows and the early step, for `summary.json`.
+fn summarise(
+    config: &DkVsDModelConfig,
+    init: &ByHeads<HeadPoint>,
+    rows: &[TrainRow],
+    notebook: &mut Notebook,
+) {
+    notebook.summarize("init", init.iter().map(|(h, r)| serde_json::json!({"n_heads": h, "points": r.iter().map(|(s, p)| serde_json::json!({"scale": s.to_string(), "point": p})).collect::<Vec<_>>()})).collect::<Vec<_>>());
+    notebook.summarize("held_out_sequences", HELD_OUT);
+    notebook.summarize(
+        "train",
+        rows.iter()
+            .map(|r| serde_json::json!({"n_heads": r.h, "scale": r.scale.to_string(), "final_accuracy": r.trained.accuracy, "early_loss": r.trained.early_loss, "steps_to_90": r.to90, "steps_to_90_mean": r.trained.steps_to_90}))
+            .collect::<Vec<_>>(),
+    );
+    notebook.summarize("early_step", early_step(config));
 }
 
 /// (h, value) for one scale across the swept head counts, ready to plot.
@@ -383,7 +439,8 @@ fn pick<T: Copy>(row: &[(ScoreScale, T)], scale: ScoreScale) -> Option<T> {
     row.iter().find(|(s, _)| *s == scale).map(|(_, t)| *t)
 }
 
-fn verdicts(
+/// √d_k against √d_model at initialisation and after training.
+fn judge(
     config: &DkVsDModelConfig,
     init: &ByHeads<HeadPoint>,
     trained: &ByHeads<Trained>,
