@@ -13,7 +13,7 @@ use crate::block::scale::ScoreScale;
 use crate::lab::evaluate::{HELD_OUT, describe_steps, eval_batch};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{
-    self, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
+    self, Spread, entropy_per_head, max_weight_per_head, norm, softmax_jacobian_norm, to_host,
 };
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
@@ -255,22 +255,27 @@ impl Experiment for Scaling {
     }
 }
 
+/// Part A: the logits and their gradients at initialisation per (scale, d_k); show, summarise,
+/// judge.
 fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
-    let init = &config.init;
-    let mut table = Table::new(
-        "Part A: at initialisation (q, k ~ N(0, 1))",
-        &[
-            "scale",
-            "d_k",
-            "Var(q·k)/d_k",
-            "Var(logits)",
-            "max weight",
-            "entropy (nats)",
-            "median row ‖∂L/∂z_i‖",
-            "‖∂L/∂z‖_F",
-            "‖∂L/∂q‖_F",
-        ],
+    let by_scale = measure_init_sweep(config, notebook);
+    show_init(config, &by_scale, notebook)?;
+    notebook.summarize(
+        "init",
+        by_scale
+            .iter()
+            .map(|(s, p)| (s.to_string(), p))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     );
+    init_verdicts(&by_scale, notebook);
+    Ok(())
+}
+
+fn measure_init_sweep(
+    config: &ScalingConfig,
+    notebook: &mut Notebook,
+) -> Vec<(ScoreScale, Vec<InitPoint>)> {
+    let init = &config.init;
     let mut by_scale: Vec<(ScoreScale, Vec<InitPoint>)> = Vec::new();
     for &scale in &init.scales {
         let mut points = Vec::new();
@@ -297,9 +302,40 @@ fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunErro
                 notebook
                     .metric(MetricRow::new("init", &label, metric, value).seed(config.run.seed));
             }
+            notebook.advance(1);
+            points.push(p);
+        }
+        by_scale.push((scale, points));
+    }
+    by_scale
+}
+
+/// Part A's table, and the gradients and the entropy against d_k.
+fn show_init(
+    config: &ScalingConfig,
+    by_scale: &[(ScoreScale, Vec<InitPoint>)],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let init = &config.init;
+    let mut table = Table::new(
+        "Part A: at initialisation (q, k ~ N(0, 1))",
+        &[
+            "scale",
+            "d_k",
+            "Var(q·k)/d_k",
+            "Var(logits)",
+            "max weight",
+            "entropy (nats)",
+            "median row ‖∂L/∂z_i‖",
+            "‖∂L/∂z‖_F",
+            "‖∂L/∂q‖_F",
+        ],
+    );
+    for (scale, points) in by_scale {
+        for p in points {
             table.row(vec![
                 scale.to_string(),
-                d_k.to_string(),
+                p.d_k.to_string(),
                 format!("{:.3}", p.qk_var_over_dk),
                 format!("{:.3}", p.logit_var),
                 format!("{:.3}", p.max_weight),
@@ -308,20 +344,9 @@ fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunErro
                 format!("{:.3e}", p.grad_logits),
                 format!("{:.3e}", p.grad_q),
             ]);
-            notebook.advance(1);
-            points.push(p);
         }
-        by_scale.push((scale, points));
     }
     notebook.table(table);
-    notebook.summarize(
-        "init",
-        by_scale
-            .iter()
-            .map(|(s, p)| (s.to_string(), p))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    );
-
     let line = |f: fn(&InitPoint) -> f64| {
         move |points: &[InitPoint]| {
             points
@@ -346,7 +371,7 @@ fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunErro
         "mean row entropy (nats)",
     )
     .log_x();
-    for (scale, points) in &by_scale {
+    for (scale, points) in by_scale {
         grads = grads.line(
             format!("{scale}: median row ‖∂L/∂z_i‖"),
             line(|p| p.grad_logits_row)(points),
@@ -371,8 +396,6 @@ fn part_a(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunErro
     )?;
     notebook.plot("grad_q_vs_dk", "Gradient w.r.t. q vs d_k", grads_q.to_svg())?;
     notebook.plot("entropy_vs_dk", "Entropy vs d_k", entropy.to_svg())?;
-
-    init_verdicts(&by_scale, notebook);
     Ok(())
 }
 
@@ -437,8 +460,26 @@ fn times(ratio: f64) -> String {
     }
 }
 
+/// The seed pages' saturation example: show, judge (against the page's printed row), summarise.
 fn saturation(notebook: &mut Notebook) {
     let rows = saturation_table();
+    show_saturation(&rows, notebook);
+    judge_saturation(&rows, notebook);
+    notebook.summarize("saturation", &rows);
+}
+
+/// `[0.631, 0.337, …]` with `p` decimals.
+fn numbers(v: &[f64], p: usize) -> String {
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| format!("{x:.p$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn show_saturation(rows: &[SaturationRow], notebook: &mut Notebook) {
     let mut table = Table::new(
         "The seed pages' saturation example: softmax([30, 25, −10, 5])",
         &[
@@ -449,25 +490,20 @@ fn saturation(notebook: &mut Notebook) {
             "‖J‖_F",
         ],
     );
-    let fmt = |v: &[f64], p: usize| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|x| format!("{x:.p$}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    for r in &rows {
+    for r in rows {
         table.row(vec![
             r.label.clone(),
-            fmt(&r.logits, 3),
-            fmt(&r.weights, 3),
+            numbers(&r.logits, 3),
+            numbers(&r.weights, 3),
             format!("{:.3}", metrics::entropy(&r.weights)),
             format!("{:.3e}", r.jacobian_norm),
         ]);
     }
     notebook.table(table);
+}
+
+/// A finding where the seed page's printed scaled row is not what it computes to.
+fn judge_saturation(rows: &[SaturationRow], notebook: &mut Notebook) {
     let scaled = &rows[1].weights;
     let off = scaled
         .iter()
@@ -477,52 +513,72 @@ fn saturation(notebook: &mut Notebook) {
     if off > 0.01 {
         notebook.finding(format!(
             "the seed page 002 prints softmax([3.75, 3.125, −1.25, 0.625]) = {}, but it computes to {} (largest difference {off:.3}); the unscaled row {} matches the page",
-            fmt(&SEED_PAGE_SCALED_ROW, 2),
-            fmt(scaled, 3),
-            fmt(&rows[0].weights, 3)
+            numbers(&SEED_PAGE_SCALED_ROW, 2),
+            numbers(scaled, 3),
+            numbers(&rows[0].weights, 3)
         ));
     }
-    notebook.summarize("saturation", &rows);
 }
 
+/// One trained (d_k, scale) over seeds: its numbers and its curves (means over seeds).
+struct TrainPoint {
+    d_k: usize,
+    scale: ScoreScale,
+    label: String,
+    loss_at: Spread,
+    accuracy: Spread,
+    entropy: Spread,
+    logit_std: Spread,
+    /// Steps to 90 % per seed ("412/never/388") and their mean (never = the budget).
+    to90: String,
+    to90_mean: f64,
+    diverged: bool,
+    /// Loss, accuracy, ‖∇W_Q‖, ‖∇W_K‖ and logit std against the step, in that order.
+    curves: [Vec<(f64, f64)>; 5],
+}
+
+/// The step the losses are compared at.
+fn compare_step(config: &ScalingConfig) -> usize {
+    let steps = config.train.steps;
+    config.sweep.compare_at.unwrap_or(steps - 1).min(steps - 1)
+}
+
+/// Records averaged for the numbers read at a step.
+const WINDOW: usize = 5;
+
+/// Part B: training per (d_k, scale); show, summarise, judge.
 fn part_b(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let points = measure_training(config, notebook)?;
+    show_training(config, &points, notebook)?;
+    notebook.summarize("held_out_sequences", HELD_OUT);
+    notebook.summarize(
+        "train",
+        points
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "d_k": p.d_k, "scale": p.scale.to_string(), "loss_at_compare": p.loss_at,
+                    "final_accuracy": p.accuracy, "steps_to_90": p.to90, "steps_to_90_mean": p.to90_mean,
+                    "final_entropy": p.entropy, "final_logit_std": p.logit_std, "diverged": p.diverged,
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    notebook.summarize("compare_step", compare_step(config));
+    judge_training(config, &points, notebook);
+    Ok(())
+}
+
+fn measure_training(
+    config: &ScalingConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<TrainPoint>, RunError> {
     let task = Task::new(config.task.clone())?;
     let held_out = eval_batch(&task, HELD_OUT, config.run.seed);
-    notebook.summarize("held_out_sequences", HELD_OUT);
     let seeds = config.run.seed_list();
     let steps = config.train.steps;
-    let compare = config.sweep.compare_at.unwrap_or(steps - 1).min(steps - 1);
-    let window = 5;
-    let mut table = Table::new(
-        format!(
-            "Part B: training, {} on `{}`, Adam lr {} ({} seeds)",
-            "1-layer transformer",
-            task.kind(),
-            config.train.lr,
-            seeds.len()
-        ),
-        &[
-            "d_k",
-            "scale",
-            &format!("loss @ step {compare}"),
-            "final accuracy (held out)",
-            "steps to 90 %",
-            "final entropy",
-            "final logit std",
-        ],
-    );
-    let mut loss_chart = LineChart::new("Training loss (mean over seeds)", "step", "loss");
-    let mut acc_chart = LineChart::new("Training accuracy (mean over seeds)", "step", "accuracy");
-    let mut wq_chart = LineChart::new("‖∇W_Q‖ (mean over seeds)", "step", "gradient norm").log_y();
-    let mut wk_chart = LineChart::new("‖∇W_K‖ (mean over seeds)", "step", "gradient norm").log_y();
-    let mut std_chart = LineChart::new(
-        "Logit std during training (mean over seeds)",
-        "step",
-        "std of q·k/s",
-    )
-    .log_y();
-    let mut compared = Vec::new();
-    let mut summary = Vec::new();
+    let compare = compare_step(config);
+    let mut points = Vec::new();
     for &d_k in &config.sweep.d_k {
         for &scale in &config.sweep.scales {
             let label = format!("d_k={d_k} scale={scale}");
@@ -535,64 +591,123 @@ fn part_b(config: &ScalingConfig, notebook: &mut Notebook) -> Result<(), RunErro
                 &config.train,
                 &seeds,
             )?;
-            let loss_at = runs.spread_at(compare, window, |r| r.loss);
-            let (_, acc) = runs.held_out(&task, &held_out, &notebook.device);
-            let entropy = runs.final_spread(window, |r| r.mean_entropy());
-            let logit_std = runs.final_spread(window, |r| r.mean_logit_std());
+            let loss_at = runs.spread_at(compare, WINDOW, |r| r.loss);
+            let (_, accuracy) = runs.held_out(&task, &held_out, &notebook.device);
+            let entropy = runs.final_spread(WINDOW, |r| r.mean_entropy());
+            let logit_std = runs.final_spread(WINDOW, |r| r.mean_logit_std());
             let (to90, to90_mean) = describe_steps(&runs.steps_to_accuracy(0.9, 3), steps);
             notebook.say(format!(
-                "{label}: loss@{compare} {loss_at}, held-out accuracy {acc}, steps to 90 % {to90}, logit std {logit_std}"
+                "{label}: loss@{compare} {loss_at}, held-out accuracy {accuracy}, steps to 90 % {to90}, logit std {logit_std}"
             ));
-            table.row(vec![
-                d_k.to_string(),
-                scale.to_string(),
-                format!("{loss_at}"),
-                format!("{acc}"),
-                to90.clone(),
-                format!("{entropy}"),
-                format!("{logit_std}"),
-            ]);
-            loss_chart = loss_chart.line(&label, runs.mean_series(|r| r.loss));
-            acc_chart = acc_chart.line(&label, runs.mean_series(|r| r.accuracy));
-            wq_chart = wq_chart.line(&label, runs.mean_series(|r| r.grad_norm("W_Q")));
-            wk_chart = wk_chart.line(&label, runs.mean_series(|r| r.grad_norm("W_K")));
-            std_chart = std_chart.line(&label, runs.mean_series(|r| r.mean_logit_std()));
-            summary.push(serde_json::json!({
-                "d_k": d_k, "scale": scale.to_string(), "loss_at_compare": loss_at,
-                "final_accuracy": acc, "steps_to_90": to90, "steps_to_90_mean": to90_mean,
-                "final_entropy": entropy, "final_logit_std": logit_std, "diverged": runs.diverged(),
-            }));
-            compared.push((d_k, scale, loss_at));
+            points.push(TrainPoint {
+                d_k,
+                scale,
+                loss_at,
+                accuracy,
+                entropy,
+                logit_std,
+                to90,
+                to90_mean,
+                diverged: runs.diverged(),
+                curves: [
+                    runs.mean_series(|r| r.loss),
+                    runs.mean_series(|r| r.accuracy),
+                    runs.mean_series(|r| r.grad_norm("W_Q")),
+                    runs.mean_series(|r| r.grad_norm("W_K")),
+                    runs.mean_series(|r| r.mean_logit_std()),
+                ],
+                label,
+            });
         }
     }
-    notebook.table(table);
-    notebook.summarize("train", &summary);
-    notebook.summarize("compare_step", compare);
-    notebook.plot("loss_vs_step", "Loss vs step", loss_chart.to_svg())?;
-    notebook.plot("accuracy_vs_step", "Accuracy vs step", acc_chart.to_svg())?;
-    notebook.plot("grad_wq_vs_step", "‖∇W_Q‖ vs step", wq_chart.to_svg())?;
-    notebook.plot("grad_wk_vs_step", "‖∇W_K‖ vs step", wk_chart.to_svg())?;
-    notebook.plot("logit_std_vs_step", "Logit std vs step", std_chart.to_svg())?;
+    Ok(points)
+}
 
+/// Part B's table, and loss, accuracy, gradients and logit std against the step.
+fn show_training(
+    config: &ScalingConfig,
+    points: &[TrainPoint],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let compare = compare_step(config);
+    let mut table = Table::new(
+        format!(
+            "Part B: training, {} on `{}`, Adam lr {} ({} seeds)",
+            "1-layer transformer", config.task.kind, config.train.lr, config.run.seeds
+        ),
+        &[
+            "d_k",
+            "scale",
+            &format!("loss @ step {compare}"),
+            "final accuracy (held out)",
+            "steps to 90 %",
+            "final entropy",
+            "final logit std",
+        ],
+    );
+    let mut charts = vec![
+        LineChart::new("Training loss (mean over seeds)", "step", "loss"),
+        LineChart::new("Training accuracy (mean over seeds)", "step", "accuracy"),
+        LineChart::new("‖∇W_Q‖ (mean over seeds)", "step", "gradient norm").log_y(),
+        LineChart::new("‖∇W_K‖ (mean over seeds)", "step", "gradient norm").log_y(),
+        LineChart::new(
+            "Logit std during training (mean over seeds)",
+            "step",
+            "std of q·k/s",
+        )
+        .log_y(),
+    ];
+    for p in points {
+        table.row(vec![
+            p.d_k.to_string(),
+            p.scale.to_string(),
+            format!("{}", p.loss_at),
+            format!("{}", p.accuracy),
+            p.to90.clone(),
+            format!("{}", p.entropy),
+            format!("{}", p.logit_std),
+        ]);
+        charts = charts
+            .into_iter()
+            .zip(&p.curves)
+            .map(|(chart, curve)| chart.line(&p.label, curve.clone()))
+            .collect();
+    }
+    notebook.table(table);
+    let files = [
+        ("loss_vs_step", "Loss vs step"),
+        ("accuracy_vs_step", "Accuracy vs step"),
+        ("grad_wq_vs_step", "‖∇W_Q‖ vs step"),
+        ("grad_wk_vs_step", "‖∇W_K‖ vs step"),
+        ("logit_std_vs_step", "Logit std vs step"),
+    ];
+    for (chart, (file, title)) in charts.into_iter().zip(files) {
+        notebook.plot(file, title, chart.to_svg())?;
+    }
+    Ok(())
+}
+
+/// At the largest d_k, scaled training reaches a lower loss than unscaled at the same step.
+fn judge_training(config: &ScalingConfig, points: &[TrainPoint], notebook: &mut Notebook) {
+    let compare = compare_step(config);
     let largest = *config.sweep.d_k.iter().max().expect("validated non-empty");
     let at = |s: ScoreScale| {
-        compared
+        points
             .iter()
-            .find(|(d, x, _)| *d == largest && *x == s)
-            .map(|(_, _, spread)| *spread)
+            .find(|p| p.d_k == largest && p.scale == s)
+            .map(|p| p.loss_at)
     };
     match (at(ScoreScale::None), at(ScoreScale::SqrtDk)) {
         (Some(none), Some(scaled)) => notebook.verdict(Verdict::new(
             format!("at the largest d_k ({largest}), scaled training reaches a lower loss than unscaled at the same step"),
             scaled.mean < none.mean,
             format!(
-                "loss at step {compare} (mean of the last {window} records, over {} seeds): sqrt-dk {scaled}, none {none}; seeds: sqrt-dk {:.3}–{:.3}, none {:.3}–{:.3}",
-                seeds.len(), scaled.min, scaled.max, none.min, none.max
+                "loss at step {compare} (mean of the last {WINDOW} records, over {} seeds): sqrt-dk {scaled}, none {none}; seeds: sqrt-dk {:.3}–{:.3}, none {:.3}–{:.3}",
+                config.run.seeds, scaled.min, scaled.max, none.min, none.max
             ),
         )),
         _ => notebook.finding("the training sweep needs both `none` and `sqrt-dk` for its verdict"),
     }
-    Ok(())
 }
 
 #[cfg(test)]
