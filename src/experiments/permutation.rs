@@ -287,7 +287,31 @@ fn mask_name(causal: bool) -> &'static str {
     if causal { "causal" } else { "none" }
 }
 
+/// One (encoding, mask) of Part A: its equivariance error at initialisation and after training.
+type Cell = (PositionalKind, bool, Equivariance, Equivariance);
+
+/// Part A: the equivariance error per encoding and mask, at initialisation and trained; show,
+/// summarise, judge.
 fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let cells = measure_equivariance(config, notebook)?;
+    show_equivariance(config, &cells, notebook)?;
+    notebook.summarize(
+        "equivariance",
+        cells
+            .iter()
+            .map(|(pe, causal, init, trained)| {
+                serde_json::json!({"positional": pe.to_string(), "causal": causal, "init": init, "trained": trained})
+            })
+            .collect::<Vec<_>>(),
+    );
+    judge_equivariance(&cells, notebook);
+    Ok(())
+}
+
+fn measure_equivariance(
+    config: &PermutationConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<Cell>, RunError> {
     let e = &config.equivariance;
     let task = Task::new(config.order.free_task.clone())?;
     let shape = [e.batch, task.seq_len(), config.model.d_model];
@@ -296,27 +320,8 @@ fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
         steps: e.train_steps,
         ..config.train.clone()
     };
-    let mut table = Table::new(
-        format!(
-            "Part A: |f(P·x) − P·f(x)| relative to |f(x)|, {} random (x, P) pairs of {} tokens; trained {} steps on `{}`",
-            e.permutations,
-            task.seq_len(),
-            e.train_steps,
-            task.kind()
-        ),
-        &[
-            "encoding",
-            "mask",
-            "max, init",
-            "mean, init",
-            "max, trained",
-            "mean, trained",
-        ],
-    );
     let mut cells = Vec::new();
-    let mut heat = Vec::new();
     for &pe in &e.positionals {
-        let mut heat_row = vec![0.0; 4];
         for causal in [false, true] {
             let label = format!("pe={pe} mask={}", mask_name(causal));
             notebook.status(format!("equivariance: {label}"));
@@ -361,31 +366,61 @@ fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
                     .seed(seed),
                 );
             }
-            table.row(vec![
-                pe.to_string(),
-                mask_name(causal).into(),
-                format!("{:.2e}", init.max_rel),
-                format!("{:.2e}", init.mean_rel),
-                format!("{:.2e}", trained.max_rel),
-                format!("{:.2e}", trained.mean_rel),
-            ]);
-            let col = usize::from(causal);
-            heat_row[col] = init.max_rel.max(1e-12).log10();
-            heat_row[2 + col] = trained.max_rel.max(1e-12).log10();
             cells.push((pe, causal, init, trained));
         }
-        heat.push(heat_row);
+    }
+    Ok(cells)
+}
+
+/// Part A's table, and log10 of the error per encoding (rows) and when and which mask.
+fn show_equivariance(
+    config: &PermutationConfig,
+    cells: &[Cell],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let e = &config.equivariance;
+    let task = Task::new(config.order.free_task.clone())?;
+    let mut table = Table::new(
+        format!(
+            "Part A: |f(P·x) − P·f(x)| relative to |f(x)|, {} random (x, P) pairs of {} tokens; trained {} steps on `{}`",
+            e.permutations,
+            task.seq_len(),
+            e.train_steps,
+            task.kind()
+        ),
+        &[
+            "encoding",
+            "mask",
+            "max, init",
+            "mean, init",
+            "max, trained",
+            "mean, trained",
+        ],
+    );
+    for (pe, causal, init, trained) in cells {
+        table.row(vec![
+            pe.to_string(),
+            mask_name(*causal).into(),
+            format!("{:.2e}", init.max_rel),
+            format!("{:.2e}", init.mean_rel),
+            format!("{:.2e}", trained.max_rel),
+            format!("{:.2e}", trained.mean_rel),
+        ]);
     }
     notebook.table(table);
-    notebook.summarize(
-        "equivariance",
-        cells
-            .iter()
-            .map(|(pe, causal, init, trained)| {
-                serde_json::json!({"positional": pe.to_string(), "causal": causal, "init": init, "trained": trained})
-            })
-            .collect::<Vec<_>>(),
-    );
+    let heat: Vec<Vec<f64>> = e
+        .positionals
+        .iter()
+        .map(|&pe| {
+            let mut row = vec![0.0; 4];
+            for (_, causal, init, trained) in cells.iter().filter(|c| c.0 == pe) {
+                let col = usize::from(*causal);
+                row[col] = init.max_rel.max(1e-12).log10();
+                row[2 + col] = trained.max_rel.max(1e-12).log10();
+            }
+            row
+        })
+        .collect();
     notebook.plot(
         "equivariance",
         "log10 of the equivariance error per encoding and mask",
@@ -407,10 +442,13 @@ fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
             .to_vec(),
         )
         .to_svg(),
-    )?;
+    )
+}
 
+/// At initialisation and after training, only no encoding with no mask is equivariant.
+fn judge_equivariance(cells: &[Cell], notebook: &mut Notebook) {
     for (when, pick) in [("at initialisation", 0usize), ("after training", 1usize)] {
-        let value = |c: &(PositionalKind, bool, Equivariance, Equivariance)| {
+        let value = |c: &Cell| {
             if pick == 0 { c.2.max_rel } else { c.3.max_rel }
         };
         let plain: Vec<f64> = cells
@@ -427,7 +465,7 @@ fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
             notebook.finding(
                 "the equivariance sweep needs `none` among its encodings for its verdicts",
             );
-            return Ok(());
+            return;
         };
         let weakest = others
             .iter()
@@ -443,7 +481,6 @@ fn part_a(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
             ),
         ));
     }
-    Ok(())
 }
 
 fn part_b(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
