@@ -16,7 +16,7 @@ use crate::lab::evaluate::{eval_batch, held_out_accuracy};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, linear_probe, to_host};
 use crate::lab::model::{ModelConfig, TinyTransformer};
-use crate::lab::tasks::{Task, TaskConfig};
+use crate::lab::tasks::{Task, TaskConfig, TaskKind};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
@@ -483,28 +483,45 @@ fn judge_equivariance(cells: &[Cell], notebook: &mut Notebook) {
     }
 }
 
+/// One (task, encoding) of Part B, trained over seeds.
+struct OrderResult {
+    kind: TaskKind,
+    positional: PositionalKind,
+    accuracy: Spread,
+    chance: f64,
+    label: String,
+    /// Training accuracy against the step, mean over seeds.
+    curve: Vec<(f64, f64)>,
+}
+
+/// Part B: an order task and an order-free one, trained with each encoding; show, summarise,
+/// judge.
 fn part_b(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let results = measure_order(config, notebook)?;
+    show_order(config, &results, notebook)?;
+    notebook.summarize(
+        "order",
+        results
+            .iter()
+            .map(|r| serde_json::json!({"task": r.kind.name(), "positional": r.positional.to_string(), "final_accuracy": r.accuracy, "chance": r.chance}))
+            .collect::<Vec<_>>(),
+    );
+    // The same held-out sequences the models were scored on.
+    let order_task = Task::new(config.order.order_task.clone())?;
+    let blind =
+        order_task.order_blind_accuracy(&eval_batch(&order_task, HELD_OUT, config.run.seed));
+    if let Some(b) = blind {
+        notebook.summarize("order_blind_accuracy", b);
+    }
+    judge_order(config, &results, blind, notebook);
+    Ok(())
+}
+
+fn measure_order(
+    config: &PermutationConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<OrderResult>, RunError> {
     let seeds = config.run.seed_list();
-    let mut table = Table::new(
-        format!(
-            "Part B: accuracy after training on {HELD_OUT} held-out sequences, with and without an encoding (Adam lr {}, {} steps, {} seeds)",
-            config.train.lr,
-            config.train.steps,
-            seeds.len()
-        ),
-        &[
-            "task",
-            "needs order",
-            "encoding",
-            "final accuracy",
-            "chance (1/classes)",
-        ],
-    );
-    let mut chart = LineChart::new(
-        "Accuracy during training (mean over seeds)",
-        "step",
-        "accuracy",
-    );
     let mut results = Vec::new();
     for task_config in [&config.order.order_task, &config.order.free_task] {
         let task = Task::new(task_config.clone())?;
@@ -533,57 +550,82 @@ fn part_b(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
                     acc
                 })
                 .collect();
-            let acc = Spread::of(&accs);
+            let accuracy = Spread::of(&accs);
             notebook.say(format!(
-                "{label}: final accuracy {acc} (chance {:.3})",
+                "{label}: final accuracy {accuracy} (chance {:.3})",
                 task.chance()
             ));
-            table.row(vec![
-                task.kind().to_string(),
-                if task.kind().needs_position() {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .into(),
-                pe.to_string(),
-                format!("{acc}"),
-                format!("{:.3}", task.chance()),
-            ]);
-            chart = chart.line(&label, runs.mean_series(|r| r.accuracy));
-            results.push((task.kind(), pe, acc, task.chance()));
+            results.push(OrderResult {
+                kind: task.kind(),
+                positional: pe,
+                accuracy,
+                chance: task.chance(),
+                curve: runs.mean_series(|r| r.accuracy),
+                label,
+            });
         }
+    }
+    Ok(results)
+}
+
+fn show_order(
+    config: &PermutationConfig,
+    results: &[OrderResult],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let mut table = Table::new(
+        format!(
+            "Part B: accuracy after training on {HELD_OUT} held-out sequences, with and without an encoding (Adam lr {}, {} steps, {} seeds)",
+            config.train.lr, config.train.steps, config.run.seeds
+        ),
+        &[
+            "task",
+            "needs order",
+            "encoding",
+            "final accuracy",
+            "chance (1/classes)",
+        ],
+    );
+    let mut chart = LineChart::new(
+        "Accuracy during training (mean over seeds)",
+        "step",
+        "accuracy",
+    );
+    for r in results {
+        table.row(vec![
+            r.kind.to_string(),
+            if r.kind.needs_position() { "yes" } else { "no" }.into(),
+            r.positional.to_string(),
+            format!("{}", r.accuracy),
+            format!("{:.3}", r.chance),
+        ]);
+        chart = chart.line(&r.label, r.curve.clone());
     }
     notebook.table(table);
     notebook.plot(
         "order_accuracy_vs_step",
         "Accuracy vs step, with and without an encoding",
         chart.to_svg(),
-    )?;
-    notebook.summarize(
-        "order",
-        results
-            .iter()
-            .map(|(k, pe, acc, chance)| serde_json::json!({"task": k.name(), "positional": pe.to_string(), "final_accuracy": acc, "chance": chance}))
-            .collect::<Vec<_>>(),
-    );
+    )
+}
 
+/// Without an encoding the order task gets no further than the order-blind guess (`blind`),
+/// while the order-free task is learned either way.
+fn judge_order(
+    config: &PermutationConfig,
+    results: &[OrderResult],
+    blind: Option<f64>,
+    notebook: &mut Notebook,
+) {
     let order = config.order.order_task.kind;
     let free = config.order.free_task.kind;
     let get = |kind, none: bool| {
         results
             .iter()
-            .filter(|r| r.0 == kind && (r.1 == PositionalKind::None) == none)
-            .map(|r| (r.1, r.2, r.3))
+            .filter(|r| r.kind == kind && (r.positional == PositionalKind::None) == none)
+            .map(|r| (r.positional, r.accuracy, r.chance))
             .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean))
     };
-    // The same held-out sequences the models were scored on.
-    let order_task = Task::new(config.order.order_task.clone())?;
-    let blind =
-        order_task.order_blind_accuracy(&eval_batch(&order_task, HELD_OUT, config.run.seed));
-    if let Some(b) = blind {
-        notebook.summarize("order_blind_accuracy", b);
-    }
     match (
         get(order, true),
         get(order, false),
@@ -614,7 +656,6 @@ fn part_b(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
         _ => notebook
             .finding("the order sweep needs `none` and at least one encoding for its verdict"),
     }
-    Ok(())
 }
 
 /// Probe accuracy overall and per position, for one model.
