@@ -704,7 +704,37 @@ fn probe(
     (overall, per_position)
 }
 
+/// One model of Part C: the position probe's accuracy at initialisation and trained (over
+/// seeds), and trained per position (mean over seeds).
+struct ProbeResult {
+    name: String,
+    causal: bool,
+    init: Spread,
+    trained: Spread,
+    per_position: Vec<f64>,
+}
+
+/// Part C: a linear probe for absolute position in causal models without an encoding, and a
+/// non-causal control; show, summarise, judge.
 fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let results = measure_probes(config, notebook)?;
+    let chance = 1.0 / config.probe.task.length as f64;
+    show_probes(config, &results, notebook)?;
+    notebook.summarize(
+        "probe",
+        results
+            .iter()
+            .map(|r| serde_json::json!({"model": r.name, "causal": r.causal, "init": r.init, "trained": r.trained, "chance": chance}))
+            .collect::<Vec<_>>(),
+    );
+    judge_probes(config, &results, notebook);
+    Ok(())
+}
+
+fn measure_probes(
+    config: &PermutationConfig,
+    notebook: &mut Notebook,
+) -> Result<Vec<ProbeResult>, RunError> {
     let task = Task::new(config.probe.task.clone())?;
     let seeds = config.run.seed_list();
     let m = task.length();
@@ -728,31 +758,13 @@ fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
         })
         .collect();
     models.push((format!("non-causal, {deepest} layers"), false, deepest));
-    let mut table = Table::new(
-        format!(
-            "Part C: a linear probe (ridge least squares) for absolute position 0…{} from the last hidden states, no encoding; trained on `{}`",
-            m - 1,
-            task.kind()
-        ),
-        &[
-            "model",
-            "probe accuracy, init",
-            "probe accuracy, trained",
-            "chance",
-        ],
-    );
-    let mut chart = LineChart::new(
-        "Probe accuracy per position after training (mean over seeds)",
-        "position",
-        "probe accuracy",
-    );
     let mut results = Vec::new();
-    for (name, causal, layers) in &models {
-        let model_config = config.model_for(PositionalKind::None, *causal, *layers);
+    for (name, causal, layers) in models {
+        let model_config = config.model_for(PositionalKind::None, causal, layers);
         let runs = train_seeds(
             notebook,
             "probe",
-            name,
+            &name,
             &model_config,
             &task,
             &config.train,
@@ -783,31 +795,66 @@ fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
                 *sum += p / seeds.len() as f64;
             }
             notebook.metric(
-                MetricRow::new("probe", name, "probe_accuracy.init", *init.last().unwrap())
+                MetricRow::new("probe", &name, "probe_accuracy.init", *init.last().unwrap())
                     .seed(seed),
             );
             notebook
-                .metric(MetricRow::new("probe", name, "probe_accuracy.trained", acc).seed(seed));
+                .metric(MetricRow::new("probe", &name, "probe_accuracy.trained", acc).seed(seed));
         }
         let (init, trained) = (Spread::of(&init), Spread::of(&trained));
         notebook.say(format!(
             "{name}: probe accuracy {trained} after training, {init} at init (chance {chance:.3})"
         ));
+        results.push(ProbeResult {
+            name,
+            causal,
+            init,
+            trained,
+            per_position,
+        });
+    }
+    Ok(results)
+}
+
+fn show_probes(
+    config: &PermutationConfig,
+    results: &[ProbeResult],
+    notebook: &mut Notebook,
+) -> Result<(), RunError> {
+    let (kind, m) = (config.probe.task.kind, config.probe.task.length);
+    let chance = 1.0 / m as f64;
+    let mut table = Table::new(
+        format!(
+            "Part C: a linear probe (ridge least squares) for absolute position 0…{} from the last hidden states, no encoding; trained on `{kind}`",
+            m - 1
+        ),
+        &[
+            "model",
+            "probe accuracy, init",
+            "probe accuracy, trained",
+            "chance",
+        ],
+    );
+    let mut chart = LineChart::new(
+        "Probe accuracy per position after training (mean over seeds)",
+        "position",
+        "probe accuracy",
+    );
+    for r in results {
         table.row(vec![
-            name.clone(),
-            format!("{init}"),
-            format!("{trained}"),
+            r.name.clone(),
+            format!("{}", r.init),
+            format!("{}", r.trained),
             format!("{chance:.3}"),
         ]);
         chart = chart.line(
-            name,
-            per_position
+            &r.name,
+            r.per_position
                 .iter()
                 .enumerate()
                 .map(|(p, &a)| (p as f64, a))
                 .collect(),
         );
-        results.push((name.clone(), *causal, init, trained));
     }
     chart = chart.reference(
         format!("chance, 1/{m}"),
@@ -818,21 +865,25 @@ fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
         "probe_accuracy_by_position",
         "Position probe accuracy by position",
         chart.to_svg(),
-    )?;
-    notebook.summarize(
-        "probe",
-        results
-            .iter()
-            .map(|(n, c, i, t)| serde_json::json!({"model": n, "causal": c, "init": i, "trained": t, "chance": chance}))
-            .collect::<Vec<_>>(),
-    );
+    )
+}
+
+/// Causal models carry absolute position without an encoding; the non-causal control does not.
+fn judge_probes(config: &PermutationConfig, results: &[ProbeResult], notebook: &mut Notebook) {
+    let m = config.probe.task.length;
+    let chance = 1.0 / m as f64;
     let worst_causal = results
         .iter()
-        .filter(|r| r.1)
-        .map(|r| (r.0.clone(), r.3.mean))
+        .filter(|r| r.causal)
+        .map(|r| (r.name.clone(), r.trained.mean))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .expect("at least one causal model");
-    let control = results.iter().find(|r| !r.1).expect("the control").3.mean;
+    let control = results
+        .iter()
+        .find(|r| !r.causal)
+        .expect("the control")
+        .trained
+        .mean;
     notebook.verdict(Verdict::new(
         "a causal model without positional encoding still carries absolute position; a non-causal one does not",
         worst_causal.1 > 2.0 * chance && worst_causal.1 > 2.0 * control && control < 1.5 * chance,
@@ -841,23 +892,47 @@ fn part_c(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
             worst_causal.0, worst_causal.1
         ),
     ));
+}
+
+/// One word of Part D under one encoding: its output in each order, and their largest gap.
+struct WordOutputs {
+    positional: PositionalKind,
+    word: &'static str,
+    in_order: Vec<f32>,
+    reversed: Vec<f32>,
+    difference: f64,
+}
+
+/// The seed pages' example on a three-word vocabulary: measure, show, summarise, judge.
+fn part_d(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+    let (words, gaps) = measure_cat(config, notebook)?;
+    show_cat(&words, notebook);
+    notebook.summarize(
+        "cat_sentence",
+        gaps.iter()
+            .map(|(pe, g)| (pe.to_string(), *g))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    let (none, sinusoidal) = (gaps[0].1, gaps[1].1);
+    notebook.verdict(Verdict::new(
+        "\"the cat sat\" and \"sat cat the\" give the same multiset of outputs without an encoding, and different ones with it",
+        none < EQUIVARIANT_BELOW && sinusoidal > BROKEN_ABOVE,
+        format!("largest per-word difference relative to the largest output: {none:.1e} without an encoding, {sinusoidal:.1e} with sinusoidal"),
+    ));
     Ok(())
 }
 
-/// The seed pages' example on a three-word vocabulary.
-fn part_d(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), RunError> {
+/// The words' outputs, and per encoding the largest difference relative to the largest output.
+type CatMeasured = (Vec<WordOutputs>, Vec<(PositionalKind, f64)>);
+
+/// Each word's output in "the cat sat" and "sat cat the", with no encoding and with sinusoidal.
+fn measure_cat(
+    config: &PermutationConfig,
+    notebook: &mut Notebook,
+) -> Result<CatMeasured, RunError> {
     let words = ["the", "cat", "sat"];
     let orders: [[usize; 3]; 2] = [[0, 1, 2], [2, 1, 0]];
-    let mut table = Table::new(
-        "Part D: \"the cat sat\" vs \"sat cat the\": each word's output, first 3 of d_model values",
-        &[
-            "encoding",
-            "word",
-            "in \"the cat sat\"",
-            "in \"sat cat the\"",
-            "max |difference|",
-        ],
-    );
+    let mut rows = Vec::new();
     let mut gaps = Vec::new();
     for pe in [PositionalKind::None, PositionalKind::Sinusoidal] {
         let model = config.model_for(pe, false, config.model.n_layers).init(
@@ -896,18 +971,13 @@ fn part_d(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
                 .zip(b)
                 .fold(0.0f64, |m, (x, y)| m.max(f64::from((x - y).abs())));
             worst = worst.max(diff / scale);
-            let head = |v: &[f32]| {
-                let shown: Vec<String> = v.iter().take(3).map(|x| format!("{x:.3}")).collect();
-                let more = if v.len() > 3 { ", …" } else { "" };
-                format!("[{}{more}]", shown.join(", "))
-            };
-            table.row(vec![
-                pe.to_string(),
-                (*word).into(),
-                head(a),
-                head(b),
-                format!("{diff:.2e}"),
-            ]);
+            rows.push(WordOutputs {
+                positional: pe,
+                word,
+                in_order: a.to_vec(),
+                reversed: b.to_vec(),
+                difference: diff,
+            });
         }
         notebook.metric(
             MetricRow::new("cat", &format!("pe={pe}"), "max_rel_difference", worst)
@@ -916,18 +986,33 @@ fn part_d(config: &PermutationConfig, notebook: &mut Notebook) -> Result<(), Run
         gaps.push((pe, worst));
     }
     notebook.advance(1);
-    notebook.table(table);
-    notebook.summarize(
-        "cat_sentence",
-        gaps.iter()
-            .map(|(pe, g)| (pe.to_string(), *g))
-            .collect::<std::collections::BTreeMap<_, _>>(),
+    Ok((rows, gaps))
+}
+
+fn show_cat(words: &[WordOutputs], notebook: &mut Notebook) {
+    let mut table = Table::new(
+        "Part D: \"the cat sat\" vs \"sat cat the\": each word's output, first 3 of d_model values",
+        &[
+            "encoding",
+            "word",
+            "in \"the cat sat\"",
+            "in \"sat cat the\"",
+            "max |difference|",
+        ],
     );
-    let (none, sinusoidal) = (gaps[0].1, gaps[1].1);
-    notebook.verdict(Verdict::new(
-        "\"the cat sat\" and \"sat cat the\" give the same multiset of outputs without an encoding, and different ones with it",
-        none < EQUIVARIANT_BELOW && sinusoidal > BROKEN_ABOVE,
-        format!("largest per-word difference relative to the largest output: {none:.1e} without an encoding, {sinusoidal:.1e} with sinusoidal"),
-    ));
-    Ok(())
+    let head = |v: &[f32]| {
+        let shown: Vec<String> = v.iter().take(3).map(|x| format!("{x:.3}")).collect();
+        let more = if v.len() > 3 { ", …" } else { "" };
+        format!("[{}{more}]", shown.join(", "))
+    };
+    for w in words {
+        table.row(vec![
+            w.positional.to_string(),
+            w.word.into(),
+            head(&w.in_order),
+            head(&w.reversed),
+            format!("{:.2e}", w.difference),
+        ]);
+    }
+    notebook.table(table);
 }
