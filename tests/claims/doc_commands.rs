@@ -44,12 +44,14 @@ fn documents() -> Vec<PathBuf> {
     docs
 }
 
-/// One documented command: where it stands, the binary, and its arguments after `--`.
+/// One documented command: where it stands, the binary, its arguments after `--`, and the
+/// variables an `export` line above it in the same code block sets.
 #[derive(Debug, PartialEq)]
 struct Documented {
     place: String,
     bin: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Splits a shell line into words: single and double quotes group, a `#` after a space starts a
@@ -89,6 +91,7 @@ fn words(line: &str) -> Vec<String> {
 fn commands(file: &str, text: &str) -> Vec<Documented> {
     let mut found = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let number = i + 1;
@@ -98,6 +101,23 @@ fn commands(file: &str, text: &str) -> Vec<Documented> {
             i += 1;
         }
         i += 1;
+        if line.trim_start().starts_with("```") {
+            env.clear();
+        }
+        // `export A=1 B=$(…)`: a value the reader makes up stands as a placeholder.
+        if let Some(rest) = line.trim_start().strip_prefix("export ") {
+            for word in words(rest) {
+                if let Some((name, value)) = word.split_once('=') {
+                    let value = if value.contains(['$', '<']) {
+                        "placeholder"
+                    } else {
+                        value
+                    };
+                    env.retain(|(n, _)| n != name);
+                    env.push((name.to_string(), value.to_string()));
+                }
+            }
+        }
         let Some(start) = line.find("cargo run") else {
             continue;
         };
@@ -113,6 +133,7 @@ fn commands(file: &str, text: &str) -> Vec<Documented> {
             place: format!("{file}:{number}"),
             bin: words[bin + 1].clone(),
             args: args.iter().map(|a| without_variables(a)).collect(),
+            env: env.clone(),
         });
     }
     found
@@ -175,6 +196,19 @@ fn the_command_splitter_reads_quotes_comments_and_continuations() {
         ]
     );
     assert_eq!(found[2].place, "t.md:4");
+    let block = "```sh\nexport TOKEN=$(openssl rand -hex 32) MODE=fast\ncargo run --bin a\n```\ncargo run --bin b\n";
+    let found = commands("u.md", block);
+    assert_eq!(
+        found[0].env,
+        vec![
+            ("TOKEN".to_string(), "placeholder".to_string()),
+            ("MODE".to_string(), "fast".to_string())
+        ]
+    );
+    assert!(
+        found[1].env.is_empty(),
+        "a code block's exports end with it"
+    );
 }
 
 #[test]
@@ -192,7 +226,7 @@ fn every_documented_command_passes_its_check() {
                 continue;
             };
             let mut run = Command::new(binary);
-            run.args(&command.args);
+            run.args(&command.args).envs(command.env.iter().cloned());
             if !command.args.iter().any(|a| a == "--check") {
                 run.arg("--check");
             }
