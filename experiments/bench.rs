@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 1.5)]
     seconds: f64,
     /// A PyTorch peer to pair with, run between our timings at each n as `sh -c "PEER n"`; it must
-    /// print `n eager_ms sdpa_ms`, e.g. `--peer "python3 ../shared/peers/torch_attention.py"`.
+    /// print `n eager_ms sdpa_ms`, e.g. `--peer "python3 peers/attention.py"`.
     #[arg(long)]
     peer: Option<String>,
     /// Runs of the peer per n (our timing is split into as many slices around them).
@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     train_steps: usize,
     /// The training peer, run as `sh -c "PEER d_model h"`; it must print `h ms_per_step`, e.g.
-    /// `--train-peer "python3 ../shared/peers/torch_train.py"`.
+    /// `--train-peer "python3 peers/train.py"`.
     #[arg(long)]
     train_peer: Option<String>,
     /// Run even when the estimated memory exceeds what the machine has available.
