@@ -3,11 +3,11 @@
 //! what they stored into the run folder one unsharded run would have written.
 //!
 //! The unit of work is one training run: one (configuration, seed) pair, as every experiment
-//! asks for it through [`Units::train`]. An experiment asks for its units in the
-//! same order every time, so the k-th unit is the same everywhere and shard I of N trains the
-//! units with k mod N = I ([`Shard::owns`]). The units of other shards get a stand-in (one real
-//! step, [`Units::train`]) so that the experiment's code runs unchanged; what it computes from
-//! stand-ins is thrown away, and a shard writes only its own units:
+//! asks for it through [`Units::train`]. An experiment asks for its units in the same order
+//! every time, so the k-th unit is the same everywhere and shard I of N trains the units with
+//! k mod N = I ([`Shard::owns`]). The units of other shards get a stand-in (one real step) so
+//! that the experiment's code runs unchanged; what it computes from stand-ins is thrown away, and
+//! a shard writes only its own units:
 //!
 //! ```text
 //! results/<experiment>/<sweep-id>/shard-I-of-N/
@@ -253,9 +253,7 @@ impl UnitKey {
             fingerprint: format!("{:016x}", stable_hash(shape.bytes())),
         }
     }
-}
 
-impl UnitKey {
     /// The key of `job` trained as `part`/`label`.
     pub fn of(part: &str, label: &str, job: &TrainJob<'_>) -> Self {
         // Everything that decides a run besides its names and seed.
