@@ -14,5 +14,5 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = ReproduceArgs::parse();
-    finish(run(&args, &ALL).map(|_| ()))
+    finish(run(&args, ALL).map(|_| ()))
 }

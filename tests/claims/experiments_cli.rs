@@ -470,17 +470,17 @@ fn reproduce_writes_an_index_whose_links_resolve() {
 #[test]
 fn reproduce_selection_keeps_order_and_refuses_unknown_names() {
     use attention_lab::run::reproduce::select;
-    let picked = select(&ALL, &["temperature".into(), "Scaling".into()]).unwrap();
+    let picked = select(ALL, &["temperature".into(), "Scaling".into()]).unwrap();
     assert_eq!(
         picked.iter().map(|e| e.name).collect::<Vec<_>>(),
         ["temperature", "scaling"]
     );
-    let err = select(&ALL, &["scalling".into()]).unwrap_err().to_string();
+    let err = select(ALL, &["scalling".into()]).unwrap_err().to_string();
     assert!(
         err.starts_with("unknown experiment 'scalling': expected one of scaling, "),
         "{err}"
     );
-    assert_eq!(select(&ALL, &[]).unwrap().len(), ALL.len());
+    assert_eq!(select(ALL, &[]).unwrap().len(), ALL.len());
 }
 
 #[test]
