@@ -5,6 +5,7 @@
 mod common;
 
 mod bos;
+mod build_features;
 mod cross_backend;
 mod doc_commands;
 mod experiments_cli;
