@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::output::index::{IndexPage, Ran};
+use crate::output::published::{BLOCK_BEGIN, BLOCK_END, BlockError, Publication, SeedRun};
 use crate::output::report::RunStatus;
 use crate::output::report::{Table, WriteError, utc_stamp};
 use crate::run::experiment::RunError;
@@ -18,6 +19,7 @@ use crate::run::runner::{ExperimentArgs, RunOptions, check_out, print_outcome, p
 use crate::run::shard::{ShardError, Sweep, open_sweep};
 use crate::util::interrupt;
 use crate::util::limits::check_memory;
+use crate::util::provenance::Provenance;
 
 /// `reproduce`'s command line.
 #[derive(clap::Parser, Debug, Clone)]
@@ -43,6 +45,23 @@ pub struct ReproduceArgs {
     /// of running anything (repeatable; every sweep is checked before the first merge)
     #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["names", "list"])]
     pub merge: Vec<PathBuf>,
+    /// Run at every --seeds base seed (run folders under <out>/seed-<N>), then write the
+    /// published results into DIR: <experiment>.md with each claim's tally over the seeds, the
+    /// plots, and README.md with the commit, machine and wall times
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["merge", "list", "seed", "shard", "sweep_id"])]
+    pub publish: Option<PathBuf>,
+    /// The base seeds --publish runs at [default: 0,10,20]
+    #[arg(
+        long,
+        value_name = "SEED,…",
+        value_delimiter = ',',
+        requires = "publish"
+    )]
+    pub seeds: Vec<u64>,
+    /// With --publish, also replace the claims-at-a-glance block in FILE (the README), between
+    /// its two marker lines
+    #[arg(long, value_name = "FILE", requires = "publish")]
+    pub readme: Option<PathBuf>,
 }
 
 /// Why `reproduce` stopped or ended badly.
@@ -65,6 +84,10 @@ pub enum ReproduceError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Shard(#[from] ShardError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("--seeds {seeds}: {reason}")]
+    Seeds { seeds: String, reason: &'static str },
     #[error("{} of {total} experiments did not complete: {}", failed.len(), failed.join("; "))]
     Failed { failed: Vec<String>, total: usize },
     #[error(
@@ -115,6 +138,9 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
     }
     if !args.merge.is_empty() {
         return merge(args, all);
+    }
+    if let Some(dir) = &args.publish {
+        return publish(args, all, dir);
     }
     let sharded = args.run.sharding()?.is_some();
     let entries = select(all, &args.names)?;
@@ -315,6 +341,140 @@ fn merge(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceErr
             .join(" ")
     );
     write_index(args, runs, seconds, &root, &command)
+}
+
+/// The base seeds the published results come from when `--seeds` names none.
+pub const PUBLISHED_SEEDS: [u64; 3] = [0, 10, 20];
+
+/// Runs the selection at every base seed, each into `<out>/seed-<N>` with its own index, then
+/// writes the published results into `dir` (and the glance block into `--readme`). Nothing is
+/// published unless every experiment completed at every seed: a reference run is whole or it is
+/// not one.
+fn publish(args: &ReproduceArgs, all: &[Entry], dir: &Path) -> Result<Reproduced, ReproduceError> {
+    let seeds = if args.seeds.is_empty() {
+        PUBLISHED_SEEDS.to_vec()
+    } else {
+        args.seeds.clone()
+    };
+    let listed = || {
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if (1..seeds.len()).any(|i| seeds[..i].contains(&seeds[i])) {
+        return Err(ReproduceError::Seeds {
+            seeds: listed(),
+            reason: "a base seed is named twice",
+        });
+    }
+    if let Some(readme) = &args.readme {
+        // The markers are checked before an hour of runs, not after.
+        let text = std::fs::read_to_string(readme).map_err(|e| BlockError::Read {
+            path: readme.clone(),
+            reason: e.to_string(),
+        })?;
+        if !text.contains(BLOCK_BEGIN) || !text.contains(BLOCK_END) {
+            return Err(BlockError::NoMarkers {
+                path: readme.clone(),
+            }
+            .into());
+        }
+    }
+    let at_seed = |seed: u64| {
+        let mut one = args.clone();
+        (one.publish, one.seeds, one.readme) = (None, Vec::new(), None);
+        one.run.seed = Some(seed);
+        one.run.out = args.run.out.join(format!("seed-{seed}"));
+        one
+    };
+    if args.run.check {
+        // The configs are the same at every seed; check them once.
+        run(&at_seed(seeds[0]), all)?;
+        println!(
+            "--publish {}: {} base seeds ({}) would run, then be published there; nothing was written",
+            dir.display(),
+            seeds.len(),
+            listed()
+        );
+        return ended(Vec::new(), 0.0, PathBuf::new(), PathBuf::new());
+    }
+    let started = Instant::now();
+    let mut published = Vec::with_capacity(seeds.len());
+    for (i, &seed) in seeds.iter().enumerate() {
+        println!("\n==== base seed {seed} ({} of {})", i + 1, seeds.len());
+        let done = run(&at_seed(seed), all)?;
+        let runs = done
+            .runs
+            .into_iter()
+            .filter_map(|r| match r {
+                Ran::Done(o) => Some(o),
+                Ran::Failed { .. } | Ran::NotRun { .. } => None,
+            })
+            .collect();
+        published.push(SeedRun {
+            seed,
+            runs,
+            seconds: done.seconds,
+        });
+    }
+    let provenance = Provenance::here();
+    let stamp = utc_stamp(SystemTime::now());
+    let mut command = command_line(args);
+    if command == "cargo run --release --bin reproduce" {
+        command += " --";
+    }
+    command += &format!(" --publish {}", dir.display());
+    if !args.seeds.is_empty() {
+        command += &format!(" --seeds {}", listed());
+    }
+    if let Some(readme) = &args.readme {
+        command += &format!(" --readme {}", readme.display());
+    }
+    let publication = Publication {
+        seeds: &published,
+        provenance: &provenance,
+        stamp: &stamp,
+        command: &command,
+    };
+    let written = publication.write(dir)?;
+    if let Some(readme) = &args.readme {
+        let results_dir = relative_dir(dir, readme);
+        crate::output::published::replace_block(readme, &publication.readme_block(&results_dir))?;
+        println!(
+            "the claims at a glance in {} now come from this run",
+            readme.display()
+        );
+    }
+    let index = dir.join("README.md");
+    println!(
+        "published {} files into {} (seeds {}, {:.0} s)",
+        written.len(),
+        dir.display(),
+        listed(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Reproduced {
+        runs: Vec::new(),
+        index_md: index.clone(),
+        index_html: index,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `dir` as a link from the folder holding `file`, ending in `/`: `docs/results/` from the
+/// README at the root. Falls back to the path as given.
+fn relative_dir(dir: &Path, file: &Path) -> String {
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let shown = match (dir.canonicalize(), base.canonicalize()) {
+        (Ok(d), Ok(b)) => d.strip_prefix(&b).map(Path::to_path_buf).unwrap_or(d),
+        _ => dir.to_path_buf(),
+    };
+    format!("{}/", shown.display())
 }
 
 /// `Ok` with the runs, or the failures among them.

@@ -3,7 +3,8 @@
 //! matching ([`cli`]), the counting allocator behind host-memory measurements ([`memory`]), and
 //! what keeps a run whole at the edges: Ctrl-C as a request ([`interrupt`]), a panic as an error
 //! ([`guard`]), and the machine's memory and the caps on absurd values ([`limits`]); floats that
-//! survive a JSON file bit for bit ([`exact`]).
+//! survive a JSON file bit for bit ([`exact`]); the commit, CPU and toolchain a result came from
+//! ([`provenance`]).
 //!
 //! May use: nothing else in the crate.
 
@@ -14,4 +15,5 @@ pub mod guard;
 pub mod interrupt;
 pub mod limits;
 pub mod memory;
+pub mod provenance;
 pub mod rng;

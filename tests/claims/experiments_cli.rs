@@ -468,6 +468,120 @@ fn reproduce_writes_an_index_whose_links_resolve() {
 }
 
 #[test]
+fn publish_tallies_every_seed_and_fills_the_readme_block_from_the_runs() {
+    use attention_lab::output::published::{BLOCK_BEGIN, BLOCK_END};
+    let dir = scratch("publish");
+    let (published, runs, readme) = (
+        dir.join("docs/results"),
+        dir.join("runs"),
+        dir.join("README.md"),
+    );
+    std::fs::write(&readme, "# Lab\n\nprose\n").unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "temperature",
+            "no_projections",
+            "--configs",
+            "tests/configs",
+        ];
+        a.extend([
+            "--out",
+            runs.to_str().unwrap(),
+            "--publish",
+            published.to_str().unwrap(),
+        ]);
+        a.extend(["--seeds", "0,1", "--readme", readme.to_str().unwrap()]);
+        a.extend(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // A README without the markers is refused before anything runs.
+    let result = run(
+        "reproduce",
+        &args(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(!result.status.success());
+    assert!(
+        stderr(&result).contains("no generated block"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!runs.exists() && !published.exists());
+
+    let prose = format!("# Lab\n\nprose\n{BLOCK_BEGIN}\nstale\n{BLOCK_END}\nmore prose\n");
+    std::fs::write(&readme, &prose).unwrap();
+    let checked = run(
+        "reproduce",
+        &args(&["--check"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        !runs.exists() && !published.exists(),
+        "--check wrote something"
+    );
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), prose);
+
+    let result = run(
+        "reproduce",
+        &args(&[]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
+    for seed in ["seed-0", "seed-1"] {
+        assert!(
+            runs.join(seed).join("index.md").is_file(),
+            "{seed} has no index"
+        );
+    }
+    let page = std::fs::read_to_string(published.join("temperature.md")).unwrap();
+    let index = std::fs::read_to_string(published.join("README.md")).unwrap();
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir(&runs.join("seed-1"), "temperature").join("summary.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    // Every verdict of seed 1's summary is on the page, word and evidence.
+    for v in summary["verdicts"].as_array().unwrap() {
+        let line = format!(
+            "- **{}**: {}. {}",
+            v["verdict"].as_str().unwrap(),
+            v["claim"].as_str().unwrap(),
+            v["evidence"].as_str().unwrap()
+        );
+        assert!(page.contains(&line), "{line} missing from\n{page}");
+    }
+    assert!(page.contains(" of 2 |"), "{page}");
+    assert!(
+        index.contains("| base seeds | 0, 1 |")
+            && index.contains("| CPU |")
+            && index.contains("| commit |"),
+        "{index}"
+    );
+    for target in links(&page).iter().chain(&links(&index)) {
+        assert!(published.join(target).is_file(), "broken link {target}");
+    }
+    assert!(
+        links(&page).iter().any(|l| l.ends_with(".svg")),
+        "the page shows no plot"
+    );
+    let after = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        after.starts_with("# Lab\n\nprose\n")
+            && after.ends_with(&format!("{BLOCK_END}\nmore prose\n")),
+        "{after}"
+    );
+    assert!(
+        !after.contains("stale") && after.contains("](docs/results/temperature.md)"),
+        "{after}"
+    );
+    for target in links(&after) {
+        assert!(dir.join(&target).is_file(), "broken README link {target}");
+    }
+}
+
+#[test]
 fn reproduce_selection_keeps_order_and_refuses_unknown_names() {
     use attention_lab::run::reproduce::select;
     let picked = select(ALL, &["temperature".into(), "Scaling".into()]).unwrap();

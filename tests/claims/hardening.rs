@@ -161,6 +161,9 @@ fn a_panic_is_a_failed_run_that_keeps_its_measurements_and_reproduce_goes_on() {
         },
         list: false,
         merge: Vec::new(),
+        publish: None,
+        seeds: Vec::new(),
+        readme: None,
     };
     let all = [entry::<Crashes>(), entry::<Temperature>()];
     let err = reproduce(&args, &all).unwrap_err();
