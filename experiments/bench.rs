@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use attention_lab::lab::bench::{self, BenchSetup};
-use attention_lab::run::bench::{block_table, train_table};
+use attention_lab::output::report::{utc_stamp, write_atomic};
+use attention_lab::run::bench::{BenchPage, block_table, train_table};
 use attention_lab::util::cli::finish;
 use attention_lab::util::device::BackendKind;
 use attention_lab::util::limits::{check_memory, human_bytes};
+use attention_lab::util::provenance::Provenance;
 use clap::Parser;
 
 /// Time the block's fused and decomposed paths against burn-nn's MultiHeadAttention (b = 4,
@@ -50,6 +52,10 @@ struct Args {
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
+    /// Also write the tables, with the commit, CPU and command, as a markdown page to FILE
+    /// (docs/results/bench.md is the recorded one the docs cite).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<std::path::PathBuf>,
     /// Check the command and exit: parse and validate it, estimate the memory; nothing is
     /// timed, no peer is started.
     #[arg(long)]
@@ -80,6 +86,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         "--train-steps must be at least 10 (the first fifth is warm-up), got {}",
         args.train_steps
     );
+    if let Some(path) = &args.markdown {
+        // Found out now, not after minutes of timing.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        anyhow::ensure!(
+            dir.is_none_or(|d| d.is_dir()),
+            "--markdown {}: its folder does not exist",
+            path.display()
+        );
+    }
     let setup = BenchSetup {
         sizes: args.sizes,
         budget: Duration::try_from_secs_f64(args.seconds)?,
@@ -125,16 +140,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             r.n, r.fused_ms, r.decomposed_ms, r.burn_ms
         );
     })?;
-    println!("\n{}", block_table(&rows).to_markdown());
-    for line in bench::worst_lines(&rows) {
-        println!("{line}");
-    }
+    let table = block_table(&rows);
+    let mut lines = bench::worst_lines(&rows);
     if !host_memory {
-        println!(
+        lines.push(format!(
             "peak memory is not measured on {}: its tensors live in device memory",
             args.backend
-        );
+        ));
     }
+    println!("\n{}", table.to_markdown());
+    for line in &lines {
+        println!("{line}");
+    }
+    let mut tables = vec![(table, lines)];
 
     if args.train {
         println!(
@@ -148,10 +166,35 @@ fn run(args: Args) -> anyhow::Result<()> {
                 r.label, r.fused_ms, r.decomposed_ms
             );
         })?;
-        println!("\n{}", train_table(&rows).to_markdown());
-        if let Some(line) = bench::worst_train_line(&rows) {
+        let table = train_table(&rows);
+        let lines: Vec<String> = bench::worst_train_line(&rows).into_iter().collect();
+        println!("\n{}", table.to_markdown());
+        for line in &lines {
             println!("{line}");
         }
+        tables.push((table, lines));
+    }
+    if let Some(path) = &args.markdown {
+        let command = std::iter::once("cargo run --release --bin bench --".to_string())
+            .chain(std::env::args().skip(1).map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    a
+                }
+            }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let page = BenchPage {
+            provenance: &Provenance::here(),
+            stamp: &utc_stamp(std::time::SystemTime::now()),
+            command: &command,
+            backend: &args.backend.to_string(),
+            peers: [args.peer.as_deref(), args.train_peer.as_deref()],
+            tables,
+        };
+        write_atomic(path, page.to_markdown().as_bytes())?;
+        println!("\nwritten: {}", path.display());
     }
     Ok(())
 }

@@ -4,6 +4,58 @@
 use crate::lab::bench::{BenchRow, TrainRow};
 use crate::lab::timing::mib;
 use crate::output::report::Table;
+use crate::util::provenance::Provenance;
+
+/// What `bench --markdown` writes: the tables with the commit, machine and command that produced
+/// them, so a page can cite a recorded run instead of copying its numbers.
+#[derive(Debug, Clone)]
+pub struct BenchPage<'a> {
+    pub provenance: &'a Provenance,
+    /// UTC, `YYYYMMDD-HHMMSS`.
+    pub stamp: &'a str,
+    pub command: &'a str,
+    pub backend: &'a str,
+    /// `n eager_ms sdpa_ms` peer and training peer, as given.
+    pub peers: [Option<&'a str>; 2],
+    /// Each table with the lines printed under it (its worst ratios).
+    pub tables: Vec<(Table, Vec<String>)>,
+}
+
+impl BenchPage<'_> {
+    pub fn to_markdown(&self) -> String {
+        let p = self.provenance;
+        let peer = |i: usize| self.peers[i].map_or("none".to_string(), |c| format!("`{c}`"));
+        let mut md = format!(
+            "# `bench`: a recorded run\n\n<!-- Written by `bench --markdown`; regenerate rather \
+             than edit. -->\n\n| | |\n|---|---|\n| command | `{}` |\n| finished | {} UTC |\n\
+             | commit | `{}` |\n| CPU | {} ({} threads) |\n| SIMD the CPU offers | {} |\n\
+             | toolchain | {} |\n| backend | {} |\n| PyTorch peer | {} |\n| training peer | {} |\n\n\
+             Times are medians of alternated slices in one run, ms per forward+backward (or per \
+             Adam step). They depend on the machine entirely, and shared machines vary by 10–30 % \
+             between runs: compare ratios from one run.\n",
+            self.command,
+            self.stamp,
+            p.commit,
+            p.cpu,
+            p.threads,
+            p.simd_line(),
+            p.rustc,
+            self.backend,
+            peer(0),
+            peer(1)
+        );
+        for (table, lines) in &self.tables {
+            md += &format!("\n## {}\n\n{}\n", table.title, table.to_markdown());
+            if !lines.is_empty() {
+                md += "\n";
+                for line in lines {
+                    md += &format!("- {line}\n");
+                }
+            }
+        }
+        md
+    }
+}
 
 /// The block table: times, ratios, the peer's times where one ran, and peak memory.
 pub fn block_table(rows: &[BenchRow]) -> Table {
