@@ -18,7 +18,7 @@ use crate::lab::tasks::{Task, TaskConfig, TaskKind};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
-use crate::run::config::{ExperimentConfig, Invalid, RunConfig, Validate, at_least, validate_in};
+use crate::run::config::{Invalid, RunConfig, Validate, at_least, experiment_config, validate_in};
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{Variant, compare};
 use crate::util::interrupt;
@@ -76,11 +76,7 @@ impl Validate for CausalMaskConfig {
     }
 }
 
-impl ExperimentConfig for CausalMaskConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(CausalMaskConfig);
 
 impl CausalMaskConfig {
     fn model_with(&self, causal: bool) -> ModelConfig {
@@ -176,7 +172,7 @@ pub struct CausalMask;
 impl Experiment for CausalMask {
     const NAME: &'static str = "causal_mask";
     const TITLE: &'static str = "with the causal mask, position i cannot see the future";
-    const CLAIM: &'static str = "The seed pages claim that the causal mask stops position i from \
+    const CLAIM: &'static str = "The seed lesson claims that the causal mask stops position i from \
         seeing positions after it. Part A computes the Jacobian ‖∂output_i/∂x_j‖ of an untrained \
         block with and without the mask. Part B trains next-token prediction (the second half of \
         each sequence is the first shifted by one symbol) with and without the mask, and compares the \

@@ -20,7 +20,7 @@ use crate::lab::timing::{median, mib, time_iters, to_mib};
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, increasing, non_empty,
+    Invalid, RunConfig, Validate, at_least, at_most, experiment_config, increasing, non_empty,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::util::device::BackendKind;
@@ -75,11 +75,7 @@ impl Validate for ComplexityConfig {
     }
 }
 
-impl ExperimentConfig for ComplexityConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(ComplexityConfig);
 
 /// Everything measured at one n. Times in milliseconds, memory in bytes (`None` where the
 /// backend keeps tensors outside the host heap).
@@ -204,7 +200,7 @@ pub struct Complexity;
 impl Experiment for Complexity {
     const NAME: &'static str = "complexity";
     const TITLE: &'static str = "attention costs O(n²·d) time and O(n² + n·d) memory";
-    const CLAIM: &'static str = "The seed pages claim that self-attention takes O(n²·d) time and \
+    const CLAIM: &'static str = "The seed lesson claims that self-attention takes O(n²·d) time and \
         O(n² + n·d) memory in the sequence length n. This measures the block's forward and \
         forward+backward time and its peak memory over n at a fixed d, fits the log–log slope \
         over the large-n range (2 means quadratic), finds where the n² part (scores, softmax, \

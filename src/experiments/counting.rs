@@ -21,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::Heatmap;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{Variant, compare};
@@ -101,11 +101,7 @@ impl Validate for CountingConfig {
     }
 }
 
-impl ExperimentConfig for CountingConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(CountingConfig);
 
 /// BOS's recovery counts as "most of the gap" from this fraction on.
 pub const MOST: f64 = 0.5;

@@ -17,7 +17,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, validate_in,
     within_steps,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
@@ -90,11 +90,7 @@ impl Validate for DkVsDModelConfig {
     }
 }
 
-impl ExperimentConfig for DkVsDModelConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(DkVsDModelConfig);
 
 impl DkVsDModelConfig {
     fn model_for(&self, n_heads: usize, scale: ScoreScale) -> ModelConfig {
@@ -153,7 +149,7 @@ pub struct DkVsDModel;
 impl Experiment for DkVsDModel {
     const NAME: &'static str = "dk_vs_dmodel";
     const TITLE: &'static str = "multi-head attention scales by √d_k, not √d_model";
-    const CLAIM: &'static str = "The seed pages claim that with h heads the scale is √d_k, d_k = \
+    const CLAIM: &'static str = "The seed lesson claims that with h heads the scale is √d_k, d_k = \
         d_model / h, and that dividing by √d_model over-scales by √h and flattens attention. With \
         d_model fixed, the experiment sweeps h and compares both scales: at initialisation (logit \
         std, entropy relative to uniform) and when training a one-layer transformer (Adam) on a \

@@ -21,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, positive,
     validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
@@ -161,11 +161,7 @@ impl Validate for LengthConfig {
     }
 }
 
-impl ExperimentConfig for LengthConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(LengthConfig);
 
 /// Accuracy at L counts as "learned" from here on: a length test of a model that never fit its
 /// training lengths says nothing.

@@ -22,7 +22,7 @@ use crate::lab::train::{StepRecord, TrainConfig, TrainRun};
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, positive,
     validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
@@ -117,11 +117,7 @@ impl Validate for LogitGrowthConfig {
     }
 }
 
-impl ExperimentConfig for LogitGrowthConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(LogitGrowthConfig);
 
 /// Records averaged at the end of a run.
 const WINDOW: usize = 3;

@@ -25,7 +25,7 @@ use crate::lab::train::{StepRecord, TrainConfig, default_adam_epsilon};
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, positive,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, positive,
     validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
@@ -216,11 +216,7 @@ impl Validate for MupCoordConfig {
     }
 }
 
-impl ExperimentConfig for MupCoordConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(MupCoordConfig);
 
 /// A log–log slope this small is "flat": the quantity changes by less than 2× over a 16× range
 /// of widths (2^(4·0.25) = 2), where SP's theory predicts a slope of 1 or more for the logits

@@ -18,7 +18,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{Variant, compare, weights_heatmap};
@@ -65,11 +65,7 @@ impl Validate for NoProjectionsConfig {
     }
 }
 
-impl ExperimentConfig for NoProjectionsConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(NoProjectionsConfig);
 
 impl NoProjectionsConfig {
     fn model_with(&self, projections: bool) -> ModelConfig {
@@ -114,7 +110,7 @@ pub struct NoProjections;
 impl Experiment for NoProjections {
     const NAME: &'static str = "no_projections";
     const TITLE: &'static str = "without Q/K/V projections each token attends mostly to itself";
-    const CLAIM: &'static str = "The seed pages claim that using the raw embeddings as queries, \
+    const CLAIM: &'static str = "The seed lesson claims that using the raw embeddings as queries, \
         keys and values (Q = K = V = X) makes each token attend mostly to itself, because x·x is \
         the largest dot product x can have with anything of its norm. Part A measures the mean \
         diagonal weight of an untrained head over d_model, with raw embeddings and with random \

@@ -21,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, at_most, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, at_most, experiment_config, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::train_seeds;
@@ -144,11 +144,7 @@ impl Validate for PermutationConfig {
     }
 }
 
-impl ExperimentConfig for PermutationConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(PermutationConfig);
 
 impl PermutationConfig {
     fn model_for(&self, positional: PositionalKind, causal: bool, n_layers: usize) -> ModelConfig {
@@ -228,14 +224,14 @@ impl Experiment for Permutation {
     const NAME: &'static str = "permutation";
     const TITLE: &'static str =
         "without positional encodings, self-attention cannot tell word order";
-    const CLAIM: &'static str = "The seed pages claim that pure self-attention is permutation-\
+    const CLAIM: &'static str = "The seed lesson claims that pure self-attention is permutation-\
         equivariant: shuffle the tokens and the outputs are shuffled the same way, so \"the cat \
         sat\" and \"sat cat the\" look alike, and positional encodings are what break this. Part A \
         measures |f(P·x) − P·f(x)| for every encoding, with and without the causal mask, at \
         initialisation and after training. Part B trains with and without an encoding on a task \
-        that needs order and one that does not. Part C goes beyond the seed pages (Haviv et al. \
+        that needs order and one that does not. Part C goes beyond the seed lesson (Haviv et al. \
         2022): a causal model without any encoding can still learn absolute position, which a \
-        linear probe reads from its hidden states. Part D is the seed pages' cat sentence.";
+        linear probe reads from its hidden states. Part D is the seed lesson's cat sentence.";
     type Config = PermutationConfig;
 
     fn footprint(config: &PermutationConfig) -> Footprint {

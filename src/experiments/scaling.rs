@@ -21,7 +21,7 @@ use crate::lab::train::TrainConfig;
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, increasing, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, increasing, non_empty, validate_in,
     within_steps,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
@@ -94,11 +94,7 @@ impl Validate for ScalingConfig {
     }
 }
 
-impl ExperimentConfig for ScalingConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(ScalingConfig);
 
 impl ScalingConfig {
     fn model_for(&self, d_k: usize, scale: ScoreScale) -> ModelConfig {
@@ -216,7 +212,7 @@ pub struct Scaling;
 impl Experiment for Scaling {
     const NAME: &'static str = "scaling";
     const TITLE: &'static str = "without 1/√d_k the softmax saturates and its gradients vanish";
-    const CLAIM: &'static str = "The seed pages claim that q·k has variance d_k when q and k have \
+    const CLAIM: &'static str = "The seed lesson claims that q·k has variance d_k when q and k have \
         N(0, 1) entries, so unscaled logits grow with d_k, the softmax saturates and gradients \
         vanish, while dividing by √d_k keeps the logits at unit variance. Part A measures this at \
         initialisation over d_k; Part B trains a one-layer transformer (Adam) on one-token-per-pair \
@@ -481,7 +477,7 @@ fn numbers(v: &[f64], p: usize) -> String {
 
 fn show_saturation(rows: &[SaturationRow], notebook: &mut Notebook) {
     let mut table = Table::new(
-        "The seed pages' saturation example: softmax([30, 25, −10, 5])",
+        "The seed lesson's saturation example: softmax([30, 25, −10, 5])",
         &[
             "scores",
             "logits",
@@ -512,7 +508,7 @@ fn judge_saturation(rows: &[SaturationRow], notebook: &mut Notebook) {
         .fold(0.0, f64::max);
     if off > 0.01 {
         notebook.finding(format!(
-            "the seed page 002 prints softmax([3.75, 3.125, −1.25, 0.625]) = {}, but it computes to {} (largest difference {off:.3}); the unscaled row {} matches the page",
+            "the seed lesson's page \"Self-Attention\" prints softmax([3.75, 3.125, −1.25, 0.625]) = {}, but it computes to {} (largest difference {off:.3}); the unscaled row {} matches the page",
             numbers(&SEED_PAGE_SCALED_ROW, 2),
             numbers(scaled, 3),
             numbers(&rows[0].weights, 3)

@@ -18,7 +18,7 @@ use crate::lab::tasks::{Task, TaskConfig};
 use crate::lab::train::TrainConfig;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, non_empty, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::run::training::{Variant, compare, weights_heatmap};
@@ -59,11 +59,7 @@ impl Validate for SoftmaxAxisConfig {
     }
 }
 
-impl ExperimentConfig for SoftmaxAxisConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(SoftmaxAxisConfig);
 
 /// How far each query's and each key's weights are from summing to 1.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -107,7 +103,7 @@ impl Experiment for SoftmaxAxisExperiment {
     const NAME: &'static str = "softmax_axis";
     const TITLE: &'static str =
         "the softmax must normalise each query's row, not columns or the whole matrix";
-    const CLAIM: &'static str = "The seed pages claim that the softmax must run row by row, over \
+    const CLAIM: &'static str = "The seed lesson claims that the softmax must run row by row, over \
         keys, so that each query gets a distribution; a column-wise or whole-matrix softmax gives \
         wrong weights. Part A measures the row and column sums of an untrained block's weights \
         for each axis; Part B trains a one-layer transformer (Adam) on one-token-per-pair \

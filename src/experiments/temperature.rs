@@ -15,7 +15,7 @@ use crate::lab::model::ModelConfig;
 use crate::output::plot::{Heatmap, LineChart};
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
-    ExperimentConfig, Invalid, RunConfig, Validate, at_least, non_empty, positive, validate_in,
+    Invalid, RunConfig, Validate, at_least, experiment_config, non_empty, positive, validate_in,
 };
 use crate::run::experiment::{Experiment, Notebook, RunError};
 use crate::util::rng::HostRng;
@@ -72,11 +72,7 @@ impl Validate for TemperatureConfig {
     }
 }
 
-impl ExperimentConfig for TemperatureConfig {
-    fn run(&self) -> &RunConfig {
-        &self.run
-    }
-}
+experiment_config!(TemperatureConfig);
 
 /// Entropy (nats) and max weight of softmax(z/τ) at one temperature, averaged over rows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -108,7 +104,7 @@ pub struct Temperature;
 impl Experiment for Temperature {
     const NAME: &'static str = "temperature";
     const TITLE: &'static str = "low temperature sharpens attention toward one-hot, high temperature flattens it toward uniform";
-    const CLAIM: &'static str = "The seed pages claim that dividing the logits by a temperature τ \
+    const CLAIM: &'static str = "The seed lesson claims that dividing the logits by a temperature τ \
         controls how peaked attention is: τ < 1 sharpens it, τ > 1 spreads it out. Part A \
         measures the entropy and the largest weight of softmax(z/τ) on fixed logits over τ, \
         against the one-hot and uniform limits. Part B shows one sentence's attention through an \

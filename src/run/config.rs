@@ -139,6 +139,19 @@ pub trait ExperimentConfig: Validate + Serialize + DeserializeOwned + Clone {
     fn run(&self) -> &RunConfig;
 }
 
+/// `experiment_config!(MyConfig)`: [`ExperimentConfig`] for a config whose `[run]` table is its
+/// field `run`, as every experiment's is.
+macro_rules! experiment_config {
+    ($config:ty) => {
+        impl $crate::run::config::ExperimentConfig for $config {
+            fn run(&self) -> &$crate::run::config::RunConfig {
+                &self.run
+            }
+        }
+    };
+}
+pub(crate) use experiment_config;
+
 /// `value ≥ min`, or an error naming `key`.
 pub fn at_least(key: &str, value: usize, min: usize) -> Result<(), Invalid> {
     if value < min {
