@@ -23,7 +23,13 @@ fn unit_graph(args: &[&str]) -> BTreeMap<Unit, BTreeSet<Vec<String>>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(args)
-        .args(["--release", "--offline", "--unit-graph", "-Z", "unstable-options"])
+        .args([
+            "--release",
+            "--offline",
+            "--unit-graph",
+            "-Z",
+            "unstable-options",
+        ])
         .env("RUSTC_BOOTSTRAP", "1")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -38,10 +44,18 @@ fn unit_graph(args: &[&str]) -> BTreeMap<Unit, BTreeSet<Vec<String>>> {
     let mut units: BTreeMap<Unit, BTreeSet<Vec<String>>> = BTreeMap::new();
     for unit in graph["units"].as_array().expect("units") {
         let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let mut features: Vec<String> =
-            unit["features"].as_array().expect("features").iter().map(text).collect();
+        let mut features: Vec<String> = unit["features"]
+            .as_array()
+            .expect("features")
+            .iter()
+            .map(text)
+            .collect();
         features.sort();
-        let key = (text(&unit["pkg_id"]), text(&unit["target"]["name"]), text(&unit["mode"]));
+        let key = (
+            text(&unit["pkg_id"]),
+            text(&unit["target"]["name"]),
+            text(&unit["mode"]),
+        );
         units.entry(key).or_default().insert(features);
     }
     units
@@ -52,7 +66,11 @@ fn unit_graph(args: &[&str]) -> BTreeMap<Unit, BTreeSet<Vec<String>>> {
 fn rebuilt(first: &[&str], second: &[&str]) -> Vec<String> {
     let built = unit_graph(first);
     let tested = unit_graph(second);
-    assert!(built.len() > 100, "the first command's graph has only {} units", built.len());
+    assert!(
+        built.len() > 100,
+        "the first command's graph has only {} units",
+        built.len()
+    );
     let mut again = Vec::new();
     for (unit, feature_sets) in &tested {
         let Some(before) = built.get(unit) else {
@@ -64,7 +82,12 @@ fn rebuilt(first: &[&str], second: &[&str]) -> Vec<String> {
                 .filter(|f| before.iter().all(|b| !b.contains(f)))
                 .map(String::as_str)
                 .collect();
-            again.push(format!("{} ({}): adds {}", unit.0, unit.2, added.join(", ")));
+            again.push(format!(
+                "{} ({}): adds {}",
+                unit.0,
+                unit.2,
+                added.join(", ")
+            ));
         }
     }
     again

@@ -215,3 +215,24 @@ pub fn run_folders(out: &Path) -> Vec<PathBuf> {
         .filter(|p| p.is_dir())
         .collect()
 }
+
+/// Every markdown file the repository publishes: the README and everything under `docs/`.
+pub fn documents() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut docs = vec![PathBuf::from("README.md")];
+    walk(Path::new("docs"), &mut docs);
+    docs.sort();
+    docs
+}

@@ -7,7 +7,7 @@
 //! it passes when `--check` refuses it by naming that missing path (the value of a path flag,
 //! [`PATH_FLAGS`]), and for nothing else.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The binary `name` as built for these tests; `None` for one this build leaves out (the remote
@@ -21,27 +21,6 @@ fn built(name: &str) -> Option<&'static str> {
         "remote_server" => return None,
         other => crate::common::binary(other),
     })
-}
-
-/// Every markdown file the repository publishes: the README and everything under `docs/`.
-fn documents() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                out.push(path);
-            }
-        }
-    }
-    let mut docs = vec![PathBuf::from("README.md")];
-    walk(Path::new("docs"), &mut docs);
-    docs.sort();
-    docs
 }
 
 /// One documented command: where it stands, the binary, its arguments after `--`, and the
@@ -121,10 +100,19 @@ fn commands(file: &str, text: &str) -> Vec<Documented> {
         let Some(start) = line.find("cargo run") else {
             continue;
         };
-        let words = words(&line[start..]);
+        let mut command = &line[start..];
+        // Inline code: the command ends where its span does.
+        if line[..start].ends_with('`') {
+            command = command.split('`').next().unwrap_or(command);
+        }
+        let words = words(command);
         let Some(bin) = words.iter().position(|w| w == "--bin") else {
             continue;
         };
+        let named = words.get(bin + 1);
+        if !named.is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            continue; // prose about the flag itself: "every `cargo run --release --bin …` line"
+        }
         let args = match words.iter().position(|w| w == "--") {
             Some(dashes) => words[dashes + 1..].to_vec(),
             None => Vec::new(),
@@ -180,7 +168,8 @@ fn the_command_splitter_reads_quotes_comments_and_continuations() {
     let text = "cargo run --release --bin scaling -- --set 'sweep.d_k=[32, 512]'   # a comment\n\
                 cargo run --release --bin bench -- --peer \"python x.py\" \\\n  --peer-runs 5\n\
                   cargo run --release --bin mup_coord -- --shard $i/3 --sweep-id widths &\n\
-                cargo run --release --bin reproduce\n";
+                cargo run --release --bin reproduce\n\
+                | 1. `cargo run --release --bin trace -- --causal`: the run | and `cargo run --bin` or `cargo run --bin …` prose\n";
     let found = commands("t.md", text);
     let args: Vec<(&str, Vec<&str>)> = found
         .iter()
@@ -193,6 +182,7 @@ fn the_command_splitter_reads_quotes_comments_and_continuations() {
             ("bench", vec!["--peer", "python x.py", "--peer-runs", "5"]),
             ("mup_coord", vec!["--shard", "0/3", "--sweep-id", "widths"]),
             ("reproduce", vec![]),
+            ("trace", vec!["--causal"]),
         ]
     );
     assert_eq!(found[2].place, "t.md:4");
@@ -215,7 +205,7 @@ fn the_command_splitter_reads_quotes_comments_and_continuations() {
 fn every_documented_command_passes_its_check() {
     let mut checked = 0;
     let mut failures = Vec::new();
-    for doc in documents() {
+    for doc in crate::common::documents() {
         let text = std::fs::read_to_string(&doc).unwrap();
         for command in commands(&doc.display().to_string(), &text) {
             let Some(binary) = built(&command.bin) else {

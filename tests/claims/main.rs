@@ -8,6 +8,7 @@ mod bos;
 mod build_features;
 mod cross_backend;
 mod doc_commands;
+mod doc_numbers;
 mod experiments_cli;
 mod explore_api;
 mod explore_browser;
