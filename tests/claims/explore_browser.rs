@@ -229,6 +229,14 @@ fn the_page_drives_the_block_in_a_real_browser() {
             }
         }
         assert!(shown.iter().any(|(i, j, w, _)| j < i && *w > 0.0));
+        // The README's picture is this page in this state, taken on request.
+        if let Ok(path) = std::env::var("ATTENTION_LAB_SCREENSHOT") {
+            c.set_window_size(1300, 1050).await.unwrap();
+            let png = c.screenshot().await.unwrap();
+            std::fs::write(&path, png).unwrap();
+            eprintln!("screenshot for the README: {path}");
+            c.set_window_size(1300, 2400).await.unwrap();
+        }
 
         // Raising the temperature flattens the row: the shown entropy rises from the slider's
         // cold end (0.05) to its hot end (20).
