@@ -55,7 +55,7 @@ pub fn render(backend: &str) -> Markup {
                     label .wide {
                         "Sentence "
                         input #sentence type="text" value="I love cats" size="60" spellcheck="false";
-                        small { " whitespace-separated words, up to 64. \"I love cats\" at d_model 4 uses the seed page's own embeddings; other words get seeded ones (the same word, the same vector)." }
+                        small { " whitespace-separated words, up to 64. \"I love cats\" at d_model 4 uses the seed lesson's own embeddings; other words get seeded ones (the same word, the same vector)." }
                     }
                     label { "scale " select #scale {
                         option value="none" { "none" }
