@@ -83,10 +83,19 @@ fn same_claim<'a>(
         .collect()
 }
 
-/// The key number of a verdict: its evidence up to the first `;`, where the verdicts put the
-/// measurement the decision rests on.
+/// The key number of a verdict: its evidence up to the first `;` outside parentheses, where the
+/// verdicts put the measurement the decision rests on.
 pub fn key_number(evidence: &str) -> &str {
-    evidence.split("; ").next().unwrap_or(evidence).trim()
+    let mut depth = 0i32;
+    for (at, c) in evidence.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            ';' if depth == 0 => return evidence[..at].trim(),
+            _ => {}
+        }
+    }
+    evidence.trim()
 }
 
 impl Publication<'_> {
@@ -426,6 +435,11 @@ mod tests {
         );
         assert_eq!(key_number(&yes.evidence), "x = 1.0");
         assert_eq!(key_number("one clause"), "one clause");
+        // A `;` inside parentheses belongs to the clause.
+        assert_eq!(
+            key_number("no mask 0.123 (chance 0.125; fails = below 0.5); seeds 3"),
+            "no mask 0.123 (chance 0.125; fails = below 0.5)"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The experiment binaries end to end: reduced configs run, write every file and confirm their
 //! claims; bad configs stop with exit code 2 and a message, before any folder exists.
 
+use std::path::Path;
+
 use attention_lab::experiments::ALL;
 
 use crate::common::{refused, run, run_dir, scratch, stderr};
@@ -579,6 +581,58 @@ fn publish_tallies_every_seed_and_fills_the_readme_block_from_the_runs() {
     for target in links(&after) {
         assert!(dir.join(&target).is_file(), "broken README link {target}");
     }
+}
+
+#[test]
+fn publish_and_bench_markdown_refuse_bad_input_before_running() {
+    // A seed named twice: one line, exit 2, nothing run or written.
+    let dir = scratch("publish-bad");
+    let published = dir.join("published");
+    let published = published.to_str().unwrap();
+    let args = [
+        "temperature",
+        "--configs",
+        "tests/configs",
+        "--publish",
+        published,
+    ];
+    refused(
+        "reproduce",
+        &[&args[..], &["--seeds", "0,0"]].concat(),
+        "named twice",
+    );
+    // --seeds and --readme mean nothing without --publish.
+    for flag in [["--seeds", "0,10"], ["--readme", "README.md"]] {
+        let result = run("reproduce", &flag);
+        assert_eq!(
+            result.status.code(),
+            Some(2),
+            "{flag:?}: {}",
+            stderr(&result)
+        );
+        assert!(
+            stderr(&result).contains("--publish"),
+            "{flag:?}: {}",
+            stderr(&result)
+        );
+    }
+    // bench --markdown into a folder that does not exist is refused before any timing.
+    let missing = dir.join("no-such-folder").join("bench.md");
+    let result = run(
+        "bench",
+        &["--sizes", "16", "--markdown", missing.to_str().unwrap()],
+    );
+    assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("its folder does not exist"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(
+        !result.stdout.starts_with(b"forward"),
+        "bench timed before refusing"
+    );
+    assert!(!Path::new(published).exists() && !missing.exists());
 }
 
 #[test]
