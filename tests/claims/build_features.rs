@@ -8,7 +8,8 @@
 //! features) and fails on any unit the second would compile with features the first did not.
 //!
 //! `--unit-graph` is an unstable Cargo flag, reached on a stable toolchain with
-//! `RUSTC_BOOTSTRAP=1`; it compiles nothing. `cargo tree` cannot answer this: it merges a crate
+//! `RUSTC_BOOTSTRAP=1`; it compiles nothing. Not `--offline`: on a fresh machine Cargo may still
+//! need index entries the build did not fetch. `cargo tree` cannot answer this: it merges a crate
 //! used by proc macros (built for the host) with the same crate used by the library.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,13 +24,7 @@ fn unit_graph(args: &[&str]) -> BTreeMap<Unit, BTreeSet<Vec<String>>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(args)
-        .args([
-            "--release",
-            "--offline",
-            "--unit-graph",
-            "-Z",
-            "unstable-options",
-        ])
+        .args(["--release", "--unit-graph", "-Z", "unstable-options"])
         .env("RUSTC_BOOTSTRAP", "1")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
