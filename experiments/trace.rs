@@ -65,6 +65,10 @@ struct Args {
     /// QK-norm: RMS-normalise each head's q and k (gains at 1) before the dot product.
     #[arg(long)]
     qk_norm: bool,
+    /// Scalable-Softmax: multiply each query's scores by s·ln n, n the keys it sees (s = 0.43
+    /// per head, the block's initial value); Q is shown after the factor.
+    #[arg(long)]
+    ssmax: bool,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -112,6 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         positional: args.positional,
         projections: !args.no_projections,
         qk_norm: args.qk_norm,
+        ssmax: args.ssmax,
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

@@ -8,10 +8,12 @@
 //! Every knob a pitfall needs is here: the scale, the softmax axis, the temperature, the masks,
 //! the projections themselves and the positional encoding. Beyond the seeds, `qk_norm`
 //! normalises each head's q and k before the dot product (Dehghani et al. 2023; Wortsman et al.
-//! 2023), which bounds the logits whatever the weights grow to. The same code runs on every Burn
-//! [`Device`], with or without autodiff.
+//! 2023), which bounds the logits whatever the weights grow to, and `ssmax` multiplies each
+//! query's scores by s·ln n, n the keys it sees (Nakanishi 2025, [`ssmax`]). The same code runs
+//! on every Burn [`Device`], with or without autodiff.
 //!
-//! Where the math is the textbook's (row softmax, no dropout, no ALiBi bias), steps 2–4 of the
+//! Where the math is the textbook's (row softmax, no dropout, ALiBi only under a causal mask,
+//! where its bias becomes two more columns of q and k), steps 2–4 of the
 //! forward pass run as one fused op ([`fused`]) that never holds the [n_q, n_k] weights; the
 //! weights are recomputed when someone asks for them. [`AttentionPath::Decomposed`] turns it off.
 
@@ -24,9 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::fused;
 use crate::block::mask::attention_mask;
-use crate::block::positional::{Positional, PositionalKind};
+use crate::block::positional::{Positional, PositionalKind, alibi_columns};
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::{SoftmaxAxis, masked_softmax};
+use crate::block::ssmax;
 use crate::util::rng::HostRng;
 
 /// Builds an [`Attention`] block with [`AttentionConfig::init`].
@@ -78,6 +81,11 @@ pub struct AttentionConfig {
     /// bias the bound is exact, and the centring adds nothing to it. Default: off.
     #[config(default = false)]
     pub qk_norm: bool,
+    /// Scalable-Softmax: each query's scores are multiplied by s_h·ln n, n the keys it sees
+    /// (i + 1 under the causal mask), s_h learned per head from [`ssmax::S_INIT`]; see
+    /// [`ssmax`]. Row softmax only. Default: off.
+    #[config(default = false)]
+    pub ssmax: bool,
     /// Longest sequence the positional encoding covers. Default: 512.
     #[config(default = 512)]
     pub max_len: usize,
@@ -96,7 +104,8 @@ pub struct AttentionConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum AttentionPath {
     /// One fused op, with its own backward, wherever it computes the same thing as the steps:
-    /// a row softmax, no dropout and no ALiBi bias. Elsewhere the block takes the steps.
+    /// a row softmax, no dropout, and ALiBi only under a causal mask. Elsewhere the block takes
+    /// the steps.
     #[default]
     Fused,
     /// Scores, mask, softmax, dropout and the weighted sum as separate tensor ops, each kept for
@@ -218,6 +227,12 @@ impl AttentionConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(E::Dropout(self.dropout));
         }
+        if self.ssmax && self.softmax_axis != SoftmaxAxis::Row {
+            return Err(E::Conflict {
+                field: "ssmax",
+                why: "ssmax scales each query's row by the log of the keys it sees: it needs softmax_axis = \"row\"",
+            });
+        }
         let odd = |field, value: usize| E::Odd {
             kind: self.positional,
             field,
@@ -274,6 +289,7 @@ impl AttentionConfig {
             positional,
             q_norm: norm(),
             k_norm: norm(),
+            ssmax: self.ssmax.then(|| ssmax::init_s(n_heads, device)),
             d_model,
             n_heads,
             d_k,
@@ -331,6 +347,8 @@ pub struct Attention {
     /// QK-norm's normalisations of q and k over d_k; `None` without `qk_norm`.
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
+    /// SSMax's s, `[heads]`; `None` without `ssmax`.
+    pub ssmax: Option<Param<Tensor<1>>>,
     pub d_model: usize,
     pub n_heads: usize,
     pub d_k: usize,
@@ -352,7 +370,7 @@ pub struct AttentionOutput {
     /// `[batch, heads, n_q, n_k]`: the weights the decomposed path computed (after dropout, when
     /// training); `None` after the fused op, which recomputes them on request.
     weights: Option<Tensor<4>>,
-    /// `[batch, heads, n_q, d_k]`, after any rotary encoding.
+    /// `[batch, heads, n_q, d_k]`, after any rotary encoding and SSMax's factor.
     pub q: Tensor<4>,
     /// `[batch, heads, n_k, d_k]`, after any rotary encoding.
     pub k: Tensor<4>,
@@ -361,6 +379,9 @@ pub struct AttentionOutput {
     key_padding: Option<Tensor<2, Bool>>,
     /// ALiBi's `[1, heads, n_q, n_k]` biases, added after scaling.
     bias: Option<Tensor<4>>,
+    /// ALiBi's slopes when the fused op computed this output, the bias as two more q and k
+    /// columns ([`alibi_columns`]).
+    alibi: Option<Vec<f64>>,
     divisor: f64,
 }
 
@@ -390,9 +411,15 @@ impl AttentionOutput {
         let identity = Tensor::<2>::eye(n_k, &self.q.device())
             .reshape([1, 1, n_k, n_k]) // [1, 1, n_k, n_k]
             .expand([batch, heads, n_k, n_k]); // [batch, heads, n_k, n_k]
+        let (q, k) = match &self.alibi {
+            Some(slopes) => {
+                alibi_columns(self.q.clone(), self.k.clone(), slopes, 1.0 / self.divisor)
+            } // [batch, heads, n, d_k + 2]
+            None => (self.q.clone(), self.k.clone()),
+        };
         fused::attention(
-            self.q.clone(),
-            self.k.clone(),
+            q,
+            k,
             identity,
             self.key_padding.clone(),
             1.0 / self.divisor,
@@ -550,13 +577,38 @@ impl Attention {
         };
         let q = self.positional.rotate(q);
         let k = self.positional.rotate(k);
+        // SSMax: row i of q times s_h·ln n_i, which the fused op takes as it is.
+        let q = match &self.ssmax {
+            Some(s) => {
+                let n = ssmax::visible_keys(
+                    batch,
+                    n_q,
+                    n_k,
+                    self.causal,
+                    input.key_padding.clone(),
+                    &device,
+                ); // [batch or 1, 1, n_q, 1]
+                ssmax::scale_queries(q, s.val(), n) // [batch, heads, n_q, d_k]
+            }
+            None => q,
+        };
 
         let bias = self.positional.bias(self.n_heads, n_q, n_k, &device);
-        if self.takes_fused_path(bias.is_some()) {
-            // 2–4 in one op: softmax(q·kᵀ / (s·τ), masked)·v, with its own backward.
+        // Under a causal mask ALiBi's bias is bilinear in the positions, so the fused op takes
+        // it as two more columns of q and k.
+        let alibi = self
+            .causal
+            .then(|| self.positional.slopes(self.n_heads))
+            .flatten();
+        if self.takes_fused_path(bias.is_some() && alibi.is_none()) {
+            // 2–4 in one op: softmax(q·kᵀ / (s·τ) + ALiBi, masked)·v, with its own backward.
+            let (q_in, k_in) = match &alibi {
+                Some(slopes) => alibi_columns(q.clone(), k.clone(), slopes, 1.0 / self.divisor), // [batch, heads, n, d_k + 2]
+                None => (q.clone(), k.clone()),
+            };
             let heads = fused::attention(
-                q.clone(),
-                k.clone(),
+                q_in,
+                k_in,
                 v.clone(),
                 input.key_padding.clone(),
                 1.0 / self.divisor,
@@ -564,7 +616,7 @@ impl Attention {
             ) // [batch, heads, n_q, d_v]
             .swap_dims(1, 2) // [batch, n_q, heads, d_v]
             .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
-            return self.finish(heads, v, None, q, k, input.key_padding, None);
+            return self.finish(heads, v, None, q, k, input.key_padding, bias, alibi);
         }
 
         // 2. Scores, scaled: q·kᵀ / (s·τ), plus ALiBi's distance penalty.
@@ -595,11 +647,12 @@ impl Attention {
             .matmul(v.clone()) // [batch, heads, n_q, d_v]
             .swap_dims(1, 2) // [batch, n_q, heads, d_v]
             .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
-        self.finish(heads, v, Some(weights), q, k, input.key_padding, bias)
+        self.finish(heads, v, Some(weights), q, k, input.key_padding, bias, None)
     }
 
     /// Whether the fused op computes what the steps would: a row softmax, no dropout, no
-    /// additive bias (ALiBi), and the fused path not turned off.
+    /// additive bias it cannot take (ALiBi without a causal mask), and the fused path not
+    /// turned off.
     pub fn takes_fused_path(&self, has_bias: bool) -> bool {
         self.path == AttentionPath::Fused
             && self.softmax_axis == SoftmaxAxis::Row
@@ -618,6 +671,7 @@ impl Attention {
         k: Tensor<4>,
         key_padding: Option<Tensor<2, Bool>>,
         bias: Option<Tensor<4>>,
+        alibi: Option<Vec<f64>>,
     ) -> AttentionTrace {
         let context = match &self.output {
             Some(w_o) => w_o.forward(heads.clone()), // [batch, n_q, d_model]
@@ -634,6 +688,7 @@ impl Attention {
                 causal: self.causal,
                 key_padding,
                 bias,
+                alibi,
                 divisor: self.divisor,
             },
         }
@@ -655,7 +710,8 @@ impl Attention {
             && self.divisor == ScoreScale::SqrtDk.divisor(self.d_k, self.d_model)
             && self.softmax_axis == SoftmaxAxis::Row
             && self.positional.is_none()
-            && self.q_norm.is_none();
+            && self.q_norm.is_none()
+            && self.ssmax.is_none();
         if !same_math {
             return None;
         }

@@ -1,6 +1,7 @@
 //! The attention block and its parts: [`attention`] (projections, heads, forward, outputs) built
 //! from the scaling rule ([`scale`]), the softmax over a chosen axis ([`softmax`]), the masks
-//! ([`mask`]) and the positional encodings ([`positional`]). This is what the claims are about.
+//! ([`mask`]), the positional encodings ([`positional`]) and Scalable-Softmax's per-row factor
+//! ([`ssmax`]). This is what the claims are about.
 //! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
 //! flex's kernels in [`flash`]).
 //!
@@ -13,3 +14,4 @@ pub mod mask;
 pub mod positional;
 pub mod scale;
 pub mod softmax;
+pub mod ssmax;

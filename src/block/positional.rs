@@ -120,6 +120,11 @@ impl Positional {
         ))
     }
 
+    /// ALiBi's slopes m_h for `n_heads` heads (ALiBi kind only).
+    pub fn slopes(&self, n_heads: usize) -> Option<Vec<f64>> {
+        self.alibi.then(|| alibi_slopes(n_heads))
+    }
+
     /// Adds absolute positions to `x: [batch, n, d_model]` (sinusoidal and learned kinds).
     ///
     /// # Panics
@@ -156,6 +161,42 @@ impl Positional {
             self.max_len
         );
     }
+}
+
+/// q `[batch, heads, n_q, d_k]` and k `[batch, heads, n_k, d_k]` with two more columns each, so
+/// that c·q'·k'ᵀ = c·q·kᵀ − m_h·(i − j): ALiBi's bias inside the dot product, for an op that takes
+/// no bias (the fused one). Row i of q gains (m_h/c, −(m_h/c)·(i − o)) and row j of k gains
+/// (j − o, 1); the offset o = (n_k − 1)/2 keeps both terms small, so that f32 loses little when
+/// they cancel. Under a causal mask every visible key has j ≤ i, where −m_h·(i − j) is ALiBi's
+/// −m_h·|i − j|; without one it is not, so only a causal block may use this.
+pub fn alibi_columns(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    slopes: &[f64],
+    scale: f64,
+) -> (Tensor<4>, Tensor<4>) {
+    let [batch, heads, n_q, _] = q.dims();
+    let n_k = k.dims()[2];
+    let device = q.device();
+    let offset = (n_k as f64 - 1.0) / 2.0;
+    let q_extra: Vec<f32> = slopes
+        .iter()
+        .flat_map(|&m| {
+            let a = m / scale;
+            (0..n_q).flat_map(move |i| [a as f32, (-a * (i as f64 - offset)) as f32])
+        })
+        .collect();
+    let k_extra: Vec<f32> = (0..heads)
+        .flat_map(|_| (0..n_k).flat_map(|j| [(j as f64 - offset) as f32, 1.0]))
+        .collect();
+    let q_extra = Tensor::<4>::from_data(TensorData::new(q_extra, [1, heads, n_q, 2]), &device)
+        .expand([batch, heads, n_q, 2]); // [batch, heads, n_q, 2]
+    let k_extra = Tensor::<4>::from_data(TensorData::new(k_extra, [1, heads, n_k, 2]), &device)
+        .expand([batch, heads, n_k, 2]); // [batch, heads, n_k, 2]
+    (
+        Tensor::cat(vec![q, q_extra], 3), // [batch, heads, n_q, d_k + 2]
+        Tensor::cat(vec![k, k_extra], 3), // [batch, heads, n_k, d_k + 2]
+    )
 }
 
 /// ALiBi's per-head slopes (Press et al. 2022, their reference code): for a power of two H,

@@ -53,7 +53,7 @@ pub struct Request {
     pub permutation: Option<Vec<usize>>,
 }
 
-const OPTIONS: [&str; 13] = [
+const OPTIONS: [&str; 14] = [
     "causal",
     "scale",
     "softmax_axis",
@@ -64,6 +64,7 @@ const OPTIONS: [&str; 13] = [
     "d_k",
     "projections",
     "qk_norm",
+    "ssmax",
     "seed",
     "query",
     "permutation",
@@ -221,6 +222,7 @@ fn trace_options(options: &Map<String, Value>, seed: u64) -> Result<TraceOptions
         positional: named::<PositionalKind>(options, "positional")?.unwrap_or_default(),
         projections: flag(options, "projections", true)?,
         qk_norm: flag(options, "qk_norm", false)?,
+        ssmax: flag(options, "ssmax", false)?,
     })
 }
 

@@ -56,6 +56,7 @@ function request() {
       n_heads: parseInt($("heads").value, 10),
       projections: $("projections").checked,
       qk_norm: $("qk-norm").checked,
+      ssmax: $("ssmax").checked,
       seed: parseInt($("seed").value || "0", 10),
       query: Math.min(state.query, Math.max(tokens.length - 1, 0)),
     },
@@ -311,7 +312,7 @@ async function start() {
     return;
   }
   $("seed").value = state.info.seed;
-  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "seed"]) {
+  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "ssmax", "seed"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
   }

@@ -90,6 +90,7 @@ pub fn render(backend: &str) -> Markup {
                     } }
                     label { input #projections type="checkbox" checked; " projections W_Q, W_K, W_V" }
                     label { input #qk-norm type="checkbox"; " QK-norm" }
+                    label title="Scalable-Softmax: each query's scores times s·ln n, n the keys it sees" { input #ssmax type="checkbox"; " SSMax" }
                     label { "seed " input #seed type="number" value="0" min="0" step="1"; }
                 }
                 p #status role="status" {}

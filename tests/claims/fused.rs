@@ -691,6 +691,14 @@ device_test!(fused_block_matches_decomposed_block, |device| {
             .with_qk_norm(true)
             .with_bias(true),
         AttentionConfig::new(8, 2).with_projections(false),
+        // ALiBi's bias as two more columns of q and k, and SSMax's per-row factor on q.
+        AttentionConfig::new(16, 2)
+            .with_positional(PositionalKind::Alibi)
+            .with_causal(true),
+        AttentionConfig::new(16, 4)
+            .with_positional(PositionalKind::Alibi)
+            .with_causal(true)
+            .with_ssmax(true),
     ];
     for config in configs {
         let fused = config.clone().with_seed(3).init(&device).unwrap();
@@ -759,8 +767,14 @@ fn the_block_falls_back_where_the_math_differs() {
     assert!(!path(
         AttentionConfig::new(8, 2).with_softmax_axis(SoftmaxAxis::Whole)
     ));
+    // Without a causal mask ALiBi's −m·|i − j| is not bilinear in the positions.
     assert!(!path(
         AttentionConfig::new(8, 2).with_positional(PositionalKind::Alibi)
+    ));
+    assert!(path(
+        AttentionConfig::new(8, 2)
+            .with_positional(PositionalKind::Alibi)
+            .with_causal(true)
     ));
     assert!(!path(AttentionConfig::new(8, 2).with_dropout(0.1)));
     assert!(!path(

@@ -24,5 +24,6 @@ mod qk_norm;
 #[cfg(feature = "remote-server")]
 mod remote;
 mod shard;
+mod ssmax;
 mod trace_cli;
 mod training;

@@ -264,13 +264,14 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             "{args:?}: expected {expected:?} in {stderr}"
         );
     }
-    // And good ones run: a sentence with two heads, QK-norm and rotary.
+    // And good ones run: a sentence with two heads, QK-norm, SSMax and rotary.
     let out = trace(&[
         "--sentence",
         "the cat sat",
         "--heads",
         "2",
         "--qk-norm",
+        "--ssmax",
         "--positional",
         "rotary",
     ]);
@@ -281,7 +282,9 @@ fn bad_knobs_exit_2_with_a_clear_line() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("2. head 1: Q = X·W_Q") && stdout.contains("QK-norm"),
+        stdout.contains("2. head 1: Q = X·W_Q")
+            && stdout.contains("QK-norm")
+            && stdout.contains("SSMax (row i of Q times s·ln n_i"),
         "{stdout}"
     );
 }

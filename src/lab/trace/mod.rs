@@ -82,6 +82,8 @@ pub struct TraceOptions {
     pub projections: bool,
     /// QK-norm (gains at 1): q and k are shown after it.
     pub qk_norm: bool,
+    /// Scalable-Softmax (s at its initial value): q is shown after its factor s·ln n.
+    pub ssmax: bool,
 }
 
 impl Default for TraceOptions {
@@ -97,6 +99,7 @@ impl Default for TraceOptions {
             positional: PositionalKind::None,
             projections: true,
             qk_norm: false,
+            ssmax: false,
         }
     }
 }
@@ -345,6 +348,7 @@ pub fn run(
         .with_causal(options.causal)
         .with_positional(options.positional)
         .with_qk_norm(options.qk_norm)
+        .with_ssmax(options.ssmax)
         .with_max_len(n.max(1))
         .with_seed(options.seed)
         .init(device)?;

@@ -48,6 +48,7 @@ impl TraceResult {
             "positional": o.positional.name(),
             "projections": o.projections,
             "qk_norm": o.qk_norm,
+            "ssmax": o.ssmax,
             "x": self.x,
             "w_q": self.w_q,
             "w_k": self.w_k,
@@ -78,7 +79,7 @@ impl TraceResult {
         );
         let _ = writeln!(
             out,
-            "scale = {} ({}{}), softmax over {}, {}, positional encoding: {}{}\n",
+            "scale = {} ({}{}), softmax over {}, {}, positional encoding: {}{}{}\n",
             fmt_num(self.scale as f32),
             o.scale,
             if o.temperature == 1.0 {
@@ -99,6 +100,14 @@ impl TraceResult {
                 (true, true) => ", QK-norm (Q and K shown after it)",
                 (false, true) =>
                     ", no projections (Q = K = V = X), QK-norm (Q and K shown after it)",
+            },
+            if o.ssmax {
+                format!(
+                    ", SSMax (row i of Q times s·ln n_i, s = {}, n_i the keys it sees)",
+                    crate::block::ssmax::S_INIT
+                )
+            } else {
+                String::new()
             }
         );
         let some = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {
