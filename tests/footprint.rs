@@ -14,14 +14,7 @@ fn training(model: &ModelConfig, task: TaskConfig, batch: usize) -> (f64, f64) {
     let device = BackendKind::Flex.autodiff_device().unwrap();
     let estimate = footprint::training_on(model, &task, batch).bytes;
     let task = Task::new(task).unwrap();
-    let config = TrainConfig {
-        steps: 3,
-        batch_size: batch,
-        lr: 1e-3,
-        log_every: 1,
-        adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
-        check_every_step: false,
-    };
+    let config = TrainConfig::new(3, batch, 1e-3);
     let (run, peak) = peak_during(|| train(model, &task, &config, 0, &device, &mut |_| {}));
     run.unwrap();
     (estimate, peak as f64)

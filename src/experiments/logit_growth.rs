@@ -72,6 +72,8 @@ impl LogitGrowthConfig {
             log_every: self.train.log_every,
             adam_epsilon: crate::lab::train::ADAM_EPSILON,
             check_every_step: self.train.check_every_step,
+            warmup_steps: 0,
+            schedule: crate::lab::train::LrSchedule::Constant,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{Spread, log_log_slope};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig};
-use crate::lab::train::{StepRecord, TrainConfig, default_adam_epsilon};
+use crate::lab::train::{LrSchedule, StepRecord, TrainConfig, default_adam_epsilon};
 use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{
@@ -136,6 +136,8 @@ impl MupCoordConfig {
             adam_epsilon: self.coord.adam_epsilon,
             // Every step is recorded, so every step is read back already.
             check_every_step: false,
+            warmup_steps: 0,
+            schedule: LrSchedule::Constant,
         }
     }
 
@@ -147,6 +149,8 @@ impl MupCoordConfig {
             log_every: self.transfer.log_every,
             adam_epsilon: self.transfer.adam_epsilon,
             check_every_step: self.transfer.check_every_step,
+            warmup_steps: 0,
+            schedule: LrSchedule::Constant,
         }
     }
 

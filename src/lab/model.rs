@@ -1,8 +1,9 @@
-//! A tiny transformer: token embedding, positional encoding, L pre-norm blocks, a classifier head.
+//! A tiny transformer: token embedding, positional encoding, L blocks, a classifier head.
 //!
 //! h₀ = E[tokens] + PE, then for each block h ← h + Attn(LN(h)) and h ← h + MLP(LN(h))
 //! (pre-norm, Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"), and
-//! logits = LN(h)·W_head at the last `n_out` positions. The attention options of
+//! logits = LN(h)·W_head at the last `n_out` positions. [`NormPlacement::Post`] gives the
+//! original Transformer's h ← LN(h + Attn(h)), h ← LN(h + MLP(h)) and logits = h·W_head. The attention options of
 //! [`AttentionConfig`] pass straight through, so every pitfall can be trained.
 
 use burn::module::{Module, Param};
@@ -58,6 +59,10 @@ pub struct ModelConfig {
     /// QK-norm in every block (see [`AttentionConfig::qk_norm`]). Default: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub qk_norm: bool,
+    /// Scalable-Softmax in every block (see [`AttentionConfig::ssmax`]): each query's scores
+    /// times s·ln n, n the keys it sees. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ssmax: bool,
     /// µP relative to a model of this width (see [`crate::lab::mup`]): W_Q and the readout start
     /// at zero, and training scales the Adam rates of the width × width matrices and of the
     /// readout by base / d_model. Needs `scale = "dk"` and projections. Default: off (standard
@@ -70,6 +75,9 @@ pub struct ModelConfig {
     /// and read c from the BOS's share, 1/(c+1). Default: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bos: bool,
+    /// Where each block's layer norms sit. Default: pre.
+    #[serde(default, skip_serializing_if = "NormPlacement::is_pre")]
+    pub norm: NormPlacement,
     /// Positions the model has room for (its learned or sinusoidal table, rotary, ALiBi).
     /// Default: the task's sequence length. More lets it run on sequences longer than it trained
     /// on; a learned table's rows past the training length get no gradient and keep their
@@ -81,6 +89,23 @@ pub struct ModelConfig {
     /// the same to float rounding. Default: fused.
     #[serde(default, skip_serializing_if = "is_fused")]
     pub attention_path: AttentionPath,
+}
+
+/// Where a block normalises its residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormPlacement {
+    /// Before each sublayer, inside its branch, with one more norm before the head.
+    #[default]
+    Pre,
+    /// After each residual sum (Vaswani et al. 2017, §3.1), none before the head.
+    Post,
+}
+
+impl NormPlacement {
+    fn is_pre(&self) -> bool {
+        *self == NormPlacement::Pre
+    }
 }
 
 fn is_fused(path: &AttentionPath) -> bool {
@@ -112,8 +137,10 @@ impl ModelConfig {
             positional: PositionalKind::None,
             projections: true,
             qk_norm: false,
+            ssmax: false,
             mup_base_width: None,
             bos: false,
+            norm: NormPlacement::Pre,
             max_len: None,
             attention_path: AttentionPath::Fused,
         }
@@ -141,6 +168,7 @@ impl ModelConfig {
             .with_causal(self.causal)
             .with_positional(positional)
             .with_qk_norm(self.qk_norm)
+            .with_ssmax(self.ssmax)
             .with_path(self.attention_path)
             .with_max_len(max_len)
             .with_seed(seed)
@@ -279,6 +307,7 @@ impl ModelConfig {
             blocks,
             norm: LayerNormConfig::new(d_model).init(device),
             head,
+            placement: self.norm,
         })
     }
 }
@@ -320,6 +349,8 @@ pub struct TinyTransformer {
     pub blocks: Vec<Block>,
     pub norm: LayerNorm,
     pub head: Linear,
+    #[module(skip)]
+    pub placement: NormPlacement,
 }
 
 /// What a forward pass returns.
@@ -358,21 +389,33 @@ impl TinyTransformer {
         let n = x.dims()[1];
         let mut h = self.positional.add(x); // [batch, n, d_model]
         let mut attention = Vec::with_capacity(self.blocks.len());
+        let pre = self.placement == NormPlacement::Pre;
         for block in &self.blocks {
-            let out = block
-                .attention
-                .forward(block.norm_attention.forward(h.clone()));
-            h = h + out.context.clone(); // [batch, n, d_model]
+            let out = if pre {
+                let out = block
+                    .attention
+                    .forward(block.norm_attention.forward(h.clone()));
+                h = h + out.context.clone(); // [batch, n, d_model]
+                out
+            } else {
+                let out = block.attention.forward(h.clone());
+                h = block.norm_attention.forward(h + out.context.clone()); // [batch, n, d_model]
+                out
+            };
             if let Some(mlp) = &block.mlp {
-                let up = mlp.up.forward(block.norm_mlp.forward(h.clone())); // [batch, n, d_ff]
-                h = h + mlp.down.forward(gelu(up)); // [batch, n, d_model]
+                if pre {
+                    let up = mlp.up.forward(block.norm_mlp.forward(h.clone())); // [batch, n, d_ff]
+                    h = h + mlp.down.forward(gelu(up)); // [batch, n, d_model]
+                } else {
+                    let up = mlp.up.forward(h.clone()); // [batch, n, d_ff]
+                    h = block.norm_mlp.forward(h + mlp.down.forward(gelu(up))); // [batch, n, d_model]
+                }
             }
             attention.push(out);
         }
-        let read = self
-            .norm
-            .forward(h.clone().slice([0..batch, n - n_out..n, 0..d_model])) // [batch, n_out, d_model]
-            .reshape([batch * n_out, d_model]); // [batch·n_out, d_model]
+        let last = h.clone().slice([0..batch, n - n_out..n, 0..d_model]); // [batch, n_out, d_model]
+        let last = if pre { self.norm.forward(last) } else { last };
+        let read = last.reshape([batch * n_out, d_model]); // [batch·n_out, d_model]
         ModelOutput {
             logits: self.head.forward(read), // [batch·n_out, classes]
             hidden: h,

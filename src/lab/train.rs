@@ -49,6 +49,31 @@ pub struct TrainConfig {
     /// shader compiler that assumes finite math may break; this mode does not. Default: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub check_every_step: bool,
+    /// Steps over which the rate rises linearly to `lr`, from lr/warmup_steps at step 0.
+    /// Default: 0 (none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: usize,
+    /// The rate after the warmup. Default: constant.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub schedule: LrSchedule,
+}
+
+/// How the learning rate moves after the warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `lr` to the end.
+    #[default]
+    Constant,
+    /// lr·(1 + cos(π·t))/2, t going from 0 after the warmup to 1 at the last step (Loshchilov &
+    /// Hutter 2017, "SGDR", without restarts).
+    Cosine,
+}
+
+impl LrSchedule {
+    fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
 }
 
 impl TrainConfig {
@@ -62,8 +87,32 @@ impl TrainConfig {
             log_every: every_step(),
             adam_epsilon: ADAM_EPSILON,
             check_every_step: false,
+            warmup_steps: 0,
+            schedule: LrSchedule::Constant,
         }
     }
+
+    /// The rate at `step` (0-based): exactly `lr` at every step without warmup or decay.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warm = if step < self.warmup_steps {
+            (step + 1) as f64 / self.warmup_steps as f64
+        } else {
+            1.0
+        };
+        let decay = match self.schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let span = self.steps.saturating_sub(self.warmup_steps).max(1);
+                let t = step.saturating_sub(self.warmup_steps) as f64 / span as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        };
+        self.lr * warm * decay
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -484,7 +533,12 @@ pub fn train_on(
             reported = step + 1;
         }
         let grads = GradientsParams::from_grads(grads, &net);
-        net = optim.step(rates.clone(), net, grads);
+        let rates = if config.warmup_steps == 0 && config.schedule == LrSchedule::Constant {
+            rates.clone()
+        } else {
+            mup::learning_rates(model, &net, config.lr_at(step))
+        };
+        net = optim.step(rates, net, grads);
         step += 1;
     }
     Ok(TrainRun {
@@ -748,12 +802,8 @@ mod tests {
     fn setup() -> (ModelConfig, Task, TrainConfig) {
         let task = Task::new(TaskConfig::new(TaskKind::Recall, 4, 4)).unwrap();
         let config = TrainConfig {
-            steps: 6,
-            batch_size: 8,
-            lr: 1e-2,
             log_every: 2,
-            adam_epsilon: ADAM_EPSILON,
-            check_every_step: false,
+            ..TrainConfig::new(6, 8, 1e-2)
         };
         (ModelConfig::new(16, 2), task, config)
     }
@@ -854,5 +904,25 @@ mod tests {
         let targets = Tensor::<1, Int>::from_ints([1], &device);
         let loss = cross_entropy(logits, targets).into_scalar::<f32>();
         assert!((loss - 0.2877).abs() < 1e-4, "{loss}");
+    }
+
+    #[test]
+    fn the_rate_warms_up_then_follows_its_schedule() {
+        let mut config = TrainConfig::new(10, 8, 1.0);
+        assert!(
+            (0..10).all(|t| config.lr_at(t) == 1.0),
+            "no warmup, constant"
+        );
+        config.warmup_steps = 4;
+        let rates: Vec<f64> = (0..10).map(|t| config.lr_at(t)).collect();
+        assert_eq!(&rates[..5], &[0.25, 0.5, 0.75, 1.0, 1.0]);
+        config.schedule = LrSchedule::Cosine;
+        let rates: Vec<f64> = (0..10).map(|t| config.lr_at(t)).collect();
+        assert_eq!(&rates[..5], &[0.25, 0.5, 0.75, 1.0, 1.0]);
+        assert!(
+            (rates[7] - 0.5).abs() < 1e-12,
+            "halfway down at 4 + 6/2: {rates:?}"
+        );
+        assert!(rates.windows(2).skip(4).all(|w| w[1] < w[0]), "{rates:?}");
     }
 }

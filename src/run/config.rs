@@ -235,6 +235,12 @@ impl Validate for TrainConfig {
                 format!("{:e} is below 1e-30, where f32 loses it", self.adam_epsilon),
             ));
         }
+        if self.warmup_steps > self.steps {
+            return Err(Invalid::new(
+                "warmup_steps",
+                format!("{} is more than steps = {}", self.warmup_steps, self.steps),
+            ));
+        }
         at_least("log_every", self.log_every, 1)
     }
 }

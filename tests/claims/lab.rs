@@ -19,14 +19,7 @@ fn recall() -> Task {
 }
 
 fn short(lr: f64) -> TrainConfig {
-    TrainConfig {
-        steps: 25,
-        batch_size: 16,
-        lr,
-        log_every: 1,
-        adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
-        check_every_step: false,
-    }
+    TrainConfig::new(25, 16, lr)
 }
 
 #[test]

@@ -75,14 +75,7 @@ device_test!(the_tiny_transformer_trains_with_every_probe, |device| {
     model.n_layers = 2;
     model.causal = true;
     model.positional = PositionalKind::Rotary;
-    let config = TrainConfig {
-        steps: 20,
-        batch_size: 16,
-        lr: 1e-2,
-        log_every: 1,
-        adam_epsilon: attention_lab::lab::train::ADAM_EPSILON,
-        check_every_step: false,
-    };
+    let config = TrainConfig::new(20, 16, 1e-2);
     let run = train(&model, &task, &config, 3, &device.autodiff(), &mut |_| {}).unwrap();
     assert!(run.divergence.is_none(), "{:?}", run.divergence);
     let (first, last) = (&run.records[0], run.last().unwrap());
