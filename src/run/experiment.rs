@@ -210,4 +210,110 @@ impl Notebook {
         self.units
             .train(&key, job, &self.autodiff, &|n| progress.inc(n))
     }
+
+    /// [`Self::train`] for each of `jobs` (one configuration at several seeds), in order. In an
+    /// ordinary run on a CPU backend they train side by side, one per core: the runs of a tiny
+    /// model are chains of small ops that keep one core busy, so two seeds on two cores take the
+    /// time of one. Each run is the same as alone: its own model, data stream and device ops,
+    /// none of which depends on what else is running. A shard or a merge keeps the order its
+    /// unit numbers follow, and a GPU backend trains one at a time.
+    pub fn train_seeds(
+        &mut self,
+        part: &str,
+        label: &str,
+        jobs: &[TrainJob<'_>],
+    ) -> Result<Vec<TrainRun>, RunError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if !matches!(self.units, Units::All)
+            || !crate::util::device::is_host_cpu(&self.autodiff)
+            || cores < 2
+        {
+            return jobs
+                .iter()
+                .map(|job| self.train(part, label, job))
+                .collect();
+        }
+        let seeds: Vec<String> = jobs.iter().map(|j| j.seed.to_string()).collect();
+        self.status(format!("{part}: {label} seeds {}", seeds.join(", ")));
+        let (progress, device) = (&self.progress, &self.autodiff);
+        let mut runs = Vec::with_capacity(jobs.len());
+        for group in jobs.chunks(cores) {
+            let results: Vec<Result<TrainRun, TrainError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|job| {
+                        scope.spawn(move || {
+                            let mut done = 0u64;
+                            let run = job.run(device, &mut |_| {
+                                done += 1;
+                                progress.inc(1);
+                            });
+                            // A run that stopped early still owes the bar its remaining steps.
+                            progress.inc((job.config.steps as u64).saturating_sub(done));
+                            run
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+            for run in results {
+                runs.push(run?);
+            }
+        }
+        Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::model::ModelConfig;
+    use crate::lab::tasks::{Task, TaskConfig, TaskKind};
+    use crate::lab::train::TrainConfig;
+
+    /// Seeds trained side by side give, to the bit, the runs each gives alone: losses, and the
+    /// weights they end with.
+    #[test]
+    fn seeds_side_by_side_train_as_they_do_alone() {
+        let device = Device::flex();
+        let autodiff = device.clone().autodiff();
+        let task = Task::new(TaskConfig::new(TaskKind::Reverse, 4, 6)).unwrap();
+        let mut model = ModelConfig::new(16, 2);
+        model.causal = true;
+        let config = TrainConfig::new(12, 8, 1e-2);
+        let tasks = [task];
+        let jobs: Vec<TrainJob> = [3, 4, 5]
+            .into_iter()
+            .map(|seed| TrainJob {
+                model: &model,
+                tasks: &tasks,
+                config: &config,
+                seed,
+            })
+            .collect();
+        let mut notebook = Notebook::new(device, autodiff.clone(), ProgressBar::hidden());
+        let together = notebook.train_seeds("train", "reverse", &jobs).unwrap();
+        assert_eq!(together.len(), jobs.len(), "one run per seed, in order");
+        for (job, run) in jobs.iter().zip(&together) {
+            let alone = job.run(&autodiff, &mut |_| {}).unwrap();
+            let losses = |r: &TrainRun| r.records.iter().map(|x| x.loss).collect::<Vec<_>>();
+            assert_eq!(losses(run), losses(&alone), "seed {}", job.seed);
+            let head = |r: &TrainRun| {
+                r.model
+                    .head
+                    .weight
+                    .val()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(head(run), head(&alone), "seed {}", job.seed);
+        }
+    }
 }

@@ -174,15 +174,18 @@ pub fn run_seeds(
     config: &TrainConfig,
     seeds: &[u64],
 ) -> Result<SeedRuns, RunError> {
-    let mut runs = Vec::with_capacity(seeds.len());
-    for &seed in seeds {
-        let job = TrainJob {
+    let jobs: Vec<TrainJob> = seeds
+        .iter()
+        .map(|&seed| TrainJob {
             model,
             tasks,
             config,
             seed,
-        };
-        let run = notebook.train(part, label, &job)?;
+        })
+        .collect();
+    let trained = notebook.train_seeds(part, label, &jobs)?;
+    let mut runs = Vec::with_capacity(seeds.len());
+    for (&seed, run) in seeds.iter().zip(trained) {
         record(notebook, part, label, seed, &run);
         if let Some(d) = &run.divergence {
             notebook.finding(format!(

@@ -268,8 +268,31 @@ fn remedy(kind: BackendKind) -> &'static str {
     }
 }
 
+/// Whether `device` (or the device an autodiff device wraps) computes on this machine's CPU
+/// cores with a Burn CPU backend (flex or ndarray): where two trainings side by side use two
+/// cores, not one GPU queue or one remote server.
+pub fn is_host_cpu(device: &Device) -> bool {
+    use burn::backend::DispatchDevice as D;
+    let inner = match device.as_dispatch() {
+        D::Autodiff(_) => device.as_dispatch().clone().inner(),
+        other => other.clone(),
+    };
+    matches!(inner, D::Flex(_) | D::NdArray(_))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flex_and_ndarray_compute_on_the_host_cpu() {
+        assert!(is_host_cpu(&Device::flex()));
+        assert!(is_host_cpu(&Device::flex().autodiff()));
+        assert!(is_host_cpu(&BackendKind::Ndarray.device().unwrap()));
+        // A software wgpu adapter runs on the CPU too, but as one queue, not as host threads.
+        if let Ok(wgpu) = BackendKind::WgpuCpu.device() {
+            assert!(!is_host_cpu(&wgpu.autodiff()));
+        }
+    }
+
     use super::*;
 
     #[test]
