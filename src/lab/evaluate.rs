@@ -138,6 +138,36 @@ pub fn held_out_accuracy(run: &TrainRun, task: &Task, batch: &Batch, device: &De
     accuracy(logits, batch.targets(device))
 }
 
+/// The accuracy of a trained model on `batch` and how sharply its answers attend, from one
+/// forward pass: the largest weight of each answer row (the last `n_out` queries), averaged over
+/// the sequences, the heads and the layers. A row that spreads its weight evenly over n keys
+/// scores 1/n, one that puts it all on one key scores 1: the quantity whose decay with n
+/// Nakanishi 2025 calls attention fading.
+pub fn held_out_accuracy_and_focus(
+    run: &TrainRun,
+    task: &Task,
+    batch: &Batch,
+    device: &Device,
+) -> (f64, f64) {
+    let out = run.model.infer(batch, task, device);
+    let n_out = task.n_out();
+    let focus: Vec<f64> = out
+        .attention
+        .iter()
+        .map(|layer| {
+            let weights = layer.weights(); // [batch, heads, n, n]
+            let [b, h, n, _] = weights.dims();
+            let answers = weights.slice([0..b, 0..h, n - n_out..n, 0..n]); // [batch, heads, n_out, n]
+            f64::from(answers.max_dim(3).mean().into_scalar::<f32>())
+        })
+        .collect();
+    let accuracy = accuracy(out.logits, batch.targets(device));
+    (
+        accuracy,
+        focus.iter().sum::<f64>() / focus.len().max(1) as f64,
+    )
+}
+
 /// Cross-entropy of a trained model on `batch`, held out like [`held_out_accuracy`]'s.
 pub fn held_out_loss(run: &TrainRun, task: &Task, batch: &Batch, device: &Device) -> f64 {
     model_loss(&run.model, task, batch, device)

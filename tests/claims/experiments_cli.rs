@@ -303,18 +303,43 @@ fn counting_reduced_run() {
 
 #[test]
 fn length_generalization_reduced_run() {
-    // At L = 4 and 150 steps NoPE and ALiBi do not fit even the training lengths, so the
-    // comparisons are inconclusive; the learned table's collapse past L (its rows there were never
-    // trained) is large enough to assert.
+    // At L = 4 and 150 steps the verdicts go either way; the learned table's collapse past L (its
+    // rows there were never trained) is large enough to assert, and so is SSMax's s moving: it
+    // has a gradient only through the factor s·ln n.
     let dir = reduced_run(
         "length_generalization",
-        &["accuracy_vs_length_copy", "accuracy_vs_length_reverse"],
-        &["fits the training lengths", "NoPE"],
+        &[
+            "accuracy_vs_length_copy",
+            "accuracy_vs_length_reverse",
+            "ssmax_accuracy_vs_length_copy",
+            "largest_weight_vs_length_reverse",
+        ],
+        &["fits the training lengths", "NoPE", "softmax", "SSMax"],
     );
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    for curve in summary["results"]["curves"].as_array().unwrap() {
-        if curve["encoding"] != "learned" {
+    let curves = summary["results"]["curves"].as_array().unwrap();
+    let with_ssmax: Vec<&Value> = curves
+        .iter()
+        .filter(|c| c["variant"]["ssmax"] == true)
+        .collect();
+    assert_eq!(with_ssmax.len(), 2, "NoPE with SSMax, on copy and reverse");
+    for curve in with_ssmax {
+        let s = curve["ssmax_s"]["mean"].as_f64().unwrap();
+        assert!(
+            (s - attention_lab::block::ssmax::S_INIT).abs() > 1e-3,
+            "SSMax's s did not move from its initial value: {s} ({curve})"
+        );
+        for point in curve["focus"].as_array().unwrap() {
+            let largest = point[1]["mean"].as_f64().unwrap();
+            assert!(
+                largest > 0.0 && largest <= 1.0,
+                "a largest weight of {largest}"
+            );
+        }
+    }
+    for curve in curves {
+        if curve["variant"]["encoding"] != "learned" {
             continue;
         }
         let at = |length: u64| {
@@ -360,6 +385,8 @@ fn counting_and_length_generalization_refuse_what_they_set() {
         ("eval_factors=[2.0, 1.0]", "eval_factors"),
         ("tasks.min_length=9", "tasks.min_length"),
         ("encodings=[]", "encodings"),
+        ("model.ssmax=true", "model.ssmax"),
+        ("ssmax_encodings=[\"rotary\"]", "ssmax_encodings"),
     ] {
         refused(
             "length_generalization",
