@@ -271,6 +271,14 @@ impl Curve {
         Self::mean_at(&self.focus, length)
     }
 
+    /// The accuracy's standard deviation over seeds at `length`.
+    fn std_at(&self, length: usize) -> f64 {
+        self.points
+            .iter()
+            .find(|(l, _)| *l == length)
+            .map_or(f64::NAN, |(_, a)| a.std)
+    }
+
     fn mean_at(points: &[(usize, Spread)], length: usize) -> f64 {
         points
             .iter()
@@ -605,7 +613,7 @@ fn judge(config: &LengthConfig, curves: &[Curve], notebook: &mut Notebook) {
             .join(" / ")
     };
     notebook.verdict(Verdict::new(
-        format!("every encoding fits the training lengths (accuracy at L = {l} ≥ {LEARNED} on every task)"),
+        format!("every variant (each encoding, and those with SSMax) fits the training lengths (accuracy at L = {l} ≥ {LEARNED} on every task)"),
         variants.iter().all(|&v| fits(v)),
         format!(
             "at {l}: {}",
@@ -745,24 +753,28 @@ fn judge_ssmax(
     };
     let fade = FADING * 100.0;
     notebook.verdict(judged(
-        format!("{encoding} with the plain softmax: attention fades past L, the answer rows' largest weight falls by {fade:.0}% or more from L = {l} to 3 L = {longest}"),
+        format!("{encoding} with the plain softmax: attention fades past L, the answer rows' largest weight falls by {fade:.0}% or more from L = {l} to {longest} symbols"),
         &[plain],
         change(plain).2 <= -FADING,
         &evidence,
     ));
     notebook.verdict(judged(
-        format!("{encoding} with SSMax: attention does not fade, the answer rows' largest weight falls by less than {fade:.0}% from L = {l} to 3 L = {longest}"),
+        format!("{encoding} with SSMax: attention does not fade, the answer rows' largest weight falls by less than {fade:.0}% from L = {l} to {longest} symbols"),
         &[ssmax],
         change(ssmax).2 > -FADING,
         &evidence,
     ));
     let past_l = |v: Variant| mean_over(curves, v, &past_lengths, Curve::at);
+    // A gain smaller than the seeds' own scatter shows nothing.
+    let scatter = |v: Variant| mean_over(curves, v, &past_lengths, Curve::std_at);
+    let noise = scatter(plain).max(scatter(ssmax));
+    let gain = past_l(ssmax) - past_l(plain);
     notebook.verdict(judged(
-        format!("SSMax improves {encoding}'s length generalisation: higher accuracy {past_text} than the plain softmax"),
+        format!("SSMax improves {encoding}'s length generalisation: accuracy {past_text} higher than the plain softmax's by more than the seeds' spread (their std, averaged over tasks and lengths)"),
         &[plain, ssmax],
-        past_l(ssmax) > past_l(plain),
+        gain > noise,
         &format!(
-            "{past_text}: {ssmax} {:.3}, {plain} {:.3}",
+            "{past_text}: {ssmax} {:.3}, {plain} {:.3}, a gain of {gain:+.3} against a spread of {noise:.3}",
             past_l(ssmax),
             past_l(plain)
         ),
