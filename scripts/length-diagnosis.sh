@@ -4,7 +4,7 @@
 # changed alone, then the default config. Writes docs/results/length-diagnosis.md, so the table
 # docs/experiments/length_generalization.md cites comes from a run.
 #
-#   scripts/length-diagnosis.sh                 # run every row (about 25 minutes on 2 cores), then render
+#   scripts/length-diagnosis.sh                 # run every row (about half an hour on 2 cores), then render
 #   scripts/length-diagnosis.sh --render DIR    # render again from DIR (the runs of an earlier call)
 #
 # Every row trains the five encodings (plain softmax) on copy and reverse at the config's two seeds

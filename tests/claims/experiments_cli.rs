@@ -408,8 +408,29 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
         ("train.adam_epsilon=0.0", "train.adam_epsilon"),
         ("train.adam_epsilon=1e-40", "train.adam_epsilon"),
         ("train.check_every_step=3", "train.check_every_step"),
+        ("model.norm=\"sideways\"", "model.norm"),
+        ("model.ssmax=3", "model.ssmax"),
+        ("train.warmup_steps=100000", "train.warmup_steps"),
+        ("train.schedule=\"linear\"", "train.schedule"),
     ] {
         refused("causal_mask", &[&config[..], &[set]].concat(), needle);
+    }
+    // SSMax needs the row softmax.
+    for (experiment, set) in [
+        ("causal_mask", "model.softmax_axis=\"column\""),
+        ("length_generalization", "model.softmax_axis=\"column\""),
+    ] {
+        let config = format!("tests/configs/{experiment}.toml");
+        let ssmax = if experiment == "causal_mask" {
+            vec!["--set", "model.ssmax=true"]
+        } else {
+            vec![]
+        };
+        refused(
+            experiment,
+            &[&["--config", &config, "--set", set][..], &ssmax[..]].concat(),
+            "ssmax",
+        );
     }
     // The same switch where an experiment builds its training from its own sections.
     for (experiment, set) in [

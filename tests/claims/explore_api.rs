@@ -188,6 +188,14 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
             json!({"tokens": ["a", "b"], "options": {"query": 2}}),
             "options.query",
         ),
+        (
+            json!({"tokens": ["a"], "options": {"ssmax": "yes"}}),
+            "options.ssmax",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "options": {"ssmax": true, "softmax_axis": "column"}}),
+            "softmax_axis = \"row\"",
+        ),
     ];
     for (body, field) in &cases {
         let (status, answer) = post(&server, "/api/attention", body);

@@ -254,6 +254,10 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             "cannot be used with",
         ),
         (&["--d-model", "8"][..], "--sentence"),
+        (
+            &["--ssmax", "--softmax-axis", "column"][..],
+            "ssmax scales each query's row",
+        ),
     ] {
         let out = trace(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
