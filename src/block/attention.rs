@@ -9,8 +9,11 @@
 //! the projections themselves and the positional encoding. Beyond the seeds, `qk_norm`
 //! normalises each head's q and k before the dot product (Dehghani et al. 2023; Wortsman et al.
 //! 2023), which bounds the logits whatever the weights grow to, and `ssmax` multiplies each
-//! query's scores by s·ln n, n the keys it sees (Nakanishi 2025, [`ssmax`]). The same code runs
-//! on every Burn [`Device`], with or without autodiff.
+//! query's scores by s·ln n, n the keys it sees (Nakanishi 2025, [`ssmax`]), `softmax =
+//! off-by-one` lets a query spend less than its unit of weight (Miller 2023,
+//! [`SoftmaxKind::OffByOne`]) and `gate` scales each head's output by a sigmoid of the query's
+//! input (Qiu et al. 2025, [`gate`]): the two proposed cures for attention sinks. The same code
+//! runs on every Burn [`Device`], with or without autodiff.
 //!
 //! Where the math is the textbook's (row softmax, no dropout, ALiBi only under a causal mask,
 //! where its bias becomes two more columns of q and k), steps 2–4 of the
@@ -25,10 +28,11 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::fused;
-use crate::block::mask::attention_mask;
+use crate::block::gate::{self, GateKind};
+use crate::block::mask::{Window, attention_mask};
 use crate::block::positional::{Positional, PositionalKind, alibi_columns};
 use crate::block::scale::ScoreScale;
-use crate::block::softmax::{SoftmaxAxis, masked_softmax};
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind, masked_softmax};
 use crate::block::ssmax;
 use crate::util::rng::HostRng;
 
@@ -61,6 +65,14 @@ pub struct AttentionConfig {
     /// Which axis the softmax normalises. Default: row (over keys).
     #[config(default = "SoftmaxAxis::Row")]
     pub softmax_axis: SoftmaxAxis,
+    /// What each row is normalised by: Σ exp (standard) or 1 + Σ exp (off-by-one, row softmax
+    /// only). Default: standard.
+    #[config(default = "SoftmaxKind::Standard")]
+    pub softmax: SoftmaxKind,
+    /// A sigmoid gate per head on the attention output, σ(x·w_h + b_h) (see [`gate`]).
+    /// Default: none.
+    #[config(default = "GateKind::None")]
+    pub gate: GateKind,
     /// Softmax temperature τ: the scaled scores are divided by it. Default: 1.0.
     #[config(default = 1.0)]
     pub temperature: f64,
@@ -227,6 +239,12 @@ impl AttentionConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(E::Dropout(self.dropout));
         }
+        if self.softmax == SoftmaxKind::OffByOne && self.softmax_axis != SoftmaxAxis::Row {
+            return Err(E::Conflict {
+                field: "softmax",
+                why: "the off-by-one softmax adds 1 to each query's row sum: it needs softmax_axis = \"row\"",
+            });
+        }
         if self.ssmax && self.softmax_axis != SoftmaxAxis::Row {
             return Err(E::Conflict {
                 field: "ssmax",
@@ -275,6 +293,9 @@ impl AttentionConfig {
             &mut rng,
             device,
         );
+        // Drawn after every other weight, so a block without a gate keeps the weights it had.
+        let gate = (self.gate == GateKind::HeadOutput)
+            .then(|| uniform_linear(d_model, n_heads, true, &mut rng, device));
         // The ε of an RMSNorm over d_k: small against the unit mean square it normalises to.
         let norm = || {
             self.qk_norm
@@ -290,12 +311,14 @@ impl AttentionConfig {
             q_norm: norm(),
             k_norm: norm(),
             ssmax: self.ssmax.then(|| ssmax::init_s(n_heads, device)),
+            gate,
             d_model,
             n_heads,
             d_k,
             d_v,
             divisor: self.scale.divisor(d_k, d_model) * self.temperature,
             softmax_axis: self.softmax_axis,
+            softmax: self.softmax,
             causal: self.causal,
             path: self.path,
         })
@@ -349,6 +372,8 @@ pub struct Attention {
     pub k_norm: Option<RmsNorm>,
     /// SSMax's s, `[heads]`; `None` without `ssmax`.
     pub ssmax: Option<Param<Tensor<1>>>,
+    /// The gate's w and b: `[d_model, n_heads]`; `None` without a gate.
+    pub gate: Option<Linear>,
     pub d_model: usize,
     pub n_heads: usize,
     pub d_k: usize,
@@ -357,6 +382,8 @@ pub struct Attention {
     pub divisor: f64,
     #[module(skip)]
     pub softmax_axis: SoftmaxAxis,
+    #[module(skip)]
+    pub softmax: SoftmaxKind,
     pub causal: bool,
     #[module(skip)]
     pub path: AttentionPath,
@@ -374,9 +401,15 @@ pub struct AttentionOutput {
     pub q: Tensor<4>,
     /// `[batch, heads, n_k, d_k]`, after any rotary encoding.
     pub k: Tensor<4>,
+    /// `[batch, heads, n_k, d_v]`.
+    pub v: Tensor<4>,
+    /// `[batch, n_q, heads]`: each head's gate for each query, in (0, 1); `None` without a gate.
+    pub gate: Option<Tensor<3>>,
+    softmax: SoftmaxKind,
     causal: bool,
     /// `[batch, n_k]`, true where a key is padding.
     key_padding: Option<Tensor<2, Bool>>,
+    window: Option<Window>,
     /// ALiBi's `[1, heads, n_q, n_k]` biases, added after scaling.
     bias: Option<Tensor<4>>,
     /// ALiBi's slopes when the fused op computed this output, the bias as two more q and k
@@ -393,8 +426,24 @@ impl AttentionOutput {
     pub fn weights(&self) -> Tensor<4> {
         match &self.weights {
             Some(weights) => weights.clone(),
-            None => masked_softmax(self.scores(), self.mask(), SoftmaxAxis::Row),
+            None => masked_softmax(self.scores(), self.mask(), SoftmaxAxis::Row, self.softmax),
         }
+    }
+
+    /// `[batch, heads, n_q]`: the weight each query left unspent, 1 − Σ_j weights[i, j]. 0 for a
+    /// standard softmax, up to 1 for the off-by-one softmax (and 1 for a query that sees no key).
+    pub fn unspent(&self) -> Tensor<3> {
+        let [batch, heads, n_q, _] = self.q.dims();
+        self.weights()
+            .sum_dim(3) // [batch, heads, n_q, 1]
+            .reshape([batch, heads, n_q]) // [batch, heads, n_q]
+            .neg()
+            .add_scalar(1.0)
+    }
+
+    /// The normalisation the softmax used.
+    pub fn softmax(&self) -> SoftmaxKind {
+        self.softmax
     }
 
     /// `[batch, heads, n_q, n_k]`: the weights as the fused kernel itself computes them, read off
@@ -424,6 +473,7 @@ impl AttentionOutput {
             self.key_padding.clone(),
             1.0 / self.divisor,
             self.causal,
+            self.softmax == SoftmaxKind::OffByOne,
         ) // [batch, heads, n_q, n_k]
     }
 
@@ -443,6 +493,7 @@ impl AttentionOutput {
             n_k,
             self.causal,
             self.key_padding.clone(),
+            self.window,
             &device,
         )
     }
@@ -479,9 +530,7 @@ impl AttentionOutput {
 /// A forward pass with the intermediate steps the output does not carry.
 #[derive(Debug, Clone)]
 pub struct AttentionTrace {
-    /// `[batch, heads, n_k, d_v]`.
-    pub v: Tensor<4>,
-    /// `[batch, n_q, n_heads·d_v]`: the heads' contexts concatenated, before W_O.
+    /// `[batch, n_q, n_heads·d_v]`: the heads' contexts concatenated (and gated), before W_O.
     pub heads: Tensor<3>,
     pub output: AttentionOutput,
 }
@@ -495,6 +544,9 @@ pub struct AttentionInput {
     pub context: Option<Tensor<3>>,
     /// `[batch, n_k]`, true where a key is padding.
     pub key_padding: Option<Tensor<2, Bool>>,
+    /// A sliding window over self-attention's keys (a rolling KV cache, see [`Window`]), on top of
+    /// the block's own masks. The block takes the decomposed path under it.
+    pub window: Option<Window>,
 }
 
 impl AttentionInput {
@@ -503,6 +555,7 @@ impl AttentionInput {
             x,
             context: None,
             key_padding: None,
+            window: None,
         }
     }
 
@@ -511,11 +564,17 @@ impl AttentionInput {
             x,
             context: Some(context),
             key_padding: None,
+            window: None,
         }
     }
 
     pub fn key_padding(mut self, mask: Tensor<2, Bool>) -> Self {
         self.key_padding = Some(mask);
+        self
+    }
+
+    pub fn window(mut self, window: Option<Window>) -> Self {
+        self.window = window;
         self
     }
 }
@@ -563,6 +622,9 @@ impl Attention {
             self.d_model
         );
 
+        // The gate reads the query's own input, before it is projected (Qiu et al.'s G1).
+        let gate = self.gate_of(&x); // [batch, n_q, heads]
+
         // 1. Project and split into heads.
         let q = self.heads_of(x, &self.query, self.d_k); // [batch, heads, n_q, d_k]
         let k = self.heads_of(context.clone(), &self.key, self.d_k); // [batch, heads, n_k, d_k]
@@ -586,6 +648,7 @@ impl Attention {
                     n_k,
                     self.causal,
                     input.key_padding.clone(),
+                    input.window,
                     &device,
                 ); // [batch or 1, 1, n_q, 1]
                 ssmax::scale_queries(q, s.val(), n) // [batch, heads, n_q, d_k]
@@ -600,7 +663,7 @@ impl Attention {
             .causal
             .then(|| self.positional.slopes(self.n_heads))
             .flatten();
-        if self.takes_fused_path(bias.is_some() && alibi.is_none()) {
+        if input.window.is_none() && self.takes_fused_path(bias.is_some() && alibi.is_none()) {
             // 2–4 in one op: softmax(q·kᵀ / (s·τ) + ALiBi, masked)·v, with its own backward.
             let (q_in, k_in) = match &alibi {
                 Some(slopes) => alibi_columns(q.clone(), k.clone(), slopes, 1.0 / self.divisor), // [batch, heads, n, d_k + 2]
@@ -613,10 +676,12 @@ impl Attention {
                 input.key_padding.clone(),
                 1.0 / self.divisor,
                 self.causal,
+                self.softmax == SoftmaxKind::OffByOne,
             ) // [batch, heads, n_q, d_v]
             .swap_dims(1, 2) // [batch, n_q, heads, d_v]
             .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
-            return self.finish(heads, v, None, q, k, input.key_padding, bias, alibi);
+            let masks = (input.key_padding, None);
+            return self.finish(heads, gate, v, None, q, k, masks, bias, alibi);
         }
 
         // 2. Scores, scaled: q·kᵀ / (s·τ), plus ALiBi's distance penalty.
@@ -636,18 +701,27 @@ impl Attention {
             n_k,
             self.causal,
             input.key_padding.clone(),
+            input.window,
             &device,
         );
-        let weights = masked_softmax(scaled, mask, self.softmax_axis);
+        let weights = masked_softmax(scaled, mask, self.softmax_axis, self.softmax);
         let weights = self.dropout.forward(weights);
 
-        // 4. Weighted sum of values, heads concatenated, then W_O.
+        // 4. Weighted sum of values, heads concatenated (and gated), then W_O.
         let heads = weights
             .clone()
             .matmul(v.clone()) // [batch, heads, n_q, d_v]
             .swap_dims(1, 2) // [batch, n_q, heads, d_v]
             .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
-        self.finish(heads, v, Some(weights), q, k, input.key_padding, bias, None)
+        let masks = (input.key_padding, input.window);
+        self.finish(heads, gate, v, Some(weights), q, k, masks, bias, None)
+    }
+
+    /// `[batch, n_q, heads]`: σ(x·w_h + b_h) for each query's input `x [batch, n_q, d_model]`;
+    /// `None` without a gate.
+    fn gate_of(&self, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let w = self.gate.as_ref()?;
+        Some(burn::tensor::activation::sigmoid(w.forward(x.clone()))) // [batch, n_q, heads]
     }
 
     /// Whether the fused op computes what the steps would: a row softmax, no dropout, no
@@ -660,33 +734,41 @@ impl Attention {
             && !has_bias
     }
 
-    /// Step 5: W_O over the concatenated heads, and the output.
+    /// Step 5: the gate on each head, W_O over the concatenated heads, and the output.
     #[allow(clippy::too_many_arguments)] // the pieces of an output, named
     fn finish(
         &self,
         heads: Tensor<3>,
+        gate: Option<Tensor<3>>,
         v: Tensor<4>,
         weights: Option<Tensor<4>>,
         q: Tensor<4>,
         k: Tensor<4>,
-        key_padding: Option<Tensor<2, Bool>>,
+        (key_padding, window): (Option<Tensor<2, Bool>>, Option<Window>),
         bias: Option<Tensor<4>>,
         alibi: Option<Vec<f64>>,
     ) -> AttentionTrace {
+        let heads = match &gate {
+            Some(gate) => gate::apply(heads, gate.clone()), // [batch, n_q, heads·d_v]
+            None => heads,
+        };
         let context = match &self.output {
             Some(w_o) => w_o.forward(heads.clone()), // [batch, n_q, d_model]
             None => heads.clone(),
         };
         AttentionTrace {
-            v,
             heads,
             output: AttentionOutput {
                 context,
                 weights,
                 q,
                 k,
+                v,
+                gate,
+                softmax: self.softmax,
                 causal: self.causal,
                 key_padding,
+                window,
                 bias,
                 alibi,
                 divisor: self.divisor,
@@ -711,7 +793,9 @@ impl Attention {
             && self.softmax_axis == SoftmaxAxis::Row
             && self.positional.is_none()
             && self.q_norm.is_none()
-            && self.ssmax.is_none();
+            && self.ssmax.is_none()
+            && self.softmax == SoftmaxKind::Standard
+            && self.gate.is_none();
         if !same_math {
             return None;
         }

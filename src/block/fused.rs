@@ -13,6 +13,13 @@
 //! (key j hidden from query i when j > i), a key-padding mask `[batch, n_k]`, n_q ≠ n_k and
 //! d_k ≠ d_v.
 //!
+//! It also covers the off-by-one softmax (softmax1, Miller 2023): the +1 in its denominator is one
+//! more term, exp(0), in the running sum, the term of a phantom key with score 0 and value 0. The
+//! term is the same for every key tile, so it is added once after the last one, by
+//! [`off_by_one`]: ℓ' = ℓ + e^{−m}, that is lse' = softplus(lse) and o' = o·σ(lse). The backward
+//! is the standard one fed lse' and o': P' = exp(S − lse') are the off-by-one weights, and the
+//! phantom key's dP is dO·0 = 0, so D_i = Σ_j P'_ij·dP_ij = dO_i·o'_i still holds.
+//!
 //! Every backend keeps one contract for what a query cannot see:
 //! - a row with no visible key (fully masked, or every visible score −∞) outputs 0, its lse is
 //!   +∞ and its gradients are 0, whatever the hidden keys hold, NaN included;
@@ -70,6 +77,7 @@ pub trait FusedAttention: Backend {
         #[extension_type] padding: KeyPadding<Self>,
         scale: f32,
         causal: bool,
+        off_by_one: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -120,8 +128,10 @@ macro_rules! forward_only {
                 padding: KeyPadding<Self>,
                 scale: f32,
                 causal: bool,
+                off_by_one: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                Self::attention_forward(q, k, v, padding.into_option(), scale, causal)
+                let (o, lse) = Self::attention_forward(q, k, v, padding.into_option(), scale, causal);
+                off_by_one_if::<Self>(o, lse, off_by_one)
             }
         }
     )*};
@@ -132,7 +142,7 @@ forward_only!(burn::backend::Remote);
 
 /// The fused op on any [`Device`]: `[batch, heads, n_q, d_v]`, with gradients for q, k and v on
 /// an autodiff device. `scale` multiplies the scores (1 / (divisor·τ)); `padding` is
-/// `[batch, n_k]`, true where a key is padding.
+/// `[batch, n_k]`, true where a key is padding; `off_by_one` adds 1 to every row's denominator.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -140,14 +150,16 @@ pub fn attention(
     padding: Option<Tensor<2, Bool>>,
     scale: f64,
     causal: bool,
+    off_by_one: bool,
 ) -> Tensor<4> {
-    attention_with_lse(q, k, v, padding, scale, causal).0
+    attention_with_lse(q, k, v, padding, scale, causal, off_by_one).0
 }
 
 /// [`attention`] and the row log-sum-exp the kernel kept for its backward,
-/// lse_i = log Σ_j exp(c·q_i·k_j) over the keys query i sees: `[batch, heads, n_q, 1]`, +∞ for
-/// a row with no visible key (so that every exp(s − lse) of it is 0). The lse carries no
-/// gradient; it is here so that tests can hold the kernel's own state to a reference.
+/// lse_i = log Σ_j exp(c·q_i·k_j) over the keys query i sees (log(1 + Σ_j …) with
+/// `off_by_one`): `[batch, heads, n_q, 1]`, +∞ for a row with no visible key (so that every
+/// exp(s − lse) of it is 0). The lse carries no gradient; it is here so that tests can hold the
+/// kernel's own state to a reference.
 pub fn attention_with_lse(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -155,6 +167,7 @@ pub fn attention_with_lse(
     padding: Option<Tensor<2, Bool>>,
     scale: f64,
     causal: bool,
+    off_by_one: bool,
 ) -> (Tensor<4>, Tensor<4>) {
     let padding = match padding {
         Some(mask) => KeyPadding::Keys(mask.into_dispatch()),
@@ -167,8 +180,45 @@ pub fn attention_with_lse(
         padding,
         scale as f32,
         causal,
+        off_by_one,
     );
     (Tensor::from_dispatch(o), Tensor::from_dispatch(lse))
+}
+
+/// The off-by-one softmax from the standard forward's `(o, lse)`: the phantom key's exp(0) added
+/// to the row sum, lse' = log(1 + e^lse) = softplus(lse) and o' = o·e^lse / (1 + e^lse) =
+/// o·σ(lse). Both are written with e^{−|lse|} only, so nothing overflows: softplus(x) =
+/// max(x, 0) + ln(1 + e^{−|x|}) and σ(x) = exp(−softplus(−x)). A row with no visible key
+/// (lse = +∞) keeps o = 0 and lse = +∞.
+pub fn off_by_one<B: Backend>(
+    o: FloatTensor<B>,
+    lse: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let tail = B::float_log1p(B::float_exp(B::float_neg(B::float_abs(lse.clone())))); // [batch, heads, n_q, 1]
+    let softplus = B::float_add(
+        B::float_clamp_min(lse.clone(), Scalar::Float(0.0)),
+        tail.clone(),
+    );
+    let softplus_neg = B::float_add(
+        B::float_clamp_min(B::float_neg(lse), Scalar::Float(0.0)),
+        tail,
+    );
+    let sigmoid = B::float_exp(B::float_neg(softplus_neg)); // [batch, heads, n_q, 1]
+    let shape = o.shape();
+    let o = B::float_mul(o, B::float_expand(sigmoid, shape)); // [batch, heads, n_q, d_v]
+    (o, softplus)
+}
+
+fn off_by_one_if<B: Backend>(
+    o: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    on: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    if on {
+        off_by_one::<B>(o, lse)
+    } else {
+        (o, lse)
+    }
 }
 
 /// What the backward needs: the inputs, the output and its row log-sum-exp, and the masks.
@@ -217,6 +267,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
         padding: KeyPadding<Self>,
         scale: f32,
         causal: bool,
+        off_by_one: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let padding: Option<BoolTensor<B>> = padding.into_option();
         match FusedBackward
@@ -238,6 +289,8 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
                     scale,
                     causal,
                 );
+                // The backward needs no flag: it is the standard one, fed o' and lse'.
+                let (o, lse) = off_by_one_if::<B>(o, lse, off_by_one);
                 let saved = Saved {
                     q,
                     k,
@@ -259,6 +312,7 @@ impl<B: AttentionKernels, C: CheckpointStrategy> FusedAttention for Autodiff<B, 
                     scale,
                     causal,
                 );
+                let (o, lse) = off_by_one_if::<B>(o, lse, off_by_one);
                 (prep.finish(o), Self::from_inner(lse))
             }
         }

@@ -1,7 +1,7 @@
 //! The attention block and its parts: [`attention`] (projections, heads, forward, outputs) built
 //! from the scaling rule ([`scale`]), the softmax over a chosen axis ([`softmax`]), the masks
-//! ([`mask`]), the positional encodings ([`positional`]) and Scalable-Softmax's per-row factor
-//! ([`ssmax`]). This is what the claims are about.
+//! ([`mask`]), the positional encodings ([`positional`]), Scalable-Softmax's per-row factor
+//! ([`ssmax`]) and the gate on each head's output ([`gate`]). This is what the claims are about.
 //! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
 //! flex's kernels in [`flash`]).
 //!
@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod flash;
 pub mod fused;
+pub mod gate;
 pub mod mask;
 pub mod positional;
 pub mod scale;

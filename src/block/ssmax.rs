@@ -16,7 +16,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 
-use crate::block::mask::attention_mask;
+use crate::block::mask::{Window, attention_mask};
 
 /// s at initialisation, every head: the value of the paper's Figure 1. Then s·ln n is 1 at
 /// n ≈ 10, and a head starts close to a plain softmax at the lengths toy tasks train on.
@@ -35,24 +35,25 @@ pub fn visible_keys(
     n_k: usize,
     causal: bool,
     key_padding: Option<Tensor<2, Bool>>,
+    window: Option<Window>,
     device: &Device,
 ) -> Tensor<4> {
-    match key_padding {
+    match (key_padding, window) {
         // Counted from the mask itself: what the softmax hides is what n leaves out.
-        Some(padding) => {
-            let mask = attention_mask(batch, n_q, n_k, causal, Some(padding), device)
-                .expect("a padding mask was given"); // [batch, 1, n_q, n_k]
+        (padding, window) if padding.is_some() || window.is_some() => {
+            let mask = attention_mask(batch, n_q, n_k, causal, padding, window, device)
+                .expect("a padding mask or a window was given"); // [batch, 1, n_q, n_k]
             mask.bool_not()
                 .float()
                 .sum_dim(3) // [batch, 1, n_q, 1]
                 .clamp_min(1.0)
         }
-        None if causal => {
+        _ if causal => {
             // Query i sees keys 0..=i, and no more than there are.
             let counts: Vec<f32> = (0..n_q).map(|i| (i + 1).min(n_k).max(1) as f32).collect();
             Tensor::<1>::from_floats(counts.as_slice(), device).reshape([1, 1, n_q, 1]) // [1, 1, n_q, 1]
         }
-        None => Tensor::full([1, 1, n_q, 1], n_k.max(1) as f32, device), // [1, 1, n_q, 1]
+        _ => Tensor::full([1, 1, n_q, 1], n_k.max(1) as f32, device), // [1, 1, n_q, 1]
     }
 }
 
@@ -77,21 +78,29 @@ mod tests {
     fn counts_follow_the_masks() {
         let device = Device::flex();
         assert_eq!(
-            values(visible_keys(1, 4, 4, true, None, &device)),
+            values(visible_keys(1, 4, 4, true, None, None, &device)),
             [1.0, 2.0, 3.0, 4.0]
         );
         assert_eq!(
-            values(visible_keys(1, 3, 5, false, None, &device)),
+            values(visible_keys(1, 3, 5, false, None, None, &device)),
             [5.0; 3]
         );
         // Two sequences, the second with its last two keys padded.
         let padding = crate::block::mask::padding_mask(&[4, 2], 4, &device);
         assert_eq!(
-            values(visible_keys(2, 4, 4, true, Some(padding.clone()), &device)),
+            values(visible_keys(
+                2,
+                4,
+                4,
+                true,
+                Some(padding.clone()),
+                None,
+                &device
+            )),
             [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 2.0, 2.0]
         );
         assert_eq!(
-            values(visible_keys(2, 2, 4, false, Some(padding), &device)),
+            values(visible_keys(2, 2, 4, false, Some(padding), None, &device)),
             [4.0, 4.0, 2.0, 2.0]
         );
     }
@@ -104,7 +113,7 @@ mod tests {
         let scaled = values(scale_queries(
             q,
             s,
-            visible_keys(1, 3, 3, true, None, &device),
+            visible_keys(1, 3, 3, true, None, None, &device),
         ));
         let ln = |n: f32| n.ln();
         let expected = [0.0, ln(2.0), ln(3.0), 0.0, 2.0 * ln(2.0), 2.0 * ln(3.0)];

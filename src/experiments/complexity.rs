@@ -12,7 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{AttentionConfig, AttentionPath};
-use crate::block::softmax::{SoftmaxAxis, masked_softmax};
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind, masked_softmax};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::log_log_slope;
 use crate::lab::model::ModelConfig;
@@ -148,7 +148,8 @@ pub fn measure(
             .clone()
             .matmul(k.clone().swap_dims(2, 3))
             .div_scalar(scale); // [b, heads, n, n]
-        let _ = masked_softmax(scores, None, SoftmaxAxis::Row).matmul(v.clone()); // [b, heads, n, d_k]
+        let _ =
+            masked_softmax(scores, None, SoftmaxAxis::Row, SoftmaxKind::Standard).matmul(v.clone()); // [b, heads, n, d_k]
     };
     let fused = || {
         let out = fused_block.forward(x_train.clone()).context;

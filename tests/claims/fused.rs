@@ -5,12 +5,14 @@
 //! [`exact`] gives; flex's parallel path (above `flash::SERIAL_WORK`) is held to the same; rows
 //! that see no key are zero on every backend; its gradients agree with finite differences; and
 //! the block takes the fused path only where the math is the same, with the same gradient for
-//! every parameter and input.
+//! every parameter and input. Every listed case runs with the standard and the off-by-one softmax
+//! (1 + Σ exp in each row's denominator), whose backward is the standard one fed lse' and o'.
 
 use attention_lab::block::attention::{AttentionConfig, AttentionInput, AttentionPath};
+use attention_lab::block::gate::GateKind;
 use attention_lab::block::mask::{attention_mask, padding_mask};
 use attention_lab::block::positional::PositionalKind;
-use attention_lab::block::softmax::{SoftmaxAxis, masked_softmax};
+use attention_lab::block::softmax::{SoftmaxAxis, SoftmaxKind, masked_softmax};
 use attention_lab::block::{flash, fused};
 use attention_lab::lab::train::parameter_gradients;
 use attention_lab::util::rng::HostRng;
@@ -36,6 +38,8 @@ struct Case {
     /// Multiplies q, to push the logits to ±1e4 (saturated rows).
     q_gain: f32,
     seed: u64,
+    /// softmax1: 1 + Σ exp in each row's denominator.
+    off_by_one: bool,
 }
 
 impl Case {
@@ -52,6 +56,7 @@ impl Case {
             scale: 1.0 / (d_k as f64).sqrt(),
             q_gain: 1.0,
             seed: 7,
+            off_by_one: false,
         }
     }
 }
@@ -64,13 +69,19 @@ fn decomposed(
     padding: Option<Tensor<2, Bool>>,
     scale: f64,
     causal: bool,
+    off_by_one: bool,
 ) -> Tensor<4> {
     let [batch, _, n_q, _] = q.dims();
     let n_k = k.dims()[2];
     let device = q.device();
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [batch, heads, n_q, n_k]
-    let mask = attention_mask(batch, n_q, n_k, causal, padding, &device);
-    masked_softmax(scores, mask, SoftmaxAxis::Row).matmul(v) // [batch, heads, n_q, d_v]
+    let mask = attention_mask(batch, n_q, n_k, causal, padding, None, &device);
+    let kind = if off_by_one {
+        SoftmaxKind::OffByOne
+    } else {
+        SoftmaxKind::Standard
+    };
+    masked_softmax(scores, mask, SoftmaxAxis::Row, kind).matmul(v) // [batch, heads, n_q, d_v]
 }
 
 /// Outputs and the gradients of Σ out ⊙ g with respect to q, k and v, by one path.
@@ -122,12 +133,12 @@ fn close(what: &str, case: &Case, got: &[f32], want: &[f32]) -> Result<(), Strin
 }
 
 fn compare(case: &Case, device: &Device) -> Result<(), String> {
-    let (scale, causal) = (case.scale, case.causal);
+    let (scale, causal, off) = (case.scale, case.causal, case.off_by_one);
     let ours = run_path(case, device, &|q, k, v, pad| {
-        fused::attention(q, k, v, pad, scale, causal)
+        fused::attention(q, k, v, pad, scale, causal, off)
     });
     let steps = run_path(case, device, &|q, k, v, pad| {
-        decomposed(q, k, v, pad, scale, causal)
+        decomposed(q, k, v, pad, scale, causal, off)
     });
     if case.q_gain == 1.0 {
         for (i, what) in ["output", "dq", "dk", "dv"].into_iter().enumerate() {
@@ -268,8 +279,12 @@ fn exact_of(case: &Case, [q, k, v, g]: &[Vec<f32>; 4]) -> Exact {
                 continue; // no visible key, or only −∞ scores: o = 0, lse = +∞, no gradient
             }
             let n = visible.len() as f64;
-            let total: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            let lse = m + total.ln();
+            // Off by one: the phantom key's exp(0) joins the sum, shifted by max(m, 0) so that
+            // neither term overflows.
+            let shift = if case.off_by_one { m.max(0.0) } else { m };
+            let phantom = if case.off_by_one { (-shift).exp() } else { 0.0 };
+            let total: f64 = s.iter().map(|x| (x - shift).exp()).sum::<f64>() + phantom;
+            let lse = shift + total.ln();
             let p: Vec<f64> = s.iter().map(|x| (x - lse).exp()).collect();
             let a_max = a.iter().cloned().fold(0.0, f64::max);
             let lse_error = eps * ((d_k as f64 + 4.0) * a_max + lse.abs() + n + 8.0);
@@ -348,6 +363,7 @@ fn against_f64(case: &Case, device: &Device) -> Result<(), String> {
         padding,
         case.scale,
         case.causal,
+        case.off_by_one,
     );
     let (o, lse) = (values(o), values(lse));
     for (i, (&got, &want)) in lse.iter().zip(&exact.lse).enumerate() {
@@ -378,7 +394,7 @@ fn against_f64(case: &Case, device: &Device) -> Result<(), String> {
     within("lse", case, &lse_got, &finite(&exact.lse), &exact.lse_bound)?;
     within("output", case, &o, &exact.o, &exact.o_bound)?;
     let [_, dq, dk, dv] = run_path(case, device, &|q, k, v, pad| {
-        fused::attention(q, k, v, pad, case.scale, case.causal)
+        fused::attention(q, k, v, pad, case.scale, case.causal, case.off_by_one)
     });
     within("dq", case, &dq, &exact.dq, &exact.dq_bound)?;
     within("dk", case, &dk, &exact.dk, &exact.dk_bound)?;
@@ -435,6 +451,15 @@ fn listed_cases() -> Vec<Case> {
         lengths: Some(vec![200, 150]),
         ..Case::new(2, 1, 200, 200, 16, 16)
     });
+    // Every case again with the off-by-one softmax.
+    let twins: Vec<Case> = cases
+        .iter()
+        .map(|c| Case {
+            off_by_one: true,
+            ..c.clone()
+        })
+        .collect();
+    cases.extend(twins);
     cases
 }
 
@@ -474,6 +499,12 @@ fn parallel_cases() -> Vec<Case> {
             lengths: Some(vec![777, 500]),
             ..Case::new(2, 4, 777, 777, 16, 16)
         },
+        // The off-by-one softmax on the split backward.
+        Case {
+            causal: true,
+            off_by_one: true,
+            ..Case::new(1, 1, 1500, 1500, 32, 32)
+        },
     ]
 }
 
@@ -502,6 +533,16 @@ fn the_parallel_flash_path_matches_decomposed_and_f64() {
 device_test!(
     rows_with_no_visible_key_are_zero_on_every_backend,
     |device| {
+        for off_by_one in [false, true] {
+            no_visible_key_is_zero(&device, off_by_one);
+        }
+    }
+);
+
+/// The body of `rows_with_no_visible_key_are_zero_on_every_backend`, for one softmax.
+fn no_visible_key_is_zero(device: &Device, off_by_one: bool) {
+    {
+        let device = device.clone();
         // Batch 0 is all padding; batch 1 pads keys from 40 on. Every padding key holds NaN in k and
         // v. In batch 1, query 5 sees keys 0…5 (causal) and every score of it overflows to −∞:
         // q_5 = (1e20, 0, …) against k_j = (−1e20, …) for j ≤ 5, while every other query has a 0
@@ -509,6 +550,7 @@ device_test!(
         let case = Case {
             causal: true,
             lengths: Some(vec![0, 40]),
+            off_by_one,
             ..Case::new(2, 1, 70, 70, 4, 4)
         };
         let [mut q, mut k, mut v, g] = inputs(&case, &device);
@@ -548,6 +590,7 @@ device_test!(
             Some(padding),
             case.scale,
             true,
+            off_by_one,
         );
         let g_t = Tensor::<4>::from_data(
             TensorData::new(g.clone(), shape(n, d)),
@@ -596,6 +639,7 @@ device_test!(
         // tile on flex.
         let case = Case {
             causal: true,
+            off_by_one,
             ..Case::new(1, 1, 8, 8, 4, 4)
         };
         let [mut q, mut k, mut v, g] = inputs(&case, &device);
@@ -615,6 +659,7 @@ device_test!(
             None,
             case.scale,
             true,
+            off_by_one,
         );
         let g_t = Tensor::<4>::from_data(TensorData::new(g, shape), &device.clone().autodiff());
         let grads = (o.clone() * g_t).sum().backward();
@@ -624,18 +669,26 @@ device_test!(
         assert_eq!(&o[..4], &[0.0; 4], "the empty row's output");
         assert_eq!(&dq[..4], &[0.0; 4], "the empty row's dq");
     }
-);
+}
 
 device_test!(fused_gradients_match_finite_differences, |device| {
+    for off_by_one in [false, true] {
+        finite_differences(&device, off_by_one);
+    }
+});
+
+fn finite_differences(device: &Device, off_by_one: bool) {
+    let device = device.clone();
     // Central differences of L = Σ o ⊙ g in f32: step 1e-2, so the rounding error of L (about
     // 1e-7 · |L| · terms) stays well below the differences, and the O(h²) error too.
     let case = Case {
         causal: true,
         lengths: Some(vec![3, 2]),
+        off_by_one,
         ..Case::new(2, 1, 3, 3, 2, 2)
     };
     let [_, dq, dk, dv] = run_path(&case, &device, &|q, k, v, pad| {
-        fused::attention(q, k, v, pad, case.scale, case.causal)
+        fused::attention(q, k, v, pad, case.scale, case.causal, off_by_one)
     });
     let mut rng = HostRng::new(case.seed);
     let (b, h) = (case.batch, case.heads);
@@ -655,6 +708,7 @@ device_test!(fused_gradients_match_finite_differences, |device| {
             Some(padding.clone()),
             case.scale,
             case.causal,
+            off_by_one,
         );
         values(out)
             .iter()
@@ -675,8 +729,11 @@ device_test!(fused_gradients_match_finite_differences, |device| {
             worst = worst.max((numeric - analytic[i] as f64).abs());
         }
     }
-    assert!(worst < 2e-3, "worst |analytic − numeric| = {worst:e}");
-});
+    assert!(
+        worst < 2e-3,
+        "worst |analytic − numeric| = {worst:e} (off by one: {off_by_one})"
+    );
+}
 
 device_test!(fused_block_matches_decomposed_block, |device| {
     let device = device.autodiff();
@@ -699,6 +756,14 @@ device_test!(fused_block_matches_decomposed_block, |device| {
             .with_positional(PositionalKind::Alibi)
             .with_causal(true)
             .with_ssmax(true),
+        // The two cures for attention sinks: softmax1, and a sigmoid gate on each head.
+        AttentionConfig::new(16, 4)
+            .with_causal(true)
+            .with_softmax(SoftmaxKind::OffByOne),
+        AttentionConfig::new(16, 2)
+            .with_positional(PositionalKind::Rotary)
+            .with_softmax(SoftmaxKind::OffByOne)
+            .with_gate(GateKind::HeadOutput),
     ];
     for config in configs {
         let fused = config.clone().with_seed(3).init(&device).unwrap();

@@ -24,6 +24,7 @@ mod qk_norm;
 #[cfg(feature = "remote-server")]
 mod remote;
 mod shard;
+mod sinks;
 mod ssmax;
 mod trace_cli;
 mod training;
