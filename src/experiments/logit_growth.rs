@@ -74,6 +74,7 @@ impl LogitGrowthConfig {
             check_every_step: self.train.check_every_step,
             warmup_steps: 0,
             schedule: crate::lab::train::LrSchedule::Constant,
+            weight_decay: 0.0,
         }
     }
 

@@ -138,6 +138,7 @@ impl MupCoordConfig {
             check_every_step: false,
             warmup_steps: 0,
             schedule: LrSchedule::Constant,
+            weight_decay: 0.0,
         }
     }
 
@@ -151,6 +152,7 @@ impl MupCoordConfig {
             check_every_step: self.transfer.check_every_step,
             warmup_steps: 0,
             schedule: LrSchedule::Constant,
+            weight_decay: 0.0,
         }
     }
 

@@ -86,6 +86,23 @@ pub fn max_weight_per_head(weights: Tensor<4>) -> Vec<f64> {
     to_host(per_head).into_iter().map(f64::from).collect()
 }
 
+/// Mean weight on key 0 per head, over the batch and the queries 1 … n_q − 1: the attention mass
+/// on the first position (Gu et al. 2024's α₀, "When Attention Sink Emerges in Language Models",
+/// §3, without query 0, which under a causal mask sees key 0 alone and has no choice). A row
+/// spread evenly over its i + 1 keys gives key 0 only 1/(i + 1). 0 when there is one query.
+pub fn first_key_weight_per_head(weights: Tensor<4>) -> Vec<f64> {
+    let [batch, heads, n_q, _] = weights.dims();
+    if n_q < 2 {
+        return vec![0.0; heads];
+    }
+    let per_head = weights
+        .slice([0..batch, 0..heads, 1..n_q, 0..1]) // [batch, heads, n_q − 1, 1]
+        .swap_dims(0, 1) // [heads, batch, n_q − 1, 1]
+        .reshape([heads, batch * (n_q - 1)]) // [heads, batch·(n_q − 1)]
+        .mean_dim(1); // [heads, 1]
+    to_host(per_head).into_iter().map(f64::from).collect()
+}
+
 /// softmax(z) on the host, in f64, with the max subtracted first.
 pub fn softmax(z: &[f64]) -> Vec<f64> {
     let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);

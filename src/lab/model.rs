@@ -13,12 +13,14 @@ use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{
-    Attention, AttentionConfig, AttentionConfigError, AttentionOutput, AttentionPath,
-    uniform_linear,
+    Attention, AttentionConfig, AttentionConfigError, AttentionInput, AttentionOutput,
+    AttentionPath, uniform_linear,
 };
+use crate::block::gate::GateKind;
+use crate::block::mask::Window;
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
-use crate::block::softmax::SoftmaxAxis;
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
 use crate::lab::tasks::{Batch, Task};
 use crate::util::limits::{MAX_LAYERS, MAX_POSITIONS};
 use crate::util::rng::HostRng;
@@ -44,6 +46,14 @@ pub struct ModelConfig {
     /// Default: row.
     #[serde(default)]
     pub softmax_axis: SoftmaxAxis,
+    /// `"standard"` or `"off-by-one"` (softmax1: 1 + Σ exp in each row's denominator, see
+    /// [`SoftmaxKind`]). Default: standard.
+    #[serde(default, skip_serializing_if = "is_standard")]
+    pub softmax: SoftmaxKind,
+    /// `"none"` or `"head-output"`: a sigmoid gate per head on the attention output (see
+    /// [`crate::block::gate`]). Default: none.
+    #[serde(default, skip_serializing_if = "is_ungated")]
+    pub gate: GateKind,
     /// Default: 1.0.
     #[serde(default = "unit")]
     pub temperature: f64,
@@ -108,6 +118,14 @@ impl NormPlacement {
     }
 }
 
+fn is_standard(kind: &SoftmaxKind) -> bool {
+    *kind == SoftmaxKind::Standard
+}
+
+fn is_ungated(gate: &GateKind) -> bool {
+    *gate == GateKind::None
+}
+
 fn is_fused(path: &AttentionPath) -> bool {
     *path == AttentionPath::Fused
 }
@@ -132,6 +150,8 @@ impl ModelConfig {
             d_ff: None,
             scale: ScoreScale::SqrtDk,
             softmax_axis: SoftmaxAxis::Row,
+            softmax: SoftmaxKind::Standard,
+            gate: GateKind::None,
             temperature: 1.0,
             causal: false,
             positional: PositionalKind::None,
@@ -164,6 +184,8 @@ impl ModelConfig {
             .with_projections(self.projections)
             .with_scale(self.scale)
             .with_softmax_axis(self.softmax_axis)
+            .with_softmax(self.softmax)
+            .with_gate(self.gate)
             .with_temperature(self.temperature)
             .with_causal(self.causal)
             .with_positional(positional)
@@ -362,6 +384,9 @@ pub struct ModelOutput {
     /// `[batch, positions, d_model]`: the residual stream after the last block (before the norm);
     /// positions = seq_len, plus 1 in front with the BOS.
     pub hidden: Tensor<3>,
+    /// `[batch, positions, d_model]` per block: the residual stream after it, first block first
+    /// (the last is `hidden`).
+    pub residuals: Vec<Tensor<3>>,
     /// Each block's attention output, first block first (with the BOS its key and query 0).
     pub attention: Vec<AttentionOutput>,
 }
@@ -379,8 +404,25 @@ impl TinyTransformer {
         self.forward_embedded(x, n_out)
     }
 
+    /// [`Self::forward`] with every block's attention limited to a sliding `window` (a rolling KV
+    /// cache, see [`Window`]), positions counted with the BOS when there is one. The blocks take
+    /// the decomposed path under it: this is for evaluation.
+    pub fn forward_windowed(
+        &self,
+        tokens: Tensor<2, Int>,
+        n_out: usize,
+        window: Option<Window>,
+    ) -> ModelOutput {
+        let x = self.embedding.forward(tokens); // [batch, n, d_model]
+        self.run(x, n_out, window)
+    }
+
     /// Runs from embeddings `x: [batch, seq_len, d_model]`, before the positional encoding.
     pub fn forward_embedded(&self, x: Tensor<3>, n_out: usize) -> ModelOutput {
+        self.run(x, n_out, None)
+    }
+
+    fn run(&self, x: Tensor<3>, n_out: usize, window: Option<Window>) -> ModelOutput {
         let [batch, _, d_model] = x.dims();
         let x = match &self.bos {
             Some(bos) => Tensor::cat(vec![bos.val().expand([batch, 1, d_model]), x], 1), // [batch, 1 + n, d_model]
@@ -389,16 +431,20 @@ impl TinyTransformer {
         let n = x.dims()[1];
         let mut h = self.positional.add(x); // [batch, n, d_model]
         let mut attention = Vec::with_capacity(self.blocks.len());
+        let mut residuals = Vec::with_capacity(self.blocks.len());
+        let attend = |block: &Block, x: Tensor<3>| {
+            block
+                .attention
+                .forward_input(AttentionInput::self_attn(x).window(window))
+        };
         let pre = self.placement == NormPlacement::Pre;
         for block in &self.blocks {
             let out = if pre {
-                let out = block
-                    .attention
-                    .forward(block.norm_attention.forward(h.clone()));
+                let out = attend(block, block.norm_attention.forward(h.clone()));
                 h = h + out.context.clone(); // [batch, n, d_model]
                 out
             } else {
-                let out = block.attention.forward(h.clone());
+                let out = attend(block, h.clone());
                 h = block.norm_attention.forward(h + out.context.clone()); // [batch, n, d_model]
                 out
             };
@@ -412,6 +458,7 @@ impl TinyTransformer {
                 }
             }
             attention.push(out);
+            residuals.push(h.clone());
         }
         let last = h.clone().slice([0..batch, n - n_out..n, 0..d_model]); // [batch, n_out, d_model]
         let last = if pre { self.norm.forward(last) } else { last };
@@ -419,6 +466,7 @@ impl TinyTransformer {
         ModelOutput {
             logits: self.head.forward(read), // [batch·n_out, classes]
             hidden: h,
+            residuals,
             attention,
         }
     }

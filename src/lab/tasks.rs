@@ -15,6 +15,7 @@
 //! | `count` | x₁ … x_m, then a query naming symbol s | how many times s occurs (0 … m) | no |
 //! | `position-lookup` | x₁ … x_m, then a query naming position p | x_p | yes |
 //! | `next-token-shift` | x₁ … x_m SEP y₁ … y_m, y_k = x_k + 1 (mod V) | the next token at every position: x₂ … x_m SEP y₁ … y_m END | yes |
+//! | `bigram-backcopy` | `<s>` x₁ … x_{m−1} | the next token at every position: x₁ … x_m | yes |
 //!
 //! `recall` is the one-layer-solvable form of associative recall: one attention layer answers
 //! it by matching the query to the key inside a token. `recall-adjacent` is the classic form,
@@ -28,6 +29,17 @@
 //! position ahead instead (see the `causal_mask` experiment); the closing END makes that true at
 //! every position, and the shift keeps the earlier copy from holding the same answer, so nothing
 //! rewards it for learning the rule.
+//!
+//! `bigram-backcopy` is Guo et al.'s Bigram-Backcopy task (2024, "Active-Dormant Attention Heads:
+//! Mechanistically Demystifying Extreme-Token Phenomena in LLMs", §2), the toy on which attention
+//! sinks form. A sequence starts with `<s>`; after one of the [`TRIGGERS`] trigger tokens the
+//! next token copies the token before the trigger (backcopy), and after any other token it is
+//! drawn from a fixed bigram table ([`bigram_successors`]). Predicting a bigram needs only the
+//! current token, so a head has nothing to read for most queries; predicting a backcopy needs the
+//! previous one. Guo et al. estimate their bigram table from text and take the most frequent
+//! tokens as triggers; here the table is drawn once from a fixed seed, and every other token leads
+//! to a trigger with probability [`TRIGGER_P`], so that triggers are the most frequent tokens.
+//! x₁ is drawn uniformly from the non-triggers, so a trigger always has a non-trigger before it.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -48,6 +60,7 @@ pub enum TaskKind {
     Count,
     PositionLookup,
     NextTokenShift,
+    BigramBackcopy,
 }
 
 named_enum!(TaskKind, "task", {
@@ -60,6 +73,7 @@ named_enum!(TaskKind, "task", {
     Count => "count",
     PositionLookup => "position-lookup",
     NextTokenShift => "next-token-shift",
+    BigramBackcopy => "bigram-backcopy",
 });
 
 impl TaskKind {
@@ -126,6 +140,9 @@ impl TaskConfig {
         if self.symbols < 2 {
             return Err(too_small("symbols", 2, self.symbols));
         }
+        if self.kind == TaskKind::BigramBackcopy && self.symbols < TRIGGERS + 3 {
+            return Err(too_small("symbols", TRIGGERS + 3, self.symbols));
+        }
         let recall = matches!(self.kind, TaskKind::Recall | TaskKind::RecallAdjacent);
         if let (false, Some(keys)) = (recall, self.keys) {
             return Err(TaskError::UnusedKeys {
@@ -171,6 +188,39 @@ impl Batch {
             device,
         )
     }
+}
+
+/// Trigger tokens of `bigram-backcopy`: symbols 0, 1 and 2 (Guo et al.'s k = 3).
+pub const TRIGGERS: usize = 3;
+/// Probability that a non-trigger token of `bigram-backcopy` is followed by a trigger.
+pub const TRIGGER_P: f64 = 0.2;
+/// Seed of `bigram-backcopy`'s bigram table: fixed, so every run and seed learns one language.
+const BIGRAM_TABLE_SEED: u64 = 0xB16_8A3;
+
+/// `bigram-backcopy`'s bigram table for a vocabulary of `symbols` tokens: for each token, its
+/// successors and their probabilities (empty for a trigger, which is followed by a backcopy).
+/// Each non-trigger leads to trigger (a mod 3) with [`TRIGGER_P`] and to three distinct
+/// non-triggers with 0.45, 0.25 and 0.10, drawn once from a fixed seed.
+pub fn bigram_successors(symbols: usize) -> Vec<Vec<(usize, f64)>> {
+    let mut rng = HostRng::new(BIGRAM_TABLE_SEED ^ symbols as u64);
+    let others = symbols - TRIGGERS;
+    (0..symbols)
+        .map(|a| {
+            if a < TRIGGERS {
+                return Vec::new();
+            }
+            let mut next = vec![(a % TRIGGERS, TRIGGER_P)];
+            let picks = rng.permutation(others);
+            next.extend(
+                picks
+                    .into_iter()
+                    .take(3)
+                    .zip([0.45, 0.25, 0.10])
+                    .map(|(b, p)| (TRIGGERS + b, p)),
+            );
+            next
+        })
+        .collect()
 }
 
 /// One sequence in this many is held out for evaluation (see [`Task::is_held_out`]).
@@ -219,6 +269,8 @@ impl Task {
             TaskKind::PositionLookup => a + m,
             // symbols, then the separator and the end
             TaskKind::NextTokenShift => a + 2,
+            // symbols, then <s>
+            TaskKind::BigramBackcopy => a + 1,
         }
     }
 
@@ -239,6 +291,7 @@ impl Task {
             TaskKind::RecallAdjacent => 2 * m + 1,
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 * m,
             TaskKind::NextTokenShift => 2 * m + 1,
+            TaskKind::BigramBackcopy => m,
             _ => m + 1,
         }
     }
@@ -248,6 +301,7 @@ impl Task {
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => self.config.length,
             TaskKind::NextTokenShift => 2 * self.config.length + 1,
+            TaskKind::BigramBackcopy => self.config.length,
             _ => 1,
         }
     }
@@ -346,6 +400,8 @@ impl Task {
             TaskKind::Recall => format!("k{}?", id - keys * a),
             TaskKind::RecallAdjacent if id < keys => format!("k{id}"),
             TaskKind::RecallAdjacent => format!("v{}", id - keys),
+            TaskKind::BigramBackcopy if id < TRIGGERS => format!("t{id}"),
+            TaskKind::BigramBackcopy if id == a => "<s>".into(),
             _ if id < a => format!("s{id}"),
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => "_".into(),
             TaskKind::Majority => "majority?".into(),
@@ -363,6 +419,7 @@ impl Task {
             TaskKind::Recall | TaskKind::RecallAdjacent => format!("v{class}"),
             TaskKind::NextTokenShift if class == self.config.symbols => "|".into(),
             TaskKind::NextTokenShift if class > self.config.symbols => "end".into(),
+            TaskKind::BigramBackcopy if class < TRIGGERS => format!("t{class}"),
             _ => format!("s{class}"),
         }
     }
@@ -442,6 +499,33 @@ impl Task {
                 full.push(a + 1);
                 // Inputs are all but the last token; targets are all but the first.
                 (full[..=2 * m].to_vec(), full[1..].to_vec())
+            }
+            TaskKind::BigramBackcopy => {
+                let table = bigram_successors(a);
+                let mut full = Vec::with_capacity(m + 1);
+                full.push(a); // <s>
+                full.push(TRIGGERS + rng.below(a - TRIGGERS));
+                while full.len() < m + 1 {
+                    let t = full.len() - 1;
+                    let current = full[t];
+                    let next = if current < TRIGGERS {
+                        full[t - 1]
+                    } else {
+                        let mut u = rng.next_f64();
+                        let successors = &table[current];
+                        let mut pick = successors[successors.len() - 1].0;
+                        for &(b, p) in successors {
+                            if u < p {
+                                pick = b;
+                                break;
+                            }
+                            u -= p;
+                        }
+                        pick
+                    };
+                    full.push(next);
+                }
+                (full[..m].to_vec(), full[1..].to_vec())
             }
         }
     }
@@ -604,5 +688,34 @@ mod tests {
             "length = 3 pairs need at least as many distinct keys, got keys = 2"
         );
         assert!(Task::new(TaskConfig::new(TaskKind::Copy, 0, 4)).is_err());
+    }
+
+    #[test]
+    fn bigram_backcopy_copies_after_triggers_and_follows_the_table_elsewhere() {
+        let task = Task::new(TaskConfig::new(TaskKind::BigramBackcopy, 24, 12)).unwrap();
+        let table = bigram_successors(12);
+        let batch = task.batch(64, &mut HostRng::new(3));
+        let (mut triggers, mut bigrams) = (0, 0);
+        for (row, next) in batch.tokens.chunks(24).zip(batch.targets.chunks(24)) {
+            assert_eq!(row[0], 12, "<s> first");
+            for t in 0..24 {
+                let (current, target) = (row[t] as usize, next[t] as usize);
+                if t > 0 && current < TRIGGERS {
+                    assert_eq!(target, row[t - 1] as usize, "backcopy at {t}");
+                    triggers += 1;
+                } else if t > 0 {
+                    assert!(table[current].iter().any(|&(b, _)| b == target));
+                    bigrams += 1;
+                }
+            }
+        }
+        // Triggers follow a non-trigger with probability 0.2 and never each other.
+        let share = triggers as f64 / (triggers + bigrams) as f64;
+        assert!((0.1..0.25).contains(&share), "{share}");
+        assert!(
+            TaskConfig::new(TaskKind::BigramBackcopy, 8, 5)
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -10,13 +10,15 @@
 use std::fmt;
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfigError;
-use crate::lab::metrics::{entropy_per_head, max_weight_per_head, to_host};
+use crate::lab::metrics::{
+    entropy_per_head, first_key_weight_per_head, max_weight_per_head, to_host,
+};
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::mup;
 use crate::lab::tasks::Task;
@@ -56,6 +58,14 @@ pub struct TrainConfig {
     /// The rate after the warmup. Default: constant.
     #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
     pub schedule: LrSchedule,
+    /// Decoupled weight decay λ: above 0 the optimiser is AdamW, θ ← θ − lr·(Adam's step + λ·θ)
+    /// (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"). Default: 0 (Adam).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub weight_decay: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// How the learning rate moves after the warmup.
@@ -89,6 +99,7 @@ impl TrainConfig {
             check_every_step: false,
             warmup_steps: 0,
             schedule: LrSchedule::Constant,
+            weight_decay: 0.0,
         }
     }
 
@@ -150,6 +161,10 @@ pub struct HeadProbe {
     /// Mean largest weight of a row.
     #[serde(with = "crate::util::exact")]
     pub max_weight: f64,
+    /// Mean weight on key 0 (see [`crate::lab::metrics::first_key_weight_per_head`]): how much of
+    /// the head an attention sink on the first position takes.
+    #[serde(with = "crate::util::exact")]
+    pub first_key: f64,
 }
 
 /// A gradient norm at a recorded step.
@@ -430,9 +445,16 @@ pub fn train_on(
     }
     let start = Instant::now();
     let mut net = model.init(task.vocab(), task.classes(), longest, seed, device)?;
-    let mut optim = AdamConfig::new()
-        .with_epsilon(config.adam_epsilon as f32)
-        .init();
+    let mut optim = if config.weight_decay > 0.0 {
+        AdamWConfig::new()
+            .with_epsilon(config.adam_epsilon as f32)
+            .with_weight_decay(config.weight_decay as f32)
+            .init()
+    } else {
+        AdamConfig::new()
+            .with_epsilon(config.adam_epsilon as f32)
+            .init()
+    };
     let rates = mup::learning_rates(model, &net, config.lr);
     // A separate stream for the data, so that changing the model does not change the batches.
     let mut data = HostRng::new(seed ^ 0xDA7A_DA7A_DA7A_DA7A);
@@ -781,13 +803,20 @@ fn head_probes(attention: &[crate::block::attention::AttentionOutput]) -> Vec<He
     for (layer, out) in attention.iter().enumerate() {
         let weights = out.weights().inner();
         let entropy = entropy_per_head(weights.clone());
-        let max_weight = max_weight_per_head(weights);
-        for (head, (entropy, max_weight)) in entropy.into_iter().zip(max_weight).enumerate() {
+        let max_weight = max_weight_per_head(weights.clone());
+        let first_key = first_key_weight_per_head(weights);
+        for (head, ((entropy, max_weight), first_key)) in entropy
+            .into_iter()
+            .zip(max_weight)
+            .zip(first_key)
+            .enumerate()
+        {
             probes.push(HeadProbe {
                 layer,
                 head,
                 entropy,
                 max_weight,
+                first_key,
             });
         }
     }

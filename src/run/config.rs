@@ -241,6 +241,12 @@ impl Validate for TrainConfig {
                 format!("{} is more than steps = {}", self.warmup_steps, self.steps),
             ));
         }
+        if !(self.weight_decay.is_finite() && (0.0..1.0).contains(&self.weight_decay)) {
+            return Err(Invalid::new(
+                "weight_decay",
+                format!("must be in [0, 1), got {}", self.weight_decay),
+            ));
+        }
         at_least("log_every", self.log_every, 1)
     }
 }

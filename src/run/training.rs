@@ -237,6 +237,11 @@ fn record(notebook: &mut Notebook, part: &str, label: &str, seed: u64, run: &Tra
                     .layer(Some(h.layer))
                     .head(h.head),
             );
+            notebook.metric(
+                row("first_key_weight", h.first_key)
+                    .layer(Some(h.layer))
+                    .head(h.head),
+            );
         }
         for (layer, s) in r.logit_std.iter().enumerate() {
             notebook.metric(row("logit_std", *s).layer(Some(layer)));

@@ -133,6 +133,7 @@ pub fn binary(name: &str) -> &'static str {
         "mup_coord" => env!("CARGO_BIN_EXE_mup_coord"),
         "counting" => env!("CARGO_BIN_EXE_counting"),
         "length_generalization" => env!("CARGO_BIN_EXE_length_generalization"),
+        "attention_sinks" => env!("CARGO_BIN_EXE_attention_sinks"),
         "complexity" => env!("CARGO_BIN_EXE_complexity"),
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),

@@ -107,9 +107,11 @@ pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
     const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
     // What `--json` writes beside the inputs: read back and ignored, so that its file repeats
     // the run (the options come from the command line, as the first time).
-    const OUTPUTS: [&str; 21] = [
+    const OUTPUTS: [&str; 23] = [
         "qk_norm",
         "ssmax",
+        "softmax",
+        "gate",
         "d_model",
         "n_heads",
         "d_v",

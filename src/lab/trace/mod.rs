@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use crate::block::attention::{
     AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear,
 };
+use crate::block::gate::GateKind;
 use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
-use crate::block::softmax::SoftmaxAxis;
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::metrics::{self, head_rows, to_host};
 use crate::util::rng::{HostRng, stable_hash};
@@ -84,6 +85,10 @@ pub struct TraceOptions {
     pub qk_norm: bool,
     /// Scalable-Softmax (s at its initial value): q is shown after its factor s·ln n.
     pub ssmax: bool,
+    /// Standard or off-by-one (1 + Σ exp in each row's denominator: rows sum to less than 1).
+    pub softmax: SoftmaxKind,
+    /// A seeded sigmoid gate per head on its output (see [`crate::block::gate`]).
+    pub gate: GateKind,
 }
 
 impl Default for TraceOptions {
@@ -100,6 +105,8 @@ impl Default for TraceOptions {
             projections: true,
             qk_norm: false,
             ssmax: false,
+            softmax: SoftmaxKind::Standard,
+            gate: GateKind::None,
         }
     }
 }
@@ -186,8 +193,10 @@ pub struct HeadTrace {
     /// After scaling and masking; `None` where masked.
     pub scaled: Vec<Vec<Option<f32>>>,
     pub weights: Vec<Vec<f32>>,
-    /// weights·V: `n × d_v`.
+    /// weights·V (times the gate, with one): `n × d_v`.
     pub output: Vec<Vec<f32>>,
+    /// The gate σ(x_i·w_h + b_h) per query; `None` without a gate.
+    pub gate: Option<Vec<f32>>,
 }
 
 impl HeadTrace {
@@ -349,6 +358,8 @@ pub fn run(
         .with_positional(options.positional)
         .with_qk_norm(options.qk_norm)
         .with_ssmax(options.ssmax)
+        .with_softmax(options.softmax)
+        .with_gate(options.gate)
         .with_max_len(n.max(1))
         .with_seed(options.seed)
         .init(device)?;
@@ -368,11 +379,21 @@ pub fn run(
     let parts = [
         head_rows(trace.output.q.clone()),
         head_rows(trace.output.k.clone()),
-        head_rows(trace.v),
+        head_rows(trace.output.v.clone()),
         head_rows(trace.output.raw_scores()),
         head_rows(trace.output.scores()),
         head_rows(trace.output.weights()),
     ];
+    let gates: Vec<Option<Vec<f32>>> = match trace.output.gate.clone() {
+        // [1, n, heads] → per head, one value per query
+        Some(gate) => {
+            let values = to_host(gate);
+            (0..n_heads)
+                .map(|h| Some((0..n).map(|i| values[i * n_heads + h]).collect()))
+                .collect()
+        }
+        None => vec![None; n_heads],
+    };
     let [q, k, v, scores, scaled, weights_of] = parts.map(Vec::into_iter);
     let heads = q
         .zip(k)
@@ -396,6 +417,7 @@ pub fn run(
                     .iter()
                     .map(|r| r[h * d_v..(h + 1) * d_v].to_vec())
                     .collect(),
+                gate: gates[h].clone(),
             },
         )
         .collect();

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::block::gate::GateKind;
 use crate::block::positional::PositionalKind;
-use crate::block::softmax::SoftmaxAxis;
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
 
 use super::{HeadTrace, TraceResult};
 
@@ -23,6 +24,8 @@ impl HeadTrace {
             "row_sums": self.row_sums(),
             "column_sums": self.column_sums(),
             "entropy": self.entropy(),
+            "unspent": self.row_sums().iter().map(|s| 1.0 - s).collect::<Vec<f32>>(),
+            "gate": self.gate,
         })
     }
 }
@@ -49,6 +52,8 @@ impl TraceResult {
             "projections": o.projections,
             "qk_norm": o.qk_norm,
             "ssmax": o.ssmax,
+            "softmax": o.softmax.name(),
+            "gate": o.gate.name(),
             "x": self.x,
             "w_q": self.w_q,
             "w_k": self.w_k,
@@ -110,6 +115,18 @@ impl TraceResult {
                 String::new()
             }
         );
+        if o.softmax == SoftmaxKind::OffByOne {
+            let _ = writeln!(
+                out,
+                "off-by-one softmax: exp(s_ij) / (1 + Σ_j exp(s_ij)), so a row may leave weight unspent\n"
+            );
+        }
+        if o.gate == GateKind::HeadOutput {
+            let _ = writeln!(
+                out,
+                "gated heads: each head's output times σ(x_i·w_h + b_h), w_h and b_h seeded\n"
+            );
+        }
         let some = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {
             rows.iter()
                 .map(|r| r.iter().map(|&v| Some(v)).collect())
@@ -185,11 +202,27 @@ impl TraceResult {
             };
             let sums: Vec<String> = sums.into_iter().map(fmt_num).collect();
             let _ = writeln!(out, "   {which} sums: {}", sums.join(", "));
+            if o.softmax == SoftmaxKind::OffByOne {
+                let unspent: Vec<String> = head
+                    .row_sums()
+                    .into_iter()
+                    .map(|s| fmt_num(1.0 - s))
+                    .collect();
+                let _ = writeln!(out, "   weight left unspent: {}", unspent.join(", "));
+            }
+            if let Some(gate) = &head.gate {
+                let gate: Vec<String> = gate.iter().map(|&g| fmt_num(g)).collect();
+                let _ = writeln!(out, "   gate per query: {}", gate.join(", "));
+            }
             let entropy: Vec<String> = head.entropy().into_iter().map(fmt_num).collect();
             let _ = writeln!(out, "   row entropy (nats): {}\n", entropy.join(", "));
             table(
                 &mut out,
-                &format!("8. {tag}weights·V (output)"),
+                &if head.gate.is_some() {
+                    format!("8. {tag}gate × weights·V (output)")
+                } else {
+                    format!("8. {tag}weights·V (output)")
+                },
                 &self.tokens,
                 &cols(self.d_v, "o"),
                 &some(&head.output),
