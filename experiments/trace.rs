@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use attention_lab::block::gate::GateKind;
 use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::scale::ScoreScale;
-use attention_lab::block::softmax::SoftmaxAxis;
+use attention_lab::block::softmax::{SoftmaxAxis, SoftmaxKind};
 use attention_lab::lab::trace::{self, TraceOptions};
 use attention_lab::util::cli::{finish, same_file};
 use attention_lab::util::device::BackendKind;
@@ -69,6 +70,14 @@ struct Args {
     /// per head, the block's initial value); Q is shown after the factor.
     #[arg(long)]
     ssmax: bool,
+    /// standard, or off-by-one: exp(s) / (1 + Σ exp(s)), so a row may leave weight unspent
+    /// (Miller 2023). Row softmax only.
+    #[arg(long, default_value = "standard")]
+    softmax: SoftmaxKind,
+    /// none, or head-output: each head's output times a seeded sigmoid gate σ(x·w_h + b_h)
+    /// (Qiu et al. 2025).
+    #[arg(long, default_value = "none")]
+    gate: GateKind,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -117,6 +126,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         projections: !args.no_projections,
         qk_norm: args.qk_norm,
         ssmax: args.ssmax,
+        softmax: args.softmax,
+        gate: args.gate,
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::block::gate::GateKind;
 use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
-use crate::block::softmax::SoftmaxAxis;
+use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
 use crate::explore::trained::{Trained, TrainedModel};
 use crate::lab::trace::{self, TraceInput, TraceOptions, TraceResult};
 use crate::util::rng::HostRng;
@@ -53,10 +54,12 @@ pub struct Request {
     pub permutation: Option<Vec<usize>>,
 }
 
-const OPTIONS: [&str; 14] = [
+const OPTIONS: [&str; 16] = [
     "causal",
     "scale",
     "softmax_axis",
+    "softmax",
+    "gate",
     "temperature",
     "positional",
     "n_heads",
@@ -223,6 +226,8 @@ fn trace_options(options: &Map<String, Value>, seed: u64) -> Result<TraceOptions
         projections: flag(options, "projections", true)?,
         qk_norm: flag(options, "qk_norm", false)?,
         ssmax: flag(options, "ssmax", false)?,
+        softmax: named::<SoftmaxKind>(options, "softmax")?.unwrap_or_default(),
+        gate: named::<GateKind>(options, "gate")?.unwrap_or_default(),
     })
 }
 

@@ -57,6 +57,8 @@ function request() {
       projections: $("projections").checked,
       qk_norm: $("qk-norm").checked,
       ssmax: $("ssmax").checked,
+      softmax: $("softmax").value,
+      gate: $("gate").value,
       seed: parseInt($("seed").value || "0", 10),
       query: Math.min(state.query, Math.max(tokens.length - 1, 0)),
     },
@@ -287,15 +289,24 @@ async function example() {
     const maps = el("div", { class: "maps" });
     e.layers.forEach((heads, l) => heads.forEach((w, h) => {
       const table = matrixTable(e.tokens, e.tokens, w);
+      const gate = e.gates[l] ? e.gates[l][h] : null;
+      // Beside each query: the weight it left unspent (off-by-one) and its head's gate.
+      const extra = [["unspent", e.unspent[l][h]], ["gate", gate]].filter(([, v]) => v);
+      extra.forEach(([name]) => table.rows[0].append(el("th", { class: "extra", text: name })));
       [...table.rows].slice(1).forEach((row, i) => {
         if (answers.has(i)) row.classList.add("answer");
         [...row.cells].slice(1).forEach((cell, j) => {
           cell.style.backgroundColor = shade(w[i][j]);
           cell.style.color = w[i][j] > 0.55 ? "#fff" : "#222";
           cell.classList.add("cell");
+          if (j === 0) cell.classList.add("first-key");
         });
+        extra.forEach(([, v]) => row.append(el("td", { class: "extra", text: Number(v[i]).toFixed(2) })));
       });
-      maps.append(el("div", {}, el("h3", { text: `layer ${l}, head ${h}` }), table));
+      const sink = e.first_key[l][h];
+      const caption = el("p", { class: "sink" + (sink > 0.3 ? " is-sink" : "") },
+        `mean weight on position 0 (column outlined): ${sink.toFixed(2)}${sink > 0.3 ? ", an attention sink (> 0.3)" : ""}`);
+      maps.append(el("div", { class: "map" }, el("h3", { text: `layer ${l}, head ${h}` }), caption, table));
     }));
     $("trained-view").replaceChildren(line, verdict, maps);
     finished(true);
@@ -312,7 +323,7 @@ async function start() {
     return;
   }
   $("seed").value = state.info.seed;
-  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "ssmax", "seed"]) {
+  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "ssmax", "softmax", "gate", "seed"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
   }

@@ -91,6 +91,14 @@ pub fn render(backend: &str) -> Markup {
                     label { input #projections type="checkbox" checked; " projections W_Q, W_K, W_V" }
                     label { input #qk-norm type="checkbox"; " QK-norm" }
                     label title="Scalable-Softmax: each query's scores times s·ln n, n the keys it sees" { input #ssmax type="checkbox"; " SSMax" }
+                    label title="off-by-one: exp(s) / (1 + Σ exp(s)), so a row may leave weight unspent (Miller 2023)" { "softmax " select #softmax {
+                        option value="standard" selected { "standard" }
+                        option value="off-by-one" { "off-by-one (softmax1)" }
+                    } }
+                    label title="each head's output times σ(x·w_h + b_h), w_h and b_h seeded (Qiu et al. 2025)" { "gate " select #gate {
+                        option value="none" selected { "none" }
+                        option value="head-output" { "per head, on its output" }
+                    } }
                     label { "seed " input #seed type="number" value="0" min="0" step="1"; }
                 }
                 p #status role="status" {}
@@ -132,7 +140,7 @@ pub fn render(backend: &str) -> Markup {
                 }
                 section #trained hidden {
                     h2 { "Trained model" }
-                    p .hint { "Models saved by an experiment run (explore --run). Its attention on a fresh example of its task; the answer positions are highlighted." }
+                    p .hint { "Models saved by an experiment run (explore --run). Its attention on a fresh example of its task; the answer positions are highlighted. Position 0's column is outlined: a head that parks its weight there is an attention sink. Beside each query, the weight it left unspent (off-by-one softmax) and its head's gate, where the model has them." }
                     label { "model " select #model {} }
                     label { " example seed " input #example-seed type="number" value="0" min="0" step="1"; }
                     " "

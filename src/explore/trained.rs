@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::lab::checkpoint::{self, CheckpointError, ModelSpec};
-use crate::lab::metrics::{argmax_rows, head_rows, to_host};
+use crate::lab::metrics::{argmax_rows, first_key_weight_per_head, head_rows, to_host};
 use crate::lab::model::TinyTransformer;
 use crate::lab::tasks::{Task, TaskError};
 use crate::util::rng::HostRng;
@@ -127,7 +127,11 @@ impl Trained {
 impl TrainedModel {
     /// One example of the model's task drawn with `seed`, and what the model made of it: the
     /// tokens, the answer positions (the last `n_out`), the targets and predictions there, and
-    /// every layer's attention weights per head (`layers[l][h][query][key]`).
+    /// every layer's attention weights per head (`layers[l][h][query][key]`). Beside them, for
+    /// attention sinks: each head's mean weight on position 0 over the queries after it
+    /// (`first_key[l][h]`), the weight each query left unspent (`unspent[l][h][query]`, 0 but
+    /// under the off-by-one softmax) and each head's gate per query (`gates[l][h][query]`, `null`
+    /// without a gate).
     pub fn example(&self, seed: u64, device: &Device) -> Value {
         let batch = self.task.held_out_batch(1, &mut HostRng::new(seed));
         let (n, n_out) = (batch.seq_len, batch.n_out);
@@ -135,10 +139,38 @@ impl TrainedModel {
         let classes = self.task.classes();
         let logits = to_host(out.logits); // [n_out·classes]
         let predictions = argmax_rows(&logits, classes);
+        let first_key: Vec<Vec<f64>> = out
+            .attention
+            .iter()
+            .map(|a| first_key_weight_per_head(a.weights()))
+            .collect();
+        let gates: Vec<Option<Vec<Vec<f32>>>> = out
+            .attention
+            .iter()
+            .map(|a| {
+                a.gate.clone().map(|g| {
+                    // [1, n, heads] → per head, one value per query
+                    let [_, n, heads] = g.dims();
+                    let values = to_host(g);
+                    (0..heads)
+                        .map(|h| (0..n).map(|i| values[i * heads + h]).collect())
+                        .collect()
+                })
+            })
+            .collect();
         let layers: Vec<Vec<Vec<Vec<f32>>>> = out
             .attention
             .into_iter()
             .map(|a| head_rows(a.weights()))
+            .collect();
+        let unspent: Vec<Vec<Vec<f32>>> = layers
+            .iter()
+            .map(|heads| {
+                heads
+                    .iter()
+                    .map(|rows| rows.iter().map(|r| 1.0 - r.iter().sum::<f32>()).collect())
+                    .collect()
+            })
             .collect();
         let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
         // With a BOS the weights have one more key and query, in front.
@@ -154,6 +186,9 @@ impl TrainedModel {
             "predictions": predictions.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
             "correct": predictions.iter().zip(&targets).filter(|(p, t)| p == t).count(),
             "layers": layers,
+            "first_key": first_key,
+            "unspent": unspent,
+            "gates": gates,
         })
     }
 }

@@ -193,6 +193,18 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
             "options.ssmax",
         ),
         (
+            json!({"tokens": ["a"], "options": {"softmax": "softpick"}}),
+            "options.softmax",
+        ),
+        (
+            json!({"tokens": ["a"], "options": {"gate": true}}),
+            "options.gate",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "options": {"softmax": "off-by-one", "softmax_axis": "whole"}}),
+            "the off-by-one softmax",
+        ),
+        (
             json!({"tokens": ["a", "b"], "options": {"ssmax": true, "softmax_axis": "column"}}),
             "softmax_axis = \"row\"",
         ),

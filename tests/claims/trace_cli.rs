@@ -258,6 +258,11 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             &["--ssmax", "--softmax-axis", "column"][..],
             "ssmax scales each query's row",
         ),
+        (
+            &["--softmax", "off-by-one", "--softmax-axis", "column"][..],
+            "the off-by-one softmax",
+        ),
+        (&["--gate", "sometimes"][..], "gate"),
     ] {
         let out = trace(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -289,6 +294,31 @@ fn bad_knobs_exit_2_with_a_clear_line() {
         stdout.contains("2. head 1: Q = X·W_Q")
             && stdout.contains("QK-norm")
             && stdout.contains("SSMax (row i of Q times s·ln n_i"),
+        "{stdout}"
+    );
+    // The cures for sinks: rows that leave weight unspent, and a gate per query.
+    let out = trace(&[
+        "--sentence",
+        "the cat sat",
+        "--heads",
+        "2",
+        "--softmax",
+        "off-by-one",
+        "--gate",
+        "head-output",
+        "--causal",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("off-by-one softmax")
+            && stdout.contains("weight left unspent: ")
+            && stdout.contains("gate per query: ")
+            && stdout.contains("8. head 1: gate × weights·V (output)"),
         "{stdout}"
     );
 }
