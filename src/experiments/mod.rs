@@ -4,6 +4,7 @@
 //!
 //! May use: run, output, lab, block, util.
 
+pub mod attention_sinks;
 pub mod causal_mask;
 pub mod complexity;
 pub mod counting;
@@ -32,6 +33,7 @@ pub const ALL: &[Entry] = &[
     entry::<mup_coord::MupCoord>(),
     entry::<counting::Counting>(),
     entry::<length_generalization::LengthGeneralization>(),
+    entry::<attention_sinks::AttentionSinks>(),
     entry::<complexity::Complexity>(),
 ];
 

@@ -302,6 +302,80 @@ fn counting_reduced_run() {
 }
 
 #[test]
+fn attention_sinks_reduced_run() {
+    // At 60 steps no verdict is settled; what must hold is that each cure is in the model it
+    // names: the off-by-one softmax leaves weight unspent (the standard softmax leaves exactly
+    // none), and the gated model reports a gate per head that is not the same everywhere.
+    let dir = reduced_run(
+        "attention_sinks",
+        &[
+            "first_key_weight_vs_step",
+            "activation_by_position",
+            "sink_head_standard",
+            "sink_head_off-by-one",
+            "sink_head_gated",
+        ],
+        &["sinks form", "evicting position 0", "off-by-one", "gated"],
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let variants = summary["results"]["variants"].as_array().unwrap();
+    let labels: Vec<&str> = variants
+        .iter()
+        .map(|v| v["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["standard", "off-by-one", "gated"]);
+    let per_head = |v: &Value, key: &str| -> Vec<f64> {
+        v["seeds"][0][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|layer| {
+                layer
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+            })
+            .collect()
+    };
+    for (v, label) in variants.iter().zip(&labels) {
+        let unspent = per_head(v, "unspent");
+        if *label == "off-by-one" {
+            assert!(
+                unspent.iter().all(|&u| u > 1e-3 && u < 1.0),
+                "off-by-one leaves no weight unspent: {unspent:?}"
+            );
+        } else {
+            assert!(
+                unspent.iter().all(|&u| u.abs() < 1e-4),
+                "{label} leaves weight unspent: {unspent:?}"
+            );
+        }
+        let gate = &v["seeds"][0]["gate"];
+        assert_eq!(gate.is_null(), *label != "gated", "{label}'s gate: {gate}");
+        for layer in v["seeds"][0]["first_key"].as_array().unwrap() {
+            for a in layer.as_array().unwrap() {
+                let a = a.as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&a), "{label}: α₀ = {a}");
+            }
+        }
+    }
+    let gates: Vec<f64> = variants[2]["seeds"][0]["gate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|layer| layer.as_array().unwrap().iter())
+        .flat_map(|pair| pair.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
+    assert!(
+        gates.iter().all(|&g| g > 0.0 && g < 1.0)
+            && gates.iter().any(|&g| (g - gates[0]).abs() > 1e-3),
+        "the gates are not a sigmoid of the input: {gates:?}"
+    );
+}
+
+#[test]
 fn length_generalization_reduced_run() {
     // At L = 4 and 150 steps the verdicts go either way; the learned table's collapse past L (its
     // rows there were never trained) is large enough to assert, and so is SSMax's s moving: it
@@ -412,8 +486,44 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
         ("model.ssmax=3", "model.ssmax"),
         ("train.warmup_steps=100000", "train.warmup_steps"),
         ("train.schedule=\"linear\"", "train.schedule"),
+        ("model.softmax=\"softpick\"", "model.softmax"),
+        ("model.gate=\"elementwise\"", "model.gate"),
+        ("train.weight_decay=1.5", "train.weight_decay"),
+        ("train.weight_decay=-0.1", "train.weight_decay"),
     ] {
         refused("causal_mask", &[&config[..], &[set]].concat(), needle);
+    }
+    // The off-by-one softmax needs the row softmax too; attention_sinks sets its own options.
+    refused(
+        "causal_mask",
+        &[
+            "--config",
+            "tests/configs/causal_mask.toml",
+            "--set",
+            "model.softmax_axis=\"column\"",
+            "--set",
+            "model.softmax=\"off-by-one\"",
+        ],
+        "the off-by-one softmax",
+    );
+    for (set, needle) in [
+        ("model.gate=\"head-output\"", "model.gate"),
+        ("model.causal=false", "model.causal"),
+        ("task.kind=\"copy\"", "task.kind"),
+        ("window=16", "window"),
+        ("window=1", "window"),
+        ("sink_threshold=1.5", "sink_threshold"),
+    ] {
+        refused(
+            "attention_sinks",
+            &[
+                "--config",
+                "tests/configs/attention_sinks.toml",
+                "--set",
+                set,
+            ],
+            needle,
+        );
     }
     // SSMax needs the row softmax.
     for (experiment, set) in [
