@@ -291,7 +291,9 @@ async function example() {
       const table = matrixTable(e.tokens, e.tokens, w);
       const gate = e.gates[l] ? e.gates[l][h] : null;
       // Beside each query: the weight it left unspent (off-by-one) and its head's gate.
-      const extra = [["unspent", e.unspent[l][h]], ["gate", gate]].filter(([, v]) => v);
+      // A standard softmax spends every row (up to rounding): no column for it.
+      const unspent = e.unspent[l][h].some((u) => Math.abs(u) > 1e-6) ? e.unspent[l][h] : null;
+      const extra = [["unspent", unspent], ["gate", gate]].filter(([, v]) => v);
       extra.forEach(([name]) => table.rows[0].append(el("th", { class: "extra", text: name })));
       [...table.rows].slice(1).forEach((row, i) => {
         if (answers.has(i)) row.classList.add("answer");

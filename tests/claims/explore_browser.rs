@@ -367,3 +367,75 @@ fn the_page_shows_a_trained_model_on_its_task() {
         c.close().await.unwrap();
     });
 }
+
+/// The sinks in trained mode: position 0's column outlined and each head captioned with its mean
+/// weight there, the unspent weight beside each query of the off-by-one model and the gate beside
+/// each query of the gated one.
+#[test]
+fn the_trained_mode_shows_the_sink_the_unspent_weight_and_the_gates() {
+    let Some((_driver, webdriver)) = driver() else {
+        return;
+    };
+    let out = scratch("explore-browser-sinks");
+    let result = crate::common::run(
+        "attention_sinks",
+        &[
+            "--config",
+            "tests/configs/attention_sinks.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        crate::common::stderr(&result)
+    );
+    let dir = crate::common::run_dir(&out, "attention_sinks");
+    let server = Server::start(&["--run", dir.to_str().unwrap()]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = browser(&webdriver, &out.join("profile")).await;
+        c.goto(&server.url).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while number(&c, "return document.querySelectorAll('#trained-view p.sink').length").await
+            < 1.0
+        {
+            assert!(Instant::now() < deadline, "no trained example shown");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Two layers of one head, 16 tokens: every row's first cell is outlined.
+        for model in ["sinks-gated-seed0", "sinks-off-by-one-seed0", "sinks-standard-seed0"] {
+            let v = version(&c).await;
+            c.execute(
+                &format!("const m = document.getElementById('model'); m.value = '{model}'; m.dispatchEvent(new Event('change'));"),
+                vec![],
+            )
+            .await
+            .unwrap();
+            settle(&c, v).await;
+            let captions = number(&c, "return document.querySelectorAll('#trained-view p.sink').length").await;
+            assert_eq!(captions, 2.0, "{model}: one caption per head");
+            let outlined = number(&c, "return document.querySelectorAll('#trained-view td.first-key').length").await;
+            assert_eq!(outlined, 2.0 * 16.0, "{model}: position 0 of every row, in both layers");
+            let extra = c
+                .execute(
+                    "return [...document.querySelectorAll('#trained-view th.extra')].map(t => t.textContent)",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let names: Vec<&str> = extra.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            let want: &[&str] = match model {
+                "sinks-gated-seed0" => &["gate", "gate"],
+                "sinks-off-by-one-seed0" => &["unspent", "unspent"],
+                _ => &[],
+            };
+            assert_eq!(names, want, "{model}: the columns beside the queries");
+        }
+        c.close().await.unwrap();
+    });
+}

@@ -438,7 +438,11 @@ fn every_experiment_sharded_by_reproduce_merges_to_its_unsharded_run() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(experiments.len(), 12, "{experiments:?}");
+    assert_eq!(
+        experiments.len(),
+        attention_lab::experiments::ALL.len(),
+        "{experiments:?}"
+    );
     let mut merge: Vec<String> = Vec::new();
     for e in &experiments {
         merge.push("--merge".into());
