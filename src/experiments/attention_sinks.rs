@@ -283,19 +283,24 @@ impl Experiment for AttentionSinks {
     }
 }
 
-/// The loss of a model that knows the task's rule and table, per position, averaged over the
-/// positions of `task`'s sequences: ln(V − 3) for x₁ (uniform over the non-triggers), 0 after a
-/// trigger, and the table's entropy after any other token, weighted by how often triggers come.
+/// The expected loss per position of a model that knows the task's rule and table: ln(V − 3)
+/// for x₁ (uniform over the non-triggers), 0 after a trigger, and the table's entropy after any
+/// other token. Position t holds a trigger with probability f_t: f₁ = 0 (x₁ is never one), and
+/// f_{t+1} = p·(1 − f_t), as a trigger follows a non-trigger with probability p and never follows
+/// a trigger.
 pub fn optimal_loss(task: &Task) -> f64 {
-    let (m, a) = (task.length() as f64, task.config().symbols);
+    let (m, a) = (task.length(), task.config().symbols);
     let bigram: f64 = [TRIGGER_P, 0.45, 0.25, 0.10]
         .iter()
         .map(|p| -p * p.ln())
         .sum();
-    // In the stationary sequence a trigger follows a non-trigger with probability p and is
-    // followed by one, so the share of trigger positions is p / (1 + p).
-    let trigger_share = TRIGGER_P / (1.0 + TRIGGER_P);
-    (((a - TRIGGERS) as f64).ln() + (m - 1.0) * (1.0 - trigger_share) * bigram) / m
+    let mut total = ((a - TRIGGERS) as f64).ln();
+    let mut trigger = 0.0;
+    for _ in 1..m {
+        total += (1.0 - trigger) * bigram;
+        trigger = TRIGGER_P * (1.0 - trigger);
+    }
+    total / m as f64
 }
 
 /// One trained model on the held-out `batch`: with full attention, then under a rolling cache of
@@ -702,8 +707,8 @@ fn plots(
                 layer + 1,
                 head + 1
             ),
-            "key",
             "query",
+            "key",
             head_matrix(weights, 0, head),
         )
         .names(names.clone(), names.clone());

@@ -162,8 +162,9 @@ pub struct HeadProbe {
     #[serde(with = "crate::util::exact")]
     pub max_weight: f64,
     /// Mean weight on key 0 (see [`crate::lab::metrics::first_key_weight_per_head`]): how much of
-    /// the head an attention sink on the first position takes.
-    #[serde(with = "crate::util::exact")]
+    /// the head an attention sink on the first position takes. Read as 0 from records written
+    /// before it was probed.
+    #[serde(default, with = "crate::util::exact")]
     pub first_key: f64,
 }
 
