@@ -588,7 +588,8 @@ fn tables(config: &SinksConfig, task: &Task, measured: &[VariantMeasure], notebo
             "‖v₀‖ / mean ‖v_j‖",
             "unspent weight",
             "gate (triggers / others)",
-            "largest |activation| / median, per layer (share at position 0)",
+            // No `|` in a header: it would split the Markdown table's column.
+            "largest activation magnitude / median, per layer (share of sequences with it at position 0)",
         ],
     );
     for v in measured {

@@ -294,6 +294,25 @@ fn the_page_drives_the_block_in_a_real_browser() {
     });
 }
 
+/// Runs `experiment`'s reduced config into a scratch folder named `test` and serves its models:
+/// (the folder, the explorer on the run).
+fn serve_a_run(experiment: &str, test: &str) -> (std::path::PathBuf, Server) {
+    let out = scratch(test);
+    let config = format!("tests/configs/{experiment}.toml");
+    let result = crate::common::run(
+        experiment,
+        &["--config", &config, "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        crate::common::stderr(&result)
+    );
+    let dir = crate::common::run_dir(&out, experiment);
+    let server = Server::start(&["--run", dir.to_str().unwrap()]);
+    (out, server)
+}
+
 /// Trained-model mode in the browser: a run's saved models on examples of their task, the answer
 /// position highlighted, a new example on request.
 #[test]
@@ -301,23 +320,7 @@ fn the_page_shows_a_trained_model_on_its_task() {
     let Some((_driver, webdriver)) = driver() else {
         return;
     };
-    let out = scratch("explore-browser-run");
-    let result = crate::common::run(
-        "scaling",
-        &[
-            "--config",
-            "tests/configs/scaling.toml",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        crate::common::stderr(&result)
-    );
-    let dir = crate::common::run_dir(&out, "scaling");
-    let server = Server::start(&["--run", dir.to_str().unwrap()]);
+    let (out, server) = serve_a_run("scaling", "explore-browser-run");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -376,23 +379,7 @@ fn the_trained_mode_shows_the_sink_the_unspent_weight_and_the_gates() {
     let Some((_driver, webdriver)) = driver() else {
         return;
     };
-    let out = scratch("explore-browser-sinks");
-    let result = crate::common::run(
-        "attention_sinks",
-        &[
-            "--config",
-            "tests/configs/attention_sinks.toml",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        crate::common::stderr(&result)
-    );
-    let dir = crate::common::run_dir(&out, "attention_sinks");
-    let server = Server::start(&["--run", dir.to_str().unwrap()]);
+    let (out, server) = serve_a_run("attention_sinks", "explore-browser-sinks");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
