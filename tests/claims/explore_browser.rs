@@ -313,21 +313,43 @@ fn serve_a_run(experiment: &str, test: &str) -> (std::path::PathBuf, Server) {
     (out, server)
 }
 
-/// Trained-model mode in the browser: a run's saved models on examples of their task, the answer
-/// position highlighted, a new example on request.
-#[test]
-fn the_page_shows_a_trained_model_on_its_task() {
-    let Some((_driver, webdriver)) = driver() else {
-        return;
-    };
-    let (out, server) = serve_a_run("scaling", "explore-browser-run");
+/// A reduced run of `experiment` served, and a browser on its page; `None` without a driver.
+struct OpenRun {
+    _driver: Driver,
+    _server: Server,
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+}
+
+fn open_a_run(experiment: &str, test: &str) -> Option<OpenRun> {
+    let (driver, webdriver) = driver()?;
+    let (out, server) = serve_a_run(experiment, test);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let client = runtime.block_on(async {
         let c = browser(&webdriver, &out.join("profile")).await;
         c.goto(&server.url).await.unwrap();
+        c
+    });
+    Some(OpenRun {
+        _driver: driver,
+        _server: server,
+        runtime,
+        client,
+    })
+}
+
+/// Trained-model mode in the browser: a run's saved models on examples of their task, the answer
+/// position highlighted, a new example on request.
+#[test]
+fn the_page_shows_a_trained_model_on_its_task() {
+    let Some(open) = open_a_run("scaling", "explore-browser-run") else {
+        return;
+    };
+    let c = open.client.clone();
+    open.runtime.block_on(async {
         // The page computes the free block first, then the first model's example.
         let deadline = Instant::now() + Duration::from_secs(30);
         let shown = |c: &Client| {
@@ -376,17 +398,11 @@ fn the_page_shows_a_trained_model_on_its_task() {
 /// each query of the gated one.
 #[test]
 fn the_trained_mode_shows_the_sink_the_unspent_weight_and_the_gates() {
-    let Some((_driver, webdriver)) = driver() else {
+    let Some(open) = open_a_run("attention_sinks", "explore-browser-sinks") else {
         return;
     };
-    let (out, server) = serve_a_run("attention_sinks", "explore-browser-sinks");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let c = browser(&webdriver, &out.join("profile")).await;
-        c.goto(&server.url).await.unwrap();
+    let c = open.client.clone();
+    open.runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
         while number(&c, "return document.querySelectorAll('#trained-view p.sink').length").await
             < 1.0

@@ -274,7 +274,7 @@ fn bad_knobs_exit_2_with_a_clear_line() {
         );
     }
     // And good ones run: a sentence with two heads, QK-norm, SSMax and rotary.
-    let out = trace(&[
+    let stdout = traced(&[
         "--sentence",
         "the cat sat",
         "--heads",
@@ -285,19 +285,13 @@ fn bad_knobs_exit_2_with_a_clear_line() {
         "rotary",
     ]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
         stdout.contains("2. head 1: Q = X·W_Q")
             && stdout.contains("QK-norm")
             && stdout.contains("SSMax (row i of Q times s·ln n_i"),
         "{stdout}"
     );
     // The cures for sinks: rows that leave weight unspent, and a gate per query.
-    let out = trace(&[
+    let stdout = traced(&[
         "--sentence",
         "the cat sat",
         "--heads",
@@ -309,16 +303,21 @@ fn bad_knobs_exit_2_with_a_clear_line() {
         "--causal",
     ]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
         stdout.contains("off-by-one softmax")
             && stdout.contains("weight left unspent: ")
             && stdout.contains("gate per query: ")
             && stdout.contains("8. head 1: gate × weights·V (output)"),
         "{stdout}"
     );
+}
+
+/// `trace` with `args`, which must succeed: its stdout.
+fn traced(args: &[&str]) -> String {
+    let out = trace(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
