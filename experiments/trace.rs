@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use attention_lab::block::gate::GateKind;
+use attention_lab::block::kernel::Kernel;
 use attention_lab::block::positional::PositionalKind;
 use attention_lab::block::scale::ScoreScale;
 use attention_lab::block::softmax::{SoftmaxAxis, SoftmaxKind};
@@ -78,6 +79,10 @@ struct Args {
     /// (Qiu et al. 2025).
     #[arg(long, default_value = "none")]
     gate: GateKind,
+    /// softmax, or linear: φ(q)·φ(k) with φ = elu + 1, each row divided by its sum
+    /// (Katharopoulos et al. 2020). Linear takes no scale, temperature or softmax option.
+    #[arg(long, default_value = "softmax")]
+    kernel: Kernel,
     /// Run even when the estimated memory exceeds what the machine has available.
     #[arg(long)]
     force: bool,
@@ -128,6 +133,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ssmax: args.ssmax,
         softmax: args.softmax,
         gate: args.gate,
+        kernel: args.kernel,
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

@@ -12,8 +12,10 @@
 //! query's scores by s·ln n, n the keys it sees (Nakanishi 2025, [`ssmax`]), `softmax =
 //! off-by-one` lets a query spend less than its unit of weight (Miller 2023,
 //! [`SoftmaxKind::OffByOne`]) and `gate` scales each head's output by a sigmoid of the query's
-//! input (Qiu et al. 2025, [`gate`]): the two proposed cures for attention sinks. The same code
-//! runs on every Burn [`Device`], with or without autodiff.
+//! input (Qiu et al. 2025, [`gate`]): the two proposed cures for attention sinks. `kernel =
+//! linear` replaces the softmax with linear attention's feature map and running sums
+//! (Katharopoulos et al. 2020, [`kernel`]). The same code runs on every Burn [`Device`], with or
+//! without autodiff.
 //!
 //! Where the math is the textbook's (row softmax, no dropout, ALiBi only under a causal mask,
 //! where its bias becomes two more columns of q and k), steps 2–4 of the
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::fused;
 use crate::block::gate::{self, GateKind};
+use crate::block::kernel::{self, Kernel};
 use crate::block::mask::{Window, attention_mask};
 use crate::block::positional::{Positional, PositionalKind, alibi_columns};
 use crate::block::scale::ScoreScale;
@@ -73,6 +76,11 @@ pub struct AttentionConfig {
     /// Default: none.
     #[config(default = "GateKind::None")]
     pub gate: GateKind,
+    /// What turns q and k into weights: the softmax, or linear attention's φ(q)·φ(k) with
+    /// φ = elu + 1, computed by running sums (see [`kernel`]). Linear takes no scale,
+    /// temperature, softmax option, dropout, SSMax or ALiBi. Default: softmax.
+    #[config(default = "Kernel::Softmax")]
+    pub kernel: Kernel,
     /// Softmax temperature τ: the scaled scores are divided by it. Default: 1.0.
     #[config(default = 1.0)]
     pub temperature: f64,
@@ -251,6 +259,39 @@ impl AttentionConfig {
                 why: "ssmax scales each query's row by the log of the keys it sees: it needs softmax_axis = \"row\"",
             });
         }
+        if self.kernel == Kernel::Linear {
+            let conflict = if self.softmax_axis != SoftmaxAxis::Row {
+                Some(
+                    "linear attention normalises each query's row: it needs softmax_axis = \"row\"",
+                )
+            } else if self.softmax != SoftmaxKind::Standard {
+                Some(
+                    "linear attention has no softmax to take off by one: it needs softmax = \"standard\"",
+                )
+            } else if self.ssmax {
+                Some("linear attention has no scores for ssmax to scale: it cannot take ssmax")
+            } else if self.scale != ScoreScale::SqrtDk || self.temperature != 1.0 {
+                Some(
+                    "linear attention applies φ = elu + 1 to q and k themselves: it takes no scale or temperature",
+                )
+            } else if self.dropout != 0.0 {
+                Some(
+                    "linear attention never holds the weights for dropout to act on: it needs dropout = 0",
+                )
+            } else if self.positional == PositionalKind::Alibi {
+                Some(
+                    "ALiBi adds a bias to the scores before a softmax: linear attention cannot take it",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = conflict {
+                return Err(E::Conflict {
+                    field: "kernel",
+                    why,
+                });
+            }
+        }
         let odd = |field, value: usize| E::Odd {
             kind: self.positional,
             field,
@@ -319,6 +360,7 @@ impl AttentionConfig {
             divisor: self.scale.divisor(d_k, d_model) * self.temperature,
             softmax_axis: self.softmax_axis,
             softmax: self.softmax,
+            kernel: self.kernel,
             causal: self.causal,
             path: self.path,
         })
@@ -384,6 +426,8 @@ pub struct Attention {
     pub softmax_axis: SoftmaxAxis,
     #[module(skip)]
     pub softmax: SoftmaxKind,
+    #[module(skip)]
+    pub kernel: Kernel,
     pub causal: bool,
     #[module(skip)]
     pub path: AttentionPath,
@@ -406,6 +450,7 @@ pub struct AttentionOutput {
     /// `[batch, n_q, heads]`: each head's gate for each query, in (0, 1); `None` without a gate.
     pub gate: Option<Tensor<3>>,
     softmax: SoftmaxKind,
+    kernel: Kernel,
     causal: bool,
     /// `[batch, n_k]`, true where a key is padding.
     key_padding: Option<Tensor<2, Bool>>,
@@ -423,11 +468,20 @@ impl AttentionOutput {
     /// when training on the decomposed path). After the fused op they are recomputed from q and k
     /// (one matmul and a softmax, the forward's own operations); they still carry gradients to
     /// q and k on an autodiff device.
+    /// Linear attention's are φ(q_i)·φ(k_j) normalised per row ([`kernel::weights`]).
     pub fn weights(&self) -> Tensor<4> {
-        match &self.weights {
-            Some(weights) => weights.clone(),
-            None => masked_softmax(self.scores(), self.mask(), SoftmaxAxis::Row, self.softmax),
+        match (&self.weights, self.kernel) {
+            (Some(weights), _) => weights.clone(),
+            (None, Kernel::Softmax) => {
+                masked_softmax(self.scores(), self.mask(), SoftmaxAxis::Row, self.softmax)
+            }
+            (None, Kernel::Linear) => kernel::weights(self.q.clone(), self.k.clone(), self.mask()),
         }
+    }
+
+    /// What turned q and k into these weights.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// `[batch, heads, n_q]`: the weight each query left unspent, 1 − Σ_j weights[i, j]. 0 for a
@@ -452,8 +506,8 @@ impl AttentionOutput {
     /// path ran, its weights. [`Self::weights`] recomputes them with Burn's softmax instead, so a
     /// claim about the kernel's weights is tested through this.
     pub fn kernel_weights(&self) -> Tensor<4> {
-        if let Some(weights) = &self.weights {
-            return weights.clone();
+        if self.weights.is_some() || self.kernel == Kernel::Linear {
+            return self.weights();
         }
         let [batch, heads, _, _] = self.q.dims();
         let n_k = self.k.dims()[2];
@@ -479,7 +533,7 @@ impl AttentionOutput {
 
     /// Whether the fused op computed this output.
     pub fn fused(&self) -> bool {
-        self.weights.is_none()
+        self.weights.is_none() && self.kernel == Kernel::Softmax
     }
 
     /// `[batch, 1, n_q, n_k]`, true where a key is hidden from a query; `None` when none is.
@@ -656,6 +710,25 @@ impl Attention {
             None => q,
         };
 
+        if self.kernel == Kernel::Linear {
+            assert!(
+                input.window.is_none(),
+                "linear attention reads the past through running sums: it has no window"
+            );
+            // 2–4: φ(q)ᵀ S_i / φ(q)·z_i by running sums, never the [n_q, n_k] weights.
+            let heads = kernel::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                input.key_padding.clone(),
+                self.causal,
+            ) // [batch, heads, n_q, d_v]
+            .swap_dims(1, 2) // [batch, n_q, heads, d_v]
+            .reshape([batch, n_q, self.n_heads * self.d_v]); // [batch, n_q, heads·d_v]
+            let masks = (input.key_padding, None);
+            return self.finish(heads, gate, v, None, q, k, masks, None, None);
+        }
+
         let bias = self.positional.bias(self.n_heads, n_q, n_k, &device);
         // Under a causal mask ALiBi's bias is bilinear in the positions, so the fused op takes
         // it as two more columns of q and k.
@@ -766,6 +839,7 @@ impl Attention {
                 v,
                 gate,
                 softmax: self.softmax,
+                kernel: self.kernel,
                 causal: self.causal,
                 key_padding,
                 window,
@@ -795,6 +869,7 @@ impl Attention {
             && self.q_norm.is_none()
             && self.ssmax.is_none()
             && self.softmax == SoftmaxKind::Standard
+            && self.kernel == Kernel::Softmax
             && self.gate.is_none();
         if !same_math {
             return None;

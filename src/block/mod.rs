@@ -1,7 +1,8 @@
 //! The attention block and its parts: [`attention`] (projections, heads, forward, outputs) built
 //! from the scaling rule ([`scale`]), the softmax over a chosen axis ([`softmax`]), the masks
 //! ([`mask`]), the positional encodings ([`positional`]), Scalable-Softmax's per-row factor
-//! ([`ssmax`]) and the gate on each head's output ([`gate`]). This is what the claims are about.
+//! ([`ssmax`]), the gate on each head's output ([`gate`]) and linear attention's kernel in place
+//! of the softmax ([`kernel`]). This is what the claims are about.
 //! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
 //! flex's kernels in [`flash`]).
 //!
@@ -11,6 +12,7 @@ pub mod attention;
 pub mod flash;
 pub mod fused;
 pub mod gate;
+pub mod kernel;
 pub mod mask;
 pub mod positional;
 pub mod scale;

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::block::gate::GateKind;
+use crate::block::kernel::Kernel;
 use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
@@ -54,7 +55,8 @@ pub struct Request {
     pub permutation: Option<Vec<usize>>,
 }
 
-const OPTIONS: [&str; 16] = [
+const OPTIONS: [&str; 17] = [
+    "kernel",
     "causal",
     "scale",
     "softmax_axis",
@@ -228,6 +230,7 @@ fn trace_options(options: &Map<String, Value>, seed: u64) -> Result<TraceOptions
         ssmax: flag(options, "ssmax", false)?,
         softmax: named::<SoftmaxKind>(options, "softmax")?.unwrap_or_default(),
         gate: named::<GateKind>(options, "gate")?.unwrap_or_default(),
+        kernel: named::<Kernel>(options, "kernel")?.unwrap_or_default(),
     })
 }
 

@@ -59,6 +59,7 @@ function request() {
       ssmax: $("ssmax").checked,
       softmax: $("softmax").value,
       gate: $("gate").value,
+      kernel: $("kernel").value,
       seed: parseInt($("seed").value || "0", 10),
       query: Math.min(state.query, Math.max(tokens.length - 1, 0)),
     },
@@ -325,7 +326,7 @@ async function start() {
     return;
   }
   $("seed").value = state.info.seed;
-  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "ssmax", "softmax", "gate", "seed"]) {
+  for (const id of ["sentence", "scale", "scale-number", "axis", "temperature", "causal", "positional", "heads", "d-model", "projections", "qk-norm", "ssmax", "softmax", "gate", "kernel", "seed"]) {
     $(id).addEventListener("input", schedule);
     $(id).addEventListener("change", schedule);
   }

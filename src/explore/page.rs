@@ -99,6 +99,10 @@ pub fn render(backend: &str) -> Markup {
                         option value="none" selected { "none" }
                         option value="head-output" { "per head, on its output" }
                     } }
+                    label title="linear: φ(q)·φ(k) with φ = elu + 1, each row divided by its sum, computed by running sums (Katharopoulos et al. 2020)" { "kernel " select #kernel {
+                        option value="softmax" selected { "softmax" }
+                        option value="linear" { "linear (elu + 1)" }
+                    } }
                     label { "seed " input #seed type="number" value="0" min="0" step="1"; }
                 }
                 p #status role="status" {}

@@ -17,6 +17,7 @@ use crate::block::attention::{
     AttentionPath, uniform_linear,
 };
 use crate::block::gate::GateKind;
+use crate::block::kernel::Kernel;
 use crate::block::mask::Window;
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
@@ -54,6 +55,10 @@ pub struct ModelConfig {
     /// [`crate::block::gate`]). Default: none.
     #[serde(default, skip_serializing_if = "is_ungated")]
     pub gate: GateKind,
+    /// `"softmax"` or `"linear"`: linear attention's φ(q)·φ(k), φ = elu + 1, by running sums
+    /// (see [`crate::block::kernel`]). Default: softmax.
+    #[serde(default, skip_serializing_if = "is_softmax")]
+    pub kernel: Kernel,
     /// Default: 1.0.
     #[serde(default = "unit")]
     pub temperature: f64,
@@ -122,6 +127,10 @@ fn is_standard(kind: &SoftmaxKind) -> bool {
     *kind == SoftmaxKind::Standard
 }
 
+fn is_softmax(kernel: &Kernel) -> bool {
+    *kernel == Kernel::Softmax
+}
+
 fn is_ungated(gate: &GateKind) -> bool {
     *gate == GateKind::None
 }
@@ -152,6 +161,7 @@ impl ModelConfig {
             softmax_axis: SoftmaxAxis::Row,
             softmax: SoftmaxKind::Standard,
             gate: GateKind::None,
+            kernel: Kernel::Softmax,
             temperature: 1.0,
             causal: false,
             positional: PositionalKind::None,
@@ -186,6 +196,7 @@ impl ModelConfig {
             .with_softmax_axis(self.softmax_axis)
             .with_softmax(self.softmax)
             .with_gate(self.gate)
+            .with_kernel(self.kernel)
             .with_temperature(self.temperature)
             .with_causal(self.causal)
             .with_positional(positional)

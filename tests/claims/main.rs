@@ -18,6 +18,7 @@ mod hardening;
 mod invariants;
 mod lab;
 mod layout;
+mod linear;
 mod parity;
 mod properties;
 mod qk_norm;

@@ -12,9 +12,10 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::block::attention::{
-    AttentionConfig, AttentionConfigError, AttentionInput, seeded_linear,
+    AttentionConfig, AttentionConfigError, AttentionInput, AttentionOutput, seeded_linear,
 };
 use crate::block::gate::GateKind;
+use crate::block::kernel::{self, Kernel};
 use crate::block::positional::PositionalKind;
 use crate::block::scale::ScoreScale;
 use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
@@ -89,6 +90,9 @@ pub struct TraceOptions {
     pub softmax: SoftmaxKind,
     /// A seeded sigmoid gate per head on its output (see [`crate::block::gate`]).
     pub gate: GateKind,
+    /// Softmax, or linear attention: φ(q)·φ(k), φ = elu + 1, normalised per row; the scores
+    /// shown are then φ(q)·φ(k) (see [`crate::block::kernel`]).
+    pub kernel: Kernel,
 }
 
 impl Default for TraceOptions {
@@ -107,6 +111,7 @@ impl Default for TraceOptions {
             ssmax: false,
             softmax: SoftmaxKind::Standard,
             gate: GateKind::None,
+            kernel: Kernel::Softmax,
         }
     }
 }
@@ -360,6 +365,7 @@ pub fn run(
         .with_ssmax(options.ssmax)
         .with_softmax(options.softmax)
         .with_gate(options.gate)
+        .with_kernel(options.kernel)
         .with_max_len(n.max(1))
         .with_seed(options.seed)
         .init(device)?;
@@ -380,8 +386,8 @@ pub fn run(
         head_rows(trace.output.q.clone()),
         head_rows(trace.output.k.clone()),
         head_rows(trace.output.v.clone()),
-        head_rows(trace.output.raw_scores()),
-        head_rows(trace.output.scores()),
+        head_rows(kernel_scores(&trace.output, false)),
+        head_rows(kernel_scores(&trace.output, true)),
         head_rows(trace.output.weights()),
     ];
     let gates: Vec<Option<Vec<f32>>> = match trace.output.gate.clone() {
@@ -434,6 +440,27 @@ pub fn run(
         heads,
         output,
     })
+}
+
+/// `[batch, heads, n_q, n_k]`: what the weights are normalised from, before (`masked` false) and
+/// after the masks (masked entries −∞): q·kᵀ and its scaled logits under the softmax; φ(q)·φ(k)
+/// under linear attention, which has no scale.
+fn kernel_scores(output: &AttentionOutput, masked: bool) -> Tensor<4> {
+    match (output.kernel(), masked) {
+        (Kernel::Softmax, false) => output.raw_scores(),
+        (Kernel::Softmax, true) => output.scores(),
+        (Kernel::Linear, _) => {
+            let products = kernel::feature_map(output.q.clone())
+                .matmul(kernel::feature_map(output.k.clone()).swap_dims(2, 3)); // [batch, heads, n_q, n_k]
+            match output.mask().filter(|_| masked) {
+                Some(mask) => {
+                    let shape = products.dims();
+                    products.mask_fill(mask.expand(shape), f32::NEG_INFINITY)
+                }
+                None => products,
+            }
+        }
+    }
 }
 
 /// `input` with its tokens (and their embeddings) reordered: token i of the result is token

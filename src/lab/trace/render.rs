@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::block::gate::GateKind;
+use crate::block::kernel::Kernel;
 use crate::block::positional::PositionalKind;
 use crate::block::softmax::{SoftmaxAxis, SoftmaxKind};
 
@@ -54,6 +55,7 @@ impl TraceResult {
             "ssmax": o.ssmax,
             "softmax": o.softmax.name(),
             "gate": o.gate.name(),
+            "kernel": o.kernel.name(),
             "x": self.x,
             "w_q": self.w_q,
             "w_k": self.w_k,
@@ -121,6 +123,12 @@ impl TraceResult {
                 "off-by-one softmax: exp(s_ij) / (1 + Σ_j exp(s_ij)), so a row may leave weight unspent\n"
             );
         }
+        if o.kernel == Kernel::Linear {
+            let _ = writeln!(
+                out,
+                "linear attention: weights φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j), φ = elu + 1, no scale and no softmax; the block's output comes from running sums, and equals weights·V\n"
+            );
+        }
         if o.gate == GateKind::HeadOutput {
             let _ = writeln!(
                 out,
@@ -164,31 +172,53 @@ impl TraceResult {
                     &some(rows),
                 );
             }
+            let linear = o.kernel == Kernel::Linear;
             table(
                 &mut out,
-                &format!("5. {tag}Q·Kᵀ (scores; rows are queries, columns keys)"),
+                &if linear {
+                    format!(
+                        "5. {tag}φ(Q)·φ(K)ᵀ, φ = elu + 1 (scores; rows are queries, columns keys)"
+                    )
+                } else {
+                    format!("5. {tag}Q·Kᵀ (scores; rows are queries, columns keys)")
+                },
                 &self.tokens,
                 &self.tokens,
                 &some(&head.scores),
             );
-            let step6 = format!(
-                "6. {tag}÷ {} ({}{}){}{}",
-                fmt_num(self.scale as f32),
-                o.scale,
-                if o.temperature == 1.0 { "" } else { " × τ" },
-                if o.positional == PositionalKind::Alibi {
-                    ", + ALiBi's −m_h·|i − j|"
-                } else {
-                    ""
-                },
-                if o.causal {
-                    ", future keys masked (−∞)"
-                } else {
-                    ""
-                }
-            );
+            let step6 = if linear {
+                format!(
+                    "6. {tag}no scale (linear attention){}",
+                    if o.causal {
+                        ", future keys masked (−∞)"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                format!(
+                    "6. {tag}÷ {} ({}{}){}{}",
+                    fmt_num(self.scale as f32),
+                    o.scale,
+                    if o.temperature == 1.0 { "" } else { " × τ" },
+                    if o.positional == PositionalKind::Alibi {
+                        ", + ALiBi's −m_h·|i − j|"
+                    } else {
+                        ""
+                    },
+                    if o.causal {
+                        ", future keys masked (−∞)"
+                    } else {
+                        ""
+                    }
+                )
+            };
             table(&mut out, &step6, &self.tokens, &self.tokens, &head.scaled);
-            let step7 = format!("7. {tag}softmax over {} (weights)", o.softmax_axis.name());
+            let step7 = if linear {
+                format!("7. {tag}each row divided by its sum (weights)")
+            } else {
+                format!("7. {tag}softmax over {} (weights)", o.softmax_axis.name())
+            };
             table(
                 &mut out,
                 &step7,
