@@ -9,8 +9,10 @@ pub mod causal_mask;
 pub mod complexity;
 pub mod counting;
 pub mod dk_vs_dmodel;
+pub mod induction_heads;
 pub mod length_generalization;
 pub mod logit_growth;
+pub mod mqar;
 pub mod mup_coord;
 pub mod no_projections;
 pub mod permutation;
@@ -34,6 +36,8 @@ pub const ALL: &[Entry] = &[
     entry::<counting::Counting>(),
     entry::<length_generalization::LengthGeneralization>(),
     entry::<attention_sinks::AttentionSinks>(),
+    entry::<induction_heads::InductionHeads>(),
+    entry::<mqar::Mqar>(),
     entry::<complexity::Complexity>(),
 ];
 

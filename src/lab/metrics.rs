@@ -189,6 +189,129 @@ impl std::fmt::Display for Spread {
     }
 }
 
+/// Where a batch of sequences repeats itself, for the induction scores (Olsson et al. 2022,
+/// "In-context Learning and Induction Heads", §2 and appendix "Head activation evaluators").
+///
+/// Query i is a *repeat* when its token occurred earlier. Its induction targets are the keys j
+/// that followed an earlier occurrence: j − 1 < i with x_{j−1} = x_i. A head's prefix-matching
+/// score is its mean weight on those keys, summed over every earlier occurrence (a head may
+/// spread its weight over all of them), over the repeat queries; its previous-token score is its
+/// mean weight on key i − 1, over the queries i ≥ 1.
+#[derive(Debug, Clone)]
+pub struct InductionMask {
+    /// `[batch, n, n]`: 1 at (i, j) when key j followed an earlier occurrence of x_i.
+    targets: Vec<f32>,
+    /// `[batch, n]`: whether x_i occurred earlier.
+    repeat: Vec<bool>,
+    batch: usize,
+    n: usize,
+}
+
+impl InductionMask {
+    /// The repeats and induction targets of `batch`'s token rows.
+    pub fn of(batch: &crate::lab::tasks::Batch) -> Self {
+        let (b, n) = (batch.batch, batch.seq_len);
+        let mut targets = vec![0.0; b * n * n];
+        let mut repeat = vec![false; b * n];
+        for (seq, row) in batch.tokens.chunks(n).enumerate() {
+            for i in 0..n {
+                for j in 1..=i {
+                    if row[j - 1] == row[i] {
+                        targets[(seq * n + i) * n + j] = 1.0;
+                        repeat[seq * n + i] = true;
+                    }
+                }
+            }
+        }
+        Self {
+            targets,
+            repeat,
+            batch: b,
+            n,
+        }
+    }
+
+    /// Whether x_i occurred earlier in sequence `seq`.
+    pub fn is_repeat(&self, seq: usize, i: usize) -> bool {
+        self.repeat[seq * self.n + i]
+    }
+
+    /// Per head, the previous-token and prefix-matching scores of `weights [batch, heads, n, n]`.
+    pub fn head_scores(&self, weights: Tensor<4>) -> Vec<crate::lab::train::HeadInduction> {
+        let [b, heads, n, _] = weights.dims();
+        assert_eq!((b, n), (self.batch, self.n), "weights of another batch");
+        let device = weights.device();
+        let targets =
+            Tensor::<3>::from_data(TensorData::new(self.targets.clone(), [b, n, n]), &device)
+                .reshape([b, 1, n, n]); // [batch, 1, n, n]
+        let previous = Tensor::<2>::ones([n, n], &device)
+            .tril(-1)
+            .sub(Tensor::<2>::ones([n, n], &device).tril(-2))
+            .reshape([1, 1, n, n]); // [1, 1, n, n]
+        let on_targets = to_host((weights.clone() * targets).sum_dim(3)); // [batch, heads, n, 1]
+        let on_previous = to_host((weights * previous).sum_dim(3)); // [batch, heads, n, 1]
+        (0..heads)
+            .map(|h| {
+                let (mut prefix, mut repeats, mut prev) = (0.0, 0usize, 0.0);
+                for seq in 0..b {
+                    for i in 0..n {
+                        let at = (seq * heads + h) * n + i;
+                        if self.is_repeat(seq, i) {
+                            prefix += f64::from(on_targets[at]);
+                            repeats += 1;
+                        }
+                        if i > 0 {
+                            prev += f64::from(on_previous[at]);
+                        }
+                    }
+                }
+                crate::lab::train::HeadInduction {
+                    previous_token: prev / (b * n.saturating_sub(1)).max(1) as f64,
+                    prefix_match: prefix / repeats.max(1) as f64,
+                }
+            })
+            .collect()
+    }
+
+    /// The loss at the repeats and at the first copies, early and late, from `logits
+    /// [batch·n_out, classes]` read at the last n_out positions of `batch`.
+    pub fn losses(
+        &self,
+        logits: Tensor<2>,
+        batch: &crate::lab::tasks::Batch,
+    ) -> crate::lab::train::InductionLoss {
+        let (n, n_out) = (self.n, batch.n_out);
+        let rows = batch.batch * n_out;
+        let targets = batch.targets(&logits.device()).reshape([rows, 1]); // [batch·n_out, 1]
+        let loss = to_host(
+            burn::tensor::activation::log_softmax(logits, 1)
+                .gather(1, targets)
+                .neg(),
+        ); // [batch·n_out, 1]
+        let quarter = (n / 4).max(1);
+        let mut sums = [(0.0, 0usize); 4]; // repeat, first, early, late
+        for (row, &l) in loss.iter().enumerate() {
+            let (seq, t) = (row / n_out, n - n_out + row % n_out);
+            let l = f64::from(l);
+            let which = if self.is_repeat(seq, t) { 0 } else { 1 };
+            sums[which] = (sums[which].0 + l, sums[which].1 + 1);
+            if t < quarter {
+                sums[2] = (sums[2].0 + l, sums[2].1 + 1);
+            }
+            if t >= n - quarter {
+                sums[3] = (sums[3].0 + l, sums[3].1 + 1);
+            }
+        }
+        let mean = |(sum, count): (f64, usize)| sum / count.max(1) as f64;
+        crate::lab::train::InductionLoss {
+            repeat: mean(sums[0]),
+            first: mean(sums[1]),
+            early: mean(sums[2]),
+            late: mean(sums[3]),
+        }
+    }
+}
+
 /// One head's `[n_q, n_k]` weight matrix of sequence `b`, on the host: a heatmap's values.
 pub fn head_matrix(weights: Tensor<4>, b: usize, head: usize) -> Vec<Vec<f64>> {
     let [_, _, n_q, n_k] = weights.dims();
@@ -351,5 +474,48 @@ mod tests {
         let device = Device::flex();
         let t = Tensor::<1>::from_floats([1.0, 3.0], &device);
         assert!((std(t) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_induction_head_scores_one_and_a_previous_token_head_scores_one() {
+        // a b c a b c: queries 3, 4, 5 repeat, and their induction targets are keys 1, 2, 3.
+        let tokens = vec![0i64, 1, 2, 0, 1, 2];
+        let batch = crate::lab::tasks::Batch {
+            tokens: tokens.clone(),
+            targets: vec![1, 2, 0, 1, 2, 0],
+            batch: 1,
+            seq_len: 6,
+            n_out: 6,
+        };
+        let mask = InductionMask::of(&batch);
+        let n = 6;
+        // Head 0 attends to the induction target where there is one (else to key 0); head 1 to
+        // the previous key (key 0 for query 0).
+        let mut w = vec![0.0f32; 2 * n * n];
+        for i in 0..n {
+            let target = if i >= 3 { i - 2 } else { 0 };
+            w[i * n + target] = 1.0;
+            w[n * n + i * n + i.saturating_sub(1)] = 1.0;
+        }
+        let device = Device::flex();
+        let weights = Tensor::<4>::from_data(TensorData::new(w, [1, 2, n, n]), &device);
+        let scores = mask.head_scores(weights);
+        assert_eq!(scores[0].prefix_match, 1.0);
+        assert_eq!(scores[1].previous_token, 1.0);
+        assert_eq!(scores[1].prefix_match, 0.0);
+        // Head 0 looks one back only from query 1 (to key 0), of the five queries i ≥ 1.
+        assert!((scores[0].previous_token - 1.0 / 5.0).abs() < 1e-9);
+        // Logits that put all the mass on the target at the repeats and spread it elsewhere.
+        let mut logits = vec![0.0f32; n * 3];
+        for i in 3..n {
+            logits[i * 3 + batch.targets[i] as usize] = 50.0;
+        }
+        let loss = mask.losses(
+            Tensor::<2>::from_data(TensorData::new(logits, [n, 3]), &device),
+            &batch,
+        );
+        assert!(loss.repeat < 1e-6, "{loss:?}");
+        assert!((loss.first - 3f64.ln()).abs() < 1e-5, "{loss:?}");
+        assert!(loss.icl_score() < -1.0);
     }
 }

@@ -16,6 +16,9 @@
 //! | `position-lookup` | x₁ … x_m, then a query naming position p | x_p | yes |
 //! | `next-token-shift` | x₁ … x_m SEP y₁ … y_m, y_k = x_k + 1 (mod V) | the next token at every position: x₂ … x_m SEP y₁ … y_m END | yes |
 //! | `bigram-backcopy` | `<s>` x₁ … x_{m−1} | the next token at every position: x₁ … x_m | yes |
+//! | `repeat-segment` | a segment of r random symbols, repeated to fill m tokens | the next token at every position | yes |
+//! | `mqar` | k₁ v₁ … k_P v_P, then the P keys in a random order | the value of each queried key | yes |
+//! | `mqar-paired` | P tokens, each one (key, value) pair as in `recall`, then the P keys in a random order | the value of each queried key | no |
 //!
 //! `recall` is the one-layer-solvable form of associative recall: one attention layer answers
 //! it by matching the query to the key inside a token. `recall-adjacent` is the classic form,
@@ -40,6 +43,28 @@
 //! tokens as triggers; here the table is drawn once from a fixed seed, and every other token leads
 //! to a trigger with probability [`TRIGGER_P`], so that triggers are the most frequent tokens.
 //! x₁ is drawn uniformly from the non-triggers, so a trigger always has a non-trigger before it.
+//!
+//! `repeat-segment` is the induction-head task (Olsson et al. 2022). The segment length r is drawn
+//! for each sequence from ⌈m/4⌉ … ⌊m/2⌋ ([`Task::segment_lengths`]), so that the distance back to
+//! the previous copy differs between sequences and no fixed offset predicts the repeat: a model
+//! must find the previous occurrence of the current token and read what followed it. The
+//! segment's symbols are drawn independently, as Olsson et al.'s random tokens are: with distinct
+//! symbols, the r − 1 tokens after the previous occurrence's successor would be every symbol of
+//! the segment but the answer, and a trial two-layer model learned to predict "the segment's
+//! symbol not seen lately" with no prefix-matching head at all. A symbol may then occur twice in a
+//! segment, and its successor is ambiguous; a vocabulary much larger than the segment keeps that
+//! rare.
+//!
+//! `mqar` is Zoology's multi-query associative recall (Arora et al. 2023, §3): P (key, value)
+//! pairs, then every key once more as a query, each answered with its value. Keys are distinct
+//! and drawn from `keys` key tokens, values are distinct and drawn from `symbols` value tokens,
+//! as in Zoology's generator. Zoology places the queries at power-law-distributed gaps among
+//! random filler tokens and reads answers at the queries' positions; here the P queries follow
+//! the pairs directly and are read as the last P positions, so the sequence is 3P tokens long.
+//! `mqar-paired` gives each pair as one token, id = key·V + value, as `recall` does: one
+//! attention layer can then answer every query by matching it to the key inside a token, with no
+//! previous-token step to bind a value to its key (the step Zoology's recurrent models take with
+//! a short convolution before their attention).
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -61,6 +86,9 @@ pub enum TaskKind {
     PositionLookup,
     NextTokenShift,
     BigramBackcopy,
+    RepeatSegment,
+    Mqar,
+    MqarPaired,
 }
 
 named_enum!(TaskKind, "task", {
@@ -74,6 +102,9 @@ named_enum!(TaskKind, "task", {
     PositionLookup => "position-lookup",
     NextTokenShift => "next-token-shift",
     BigramBackcopy => "bigram-backcopy",
+    RepeatSegment => "repeat-segment",
+    Mqar => "mqar",
+    MqarPaired => "mqar-paired",
 });
 
 impl TaskKind {
@@ -81,7 +112,7 @@ impl TaskKind {
     pub fn needs_position(self) -> bool {
         !matches!(
             self,
-            TaskKind::Recall | TaskKind::Majority | TaskKind::Count
+            TaskKind::Recall | TaskKind::Majority | TaskKind::Count | TaskKind::MqarPaired
         )
     }
 }
@@ -99,6 +130,15 @@ pub enum TaskError {
     },
     #[error("length = {length} pairs need at least as many distinct keys, got keys = {keys}")]
     TooFewKeys { length: usize, keys: usize },
+    #[error(
+        "{field} = {value} must be at least {length} so that a sequence's {what} can be distinct"
+    )]
+    TooFewDistinct {
+        field: &'static str,
+        value: usize,
+        length: usize,
+        what: &'static str,
+    },
     #[error("only the recall tasks use keys; the {kind} task would ignore keys = {keys}")]
     UnusedKeys { kind: TaskKind, keys: usize },
 }
@@ -143,7 +183,22 @@ impl TaskConfig {
         if self.kind == TaskKind::BigramBackcopy && self.symbols < TRIGGERS + 3 {
             return Err(too_small("symbols", TRIGGERS + 3, self.symbols));
         }
-        let recall = matches!(self.kind, TaskKind::Recall | TaskKind::RecallAdjacent);
+        if self.kind == TaskKind::RepeatSegment && self.length < 4 {
+            return Err(too_small("length", 4, self.length));
+        }
+        if matches!(self.kind, TaskKind::Mqar | TaskKind::MqarPaired) && self.symbols < self.length
+        {
+            return Err(TaskError::TooFewDistinct {
+                field: "symbols",
+                value: self.symbols,
+                length: self.length,
+                what: "values",
+            });
+        }
+        let recall = matches!(
+            self.kind,
+            TaskKind::Recall | TaskKind::RecallAdjacent | TaskKind::Mqar | TaskKind::MqarPaired
+        );
         if let (false, Some(keys)) = (recall, self.keys) {
             return Err(TaskError::UnusedKeys {
                 kind: self.kind,
@@ -271,6 +326,11 @@ impl Task {
             TaskKind::NextTokenShift => a + 2,
             // symbols, then <s>
             TaskKind::BigramBackcopy => a + 1,
+            TaskKind::RepeatSegment => a,
+            // keys, then values; the queries are key tokens
+            TaskKind::Mqar => self.config.keys() + a,
+            // pair tokens, then one query token per key
+            TaskKind::MqarPaired => self.config.keys() * a + self.config.keys(),
         }
     }
 
@@ -291,7 +351,9 @@ impl Task {
             TaskKind::RecallAdjacent => 2 * m + 1,
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 * m,
             TaskKind::NextTokenShift => 2 * m + 1,
-            TaskKind::BigramBackcopy => m,
+            TaskKind::BigramBackcopy | TaskKind::RepeatSegment => m,
+            TaskKind::Mqar => 3 * m,
+            TaskKind::MqarPaired => 2 * m,
             _ => m + 1,
         }
     }
@@ -301,9 +363,26 @@ impl Task {
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => self.config.length,
             TaskKind::NextTokenShift => 2 * self.config.length + 1,
-            TaskKind::BigramBackcopy => self.config.length,
+            TaskKind::BigramBackcopy
+            | TaskKind::RepeatSegment
+            | TaskKind::Mqar
+            | TaskKind::MqarPaired => self.config.length,
             _ => 1,
         }
+    }
+
+    /// Whether training records the induction scores on this task ([`crate::lab::train::HeadInduction`],
+    /// [`crate::lab::train::InductionLoss`]): the tasks that are language modelling over
+    /// repeated tokens.
+    pub fn probes_induction(&self) -> bool {
+        self.config.kind == TaskKind::RepeatSegment
+    }
+
+    /// The segment lengths `repeat-segment` draws from, uniformly: ⌈m/4⌉ … ⌊m/2⌋, so every
+    /// sequence holds at least two copies and the distance back to the previous copy varies.
+    pub fn segment_lengths(&self) -> std::ops::RangeInclusive<usize> {
+        let m = self.config.length;
+        m.div_ceil(4).max(2)..=(m / 2).max(2)
     }
 
     /// Accuracy of guessing uniformly among the classes.
@@ -396,10 +475,12 @@ impl Task {
         let (m, a) = (self.config.length, self.config.symbols);
         let keys = self.config.keys();
         match self.config.kind {
-            TaskKind::Recall if id < keys * a => format!("k{}=v{}", id / a, id % a),
-            TaskKind::Recall => format!("k{}?", id - keys * a),
-            TaskKind::RecallAdjacent if id < keys => format!("k{id}"),
-            TaskKind::RecallAdjacent => format!("v{}", id - keys),
+            TaskKind::Recall | TaskKind::MqarPaired if id < keys * a => {
+                format!("k{}=v{}", id / a, id % a)
+            }
+            TaskKind::Recall | TaskKind::MqarPaired => format!("k{}?", id - keys * a),
+            TaskKind::RecallAdjacent | TaskKind::Mqar if id < keys => format!("k{id}"),
+            TaskKind::RecallAdjacent | TaskKind::Mqar => format!("v{}", id - keys),
             TaskKind::BigramBackcopy if id < TRIGGERS => format!("t{id}"),
             TaskKind::BigramBackcopy if id == a => "<s>".into(),
             _ if id < a => format!("s{id}"),
@@ -416,7 +497,9 @@ impl Task {
     pub fn class_name(&self, class: usize) -> String {
         match self.config.kind {
             TaskKind::Count => class.to_string(),
-            TaskKind::Recall | TaskKind::RecallAdjacent => format!("v{class}"),
+            TaskKind::Recall | TaskKind::RecallAdjacent | TaskKind::Mqar | TaskKind::MqarPaired => {
+                format!("v{class}")
+            }
             TaskKind::NextTokenShift if class == self.config.symbols => "|".into(),
             TaskKind::NextTokenShift if class > self.config.symbols => "end".into(),
             TaskKind::BigramBackcopy if class < TRIGGERS => format!("t{class}"),
@@ -526,6 +609,30 @@ impl Task {
                     full.push(next);
                 }
                 (full[..m].to_vec(), full[1..].to_vec())
+            }
+            TaskKind::RepeatSegment => {
+                let lengths = self.segment_lengths();
+                let r = lengths.start() + rng.below(lengths.end() - lengths.start() + 1);
+                let segment = (0..r).map(|_| rng.below(a)).collect::<Vec<_>>();
+                let full: Vec<usize> = (0..=m).map(|i| segment[i % r]).collect();
+                (full[..m].to_vec(), full[1..].to_vec())
+            }
+            TaskKind::Mqar | TaskKind::MqarPaired => {
+                let n_keys = self.config.keys();
+                let keys: Vec<usize> = rng.permutation(n_keys).into_iter().take(m).collect();
+                let values: Vec<usize> = rng.permutation(a).into_iter().take(m).collect();
+                let order = rng.permutation(m);
+                let mut seq = Vec::with_capacity(self.seq_len());
+                if self.config.kind == TaskKind::Mqar {
+                    for (k, v) in keys.iter().zip(&values) {
+                        seq.extend([*k, n_keys + v]);
+                    }
+                    seq.extend(order.iter().map(|&i| keys[i]));
+                } else {
+                    seq.extend(keys.iter().zip(&values).map(|(k, v)| k * a + v));
+                    seq.extend(order.iter().map(|&i| n_keys * a + keys[i]));
+                }
+                (seq, order.iter().map(|&i| values[i]).collect())
             }
         }
     }
@@ -651,7 +758,7 @@ mod tests {
             .filter(|k| !k.needs_position())
             .map(TaskKind::name)
             .collect();
-        assert_eq!(free, ["recall", "majority", "count"]);
+        assert_eq!(free, ["recall", "majority", "count", "mqar-paired"]);
     }
 
     #[test]
@@ -717,5 +824,53 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn repeat_segment_repeats_a_segment_of_varying_length() {
+        let task = Task::new(TaskConfig::new(TaskKind::RepeatSegment, 32, 64)).unwrap();
+        let batch = task.batch(200, &mut HostRng::new(5));
+        let mut lengths = std::collections::BTreeSet::new();
+        for (row, next) in batch.tokens.chunks(32).zip(batch.targets.chunks(32)) {
+            // The shortest period is the segment's length (or divides it, for a rare segment
+            // that repeats itself).
+            let r = (1..32)
+                .find(|&r| (r..32).all(|i| row[i] == row[i - r]))
+                .unwrap();
+            assert!(task.segment_lengths().contains(&r), "{r}");
+            for i in 0..32 {
+                assert_eq!(row[i], row[i % r], "position {i}");
+                assert_eq!(next[i], row[(i + 1) % r], "target {i}");
+            }
+            lengths.insert(r);
+        }
+        assert_eq!(lengths.len(), 9, "every length 8 … 16 drawn: {lengths:?}");
+        assert!(Task::new(TaskConfig::new(TaskKind::RepeatSegment, 3, 15)).is_err());
+    }
+
+    #[test]
+    fn mqar_asks_every_key_once_for_its_value() {
+        let task = Task::new(TaskConfig {
+            keys: Some(20),
+            ..TaskConfig::new(TaskKind::Mqar, 6, 10)
+        })
+        .unwrap();
+        assert_eq!((task.seq_len(), task.n_out(), task.vocab()), (18, 6, 30));
+        let batch = task.batch(50, &mut HostRng::new(2));
+        for (row, answers) in batch.tokens.chunks(18).zip(batch.targets.chunks(6)) {
+            let pairs: Vec<(i64, i64)> = row[..12].chunks(2).map(|p| (p[0], p[1] - 20)).collect();
+            let mut asked: Vec<i64> = row[12..].to_vec();
+            for (query, answer) in asked.iter().zip(answers) {
+                let (_, value) = pairs.iter().find(|(k, _)| k == query).unwrap();
+                assert_eq!(value, answer);
+            }
+            asked.sort_unstable();
+            let mut keys: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+            keys.sort_unstable();
+            assert_eq!(asked, keys, "every key asked once");
+            keys.dedup();
+            assert_eq!(keys.len(), 6, "distinct keys");
+        }
+        assert!(Task::new(TaskConfig::new(TaskKind::Mqar, 6, 5)).is_err());
     }
 }

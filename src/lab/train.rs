@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::attention::AttentionConfigError;
 use crate::lab::metrics::{
-    entropy_per_head, first_key_weight_per_head, max_weight_per_head, to_host,
+    InductionMask, entropy_per_head, first_key_weight_per_head, max_weight_per_head, to_host,
 };
 use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::mup;
@@ -166,6 +166,50 @@ pub struct HeadProbe {
     /// before it was probed.
     #[serde(default, with = "crate::util::exact")]
     pub first_key: f64,
+    /// The induction scores, on tasks that repeat their tokens ([`Task::probes_induction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub induction: Option<HeadInduction>,
+}
+
+/// How much of one head looks like a step of an induction circuit (Olsson et al. 2022, §2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadInduction {
+    /// Mean weight on the previous position, i − 1.
+    #[serde(with = "crate::util::exact")]
+    pub previous_token: f64,
+    /// Mean weight on the tokens that followed earlier occurrences of the query's own token,
+    /// over the queries whose token occurred before (see
+    /// [`crate::lab::metrics::InductionMask`]).
+    #[serde(with = "crate::util::exact")]
+    pub prefix_match: f64,
+}
+
+/// The loss where in-context learning shows, on tasks that repeat their tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InductionLoss {
+    /// Mean loss at the positions whose token occurred earlier in the sequence: the repeats,
+    /// which the context predicts.
+    #[serde(with = "crate::util::exact")]
+    pub repeat: f64,
+    /// Mean loss at the positions whose token is new: the first copy.
+    #[serde(with = "crate::util::exact")]
+    pub first: f64,
+    /// Mean loss over the first quarter of the positions, and over the last quarter: Olsson et
+    /// al.'s in-context-learning score is late − early.
+    #[serde(with = "crate::util::exact")]
+    pub early: f64,
+    #[serde(with = "crate::util::exact")]
+    pub late: f64,
+}
+
+impl InductionLoss {
+    /// Olsson et al.'s in-context-learning score: the loss late in the sequence minus the loss
+    /// early, negative when the context helps.
+    pub fn icl_score(&self) -> f64 {
+        self.late - self.early
+    }
 }
 
 /// A gradient norm at a recorded step.
@@ -243,6 +287,9 @@ pub struct StepRecord {
     /// |logit| of the readout: the sizes µP's coordinate check follows across widths.
     #[serde(with = "crate::util::exact::vec")]
     pub output_abs: Vec<f64>,
+    /// The loss on the repeats and on the first copy, on tasks that repeat their tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub induction: Option<InductionLoss>,
 }
 
 impl StepRecord {
@@ -528,14 +575,18 @@ pub fn train_on(
             let bad = first_non_finite(loss_value, &probes)
                 .or_else(|| first_non_finite_gradient(&net, &grads));
             if recorded(step) || bad.is_some() {
+                let induction = task.probes_induction().then(|| InductionMask::of(&batch));
                 records.push(StepRecord {
                     step,
                     loss: loss_value,
                     accuracy: accuracy(out.logits.clone().inner(), targets.inner()),
                     grads: probes,
-                    heads: head_probes(&out.attention),
+                    heads: head_probes(&out.attention, induction.as_ref()),
                     logit_std: visible_logit_std(&out.attention),
                     max_logit: max_logits(&out.attention),
+                    induction: induction
+                        .as_ref()
+                        .map(|mask| mask.losses(out.logits.clone().inner(), &batch)),
                     output_abs: output_abs(&out.attention, out.logits),
                 });
             }
@@ -798,14 +849,19 @@ fn output_abs(
         .collect()
 }
 
-/// Entropy and peak weight of every head of every layer.
-fn head_probes(attention: &[crate::block::attention::AttentionOutput]) -> Vec<HeadProbe> {
+/// Entropy and peak weight of every head of every layer, and their induction scores where
+/// `induction` marks the batch's repeats.
+fn head_probes(
+    attention: &[crate::block::attention::AttentionOutput],
+    induction: Option<&InductionMask>,
+) -> Vec<HeadProbe> {
     let mut probes = Vec::new();
     for (layer, out) in attention.iter().enumerate() {
         let weights = out.weights().inner();
         let entropy = entropy_per_head(weights.clone());
         let max_weight = max_weight_per_head(weights.clone());
-        let first_key = first_key_weight_per_head(weights);
+        let first_key = first_key_weight_per_head(weights.clone());
+        let scores = induction.map(|mask| mask.head_scores(weights));
         for (head, ((entropy, max_weight), first_key)) in entropy
             .into_iter()
             .zip(max_weight)
@@ -818,6 +874,7 @@ fn head_probes(attention: &[crate::block::attention::AttentionOutput]) -> Vec<He
                 entropy,
                 max_weight,
                 first_key,
+                induction: scores.as_ref().map(|s| s[head]),
             });
         }
     }

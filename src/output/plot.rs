@@ -51,6 +51,8 @@ pub struct LineChart {
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
+    /// Shaded spans of x, drawn behind the lines: (legend name, from, to).
+    pub bands: Vec<(String, f64, f64)>,
 }
 
 impl LineChart {
@@ -66,7 +68,14 @@ impl LineChart {
             log_x: false,
             log_y: false,
             series: Vec::new(),
+            bands: Vec::new(),
         }
+    }
+
+    /// Shades the span of x from `from` to `to` (e.g. a window in which something happened).
+    pub fn band(mut self, name: impl Into<String>, from: f64, to: f64) -> Self {
+        self.bands.push((name.into(), from.min(to), from.max(to)));
+        self
     }
 
     pub fn log_x(mut self) -> Self {
@@ -146,11 +155,12 @@ impl LineChart {
         let x = span(points.iter().map(|p| p.0), self.log_x);
         let y = span(points.iter().chain(&ends).map(|p| p.1), self.log_y);
         let legend = self.emptiest_corner(&points, &x, &y);
+        let height = (y.start, y.end);
         match (self.log_x, self.log_y) {
-            (false, false) => self.draw(x, y, legend, &shown),
-            (true, false) => self.draw(x.log_scale(), y, legend, &shown),
-            (false, true) => self.draw(x, y.log_scale(), legend, &shown),
-            (true, true) => self.draw(x.log_scale(), y.log_scale(), legend, &shown),
+            (false, false) => self.draw(x, y, height, legend, &shown),
+            (true, false) => self.draw(x.log_scale(), y, height, legend, &shown),
+            (false, true) => self.draw(x, y.log_scale(), height, legend, &shown),
+            (true, true) => self.draw(x.log_scale(), y.log_scale(), height, legend, &shown),
         }
     }
 
@@ -196,6 +206,7 @@ impl LineChart {
         &self,
         x: X,
         y: Y,
+        (bottom, top): (f64, f64),
         legend: SeriesLabelPosition,
         shown: &dyn Fn(&(f64, f64)) -> bool,
     ) -> Result<String, PlotError>
@@ -225,6 +236,17 @@ impl LineChart {
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(|e| self.error(e))?;
+            for (name, from, to) in &self.bands {
+                let fill = RGBColor(255, 200, 80).mix(0.3).filled();
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(*from, bottom), (*to, top)],
+                        fill,
+                    )))
+                    .map_err(|e| self.error(e))?
+                    .label(name)
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], fill));
+            }
             for (i, s) in self.series.iter().enumerate() {
                 let color = if s.reference {
                     RGBColor(120, 120, 120).to_rgba()

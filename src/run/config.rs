@@ -255,7 +255,9 @@ impl Validate for TaskConfig {
     fn validate(&self) -> Result<(), Invalid> {
         TaskConfig::validate(self).map_err(|e| {
             let key = match &e {
-                TaskError::TooSmall { field, .. } => field,
+                TaskError::TooSmall { field, .. } | TaskError::TooFewDistinct { field, .. } => {
+                    field
+                }
                 TaskError::TooFewKeys { .. } | TaskError::UnusedKeys { .. } => "keys",
                 TaskError::UnknownKind(_) => "kind",
             };

@@ -197,6 +197,52 @@ pub fn run_seeds(
     Ok(SeedRuns { runs })
 }
 
+/// [`run_seeds`] for several configurations of one task at once, each `(label, model)` recorded
+/// under its own label: on a CPU backend every (configuration, seed) run of them trains side by
+/// side, one per core, as the seeds of one configuration do. One [`SeedRuns`] per configuration,
+/// in order.
+pub fn run_side_by_side(
+    notebook: &mut Notebook,
+    part: &str,
+    models: &[(String, ModelConfig)],
+    task: &Task,
+    config: &TrainConfig,
+    seeds: &[u64],
+) -> Result<Vec<SeedRuns>, RunError> {
+    let tasks = std::slice::from_ref(task);
+    let jobs: Vec<TrainJob> = models
+        .iter()
+        .flat_map(|(_, model)| {
+            seeds.iter().map(move |&seed| TrainJob {
+                model,
+                tasks,
+                config,
+                seed,
+            })
+        })
+        .collect();
+    let labels: Vec<&str> = models.iter().map(|(label, _)| label.as_str()).collect();
+    let mut trained = notebook
+        .train_seeds(part, &labels.join(" + "), &jobs)?
+        .into_iter();
+    let mut out = Vec::with_capacity(models.len());
+    for (label, _) in models {
+        let mut runs = Vec::with_capacity(seeds.len());
+        for &seed in seeds {
+            let run = trained.next().expect("one run per job");
+            record(notebook, part, label, seed, &run);
+            if let Some(d) = &run.divergence {
+                notebook.finding(format!(
+                    "{label}, seed {seed}: {d}; the records up to it are kept"
+                ));
+            }
+            runs.push(run);
+        }
+        out.push(SeedRuns { runs });
+    }
+    Ok(out)
+}
+
 /// Keeps each seed's trained model as `models/<part>-<label>-seed<seed>`.
 pub fn keep_models(
     notebook: &mut Notebook,
@@ -242,6 +288,14 @@ fn record(notebook: &mut Notebook, part: &str, label: &str, seed: u64, run: &Tra
                     .layer(Some(h.layer))
                     .head(h.head),
             );
+            if let Some(scores) = h.induction {
+                for (metric, value) in [
+                    ("previous_token_score", scores.previous_token),
+                    ("prefix_matching_score", scores.prefix_match),
+                ] {
+                    notebook.metric(row(metric, value).layer(Some(h.layer)).head(h.head));
+                }
+            }
         }
         for (layer, s) in r.logit_std.iter().enumerate() {
             notebook.metric(row("logit_std", *s).layer(Some(layer)));
@@ -255,6 +309,15 @@ fn record(notebook: &mut Notebook, part: &str, label: &str, seed: u64, run: &Tra
         }
         if let Some(readout) = readout {
             notebook.metric(row("readout_abs", *readout));
+        }
+        if let Some(loss) = r.induction {
+            for (metric, value) in [
+                ("repeat_loss", loss.repeat),
+                ("first_copy_loss", loss.first),
+                ("icl_score", loss.icl_score()),
+            ] {
+                notebook.metric(row(metric, value));
+            }
         }
     }
 }

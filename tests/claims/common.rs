@@ -134,6 +134,8 @@ pub fn binary(name: &str) -> &'static str {
         "counting" => env!("CARGO_BIN_EXE_counting"),
         "length_generalization" => env!("CARGO_BIN_EXE_length_generalization"),
         "attention_sinks" => env!("CARGO_BIN_EXE_attention_sinks"),
+        "induction_heads" => env!("CARGO_BIN_EXE_induction_heads"),
+        "mqar" => env!("CARGO_BIN_EXE_mqar"),
         "complexity" => env!("CARGO_BIN_EXE_complexity"),
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),

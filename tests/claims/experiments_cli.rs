@@ -302,6 +302,44 @@ fn counting_reduced_run() {
 }
 
 #[test]
+fn induction_heads_reduced_run() {
+    // Every verdict must hold at 700 steps: the phase change, the two heads, the flat control.
+    // With one layer in place of the two, the phase-change verdict fails.
+    reduced_run_confirms(
+        "induction_heads",
+        &[
+            "loss_vs_step",
+            "repeat_loss_every_seed",
+            "icl_score_vs_step",
+            "head_scores_vs_step",
+            "induction_head",
+            "previous_token_head",
+        ],
+    );
+}
+
+#[test]
+fn mqar_reduced_run() {
+    // At 600 steps softmax recalls 4 and 8 pairs at widths 32 and 64, and linear attention
+    // recalls neither at either width, so "recovers with width" is not settled here; the other two
+    // verdicts must hold. With the linear kernel in softmax's place, the softmax verdict fails.
+    let dir = reduced_run("mqar", &["accuracy_vs_pairs"], &["recovers with width"]);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let points = summary["results"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2 * 2 * 2, "kernels × widths × pairs");
+    for p in points {
+        let kernel = p["kernel"].as_str().unwrap();
+        let accuracy = p["accuracy"][0].as_f64().unwrap();
+        match kernel {
+            "softmax" => assert!(accuracy >= 0.9, "{p}"),
+            "linear" => assert!(accuracy < 0.9, "{p}"),
+            other => panic!("unknown kernel {other}"),
+        }
+    }
+}
+
+#[test]
 fn attention_sinks_reduced_run() {
     // At 60 steps no verdict is settled; what must hold is that each cure is in the model it
     // names: the off-by-one softmax leaves weight unspent (the standard softmax leaves exactly
@@ -522,6 +560,38 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
                 "--set",
                 set,
             ],
+            needle,
+        );
+    }
+    for (set, needle) in [
+        ("task.kind=\"copy\"", "task.kind"),
+        ("model.n_layers=1", "model.n_layers"),
+        ("model.causal=false", "model.causal"),
+        ("phase_share=0.4", "phase_share"),
+        ("head_threshold=1.0", "head_threshold"),
+    ] {
+        refused(
+            "induction_heads",
+            &[
+                "--config",
+                "tests/configs/induction_heads.toml",
+                "--set",
+                set,
+            ],
+            needle,
+        );
+    }
+    for (set, needle) in [
+        ("model.kernel=\"linear\"", "model.kernel"),
+        ("task.length=4", "task.length"),
+        ("pairs=[8, 4]", "pairs"),
+        ("widths=[32]", "widths"),
+        ("task.keys=4", "keys"),
+        ("model.temperature=2.0", "linear attention"),
+    ] {
+        refused(
+            "mqar",
+            &["--config", "tests/configs/mqar.toml", "--set", set],
             needle,
         );
     }

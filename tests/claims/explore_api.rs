@@ -201,6 +201,10 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
             "options.gate",
         ),
         (
+            json!({"tokens": ["a"], "options": {"kernel": "cosine"}}),
+            "options.kernel",
+        ),
+        (
             json!({"tokens": ["a", "b"], "options": {"softmax": "off-by-one", "softmax_axis": "whole"}}),
             "the off-by-one softmax",
         ),

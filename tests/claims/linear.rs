@@ -19,7 +19,6 @@ fn phi(x: f64) -> f64 {
 
 /// The direct formula in f64, from `q, k [batch, heads, n, d_k]` and `v [batch, heads, n, d_v]`
 /// flattened, with `padded[b][j]` true for padding: `[batch, heads, n, d_v]`.
-#[allow(clippy::too_many_arguments)] // the shapes of the three inputs, named
 fn direct(
     q: &[f32],
     k: &[f32],
@@ -29,13 +28,13 @@ fn direct(
     padded: &[Vec<bool>],
 ) -> Vec<f64> {
     let mut out = vec![0.0; batch * heads * n * d_v];
-    for b in 0..batch {
+    for (b, padded) in padded.iter().enumerate().take(batch) {
         for h in 0..heads {
             let bh = b * heads + h;
             for i in 0..n {
                 let (mut num, mut den) = (vec![0.0; d_v], 0.0);
                 for j in 0..n {
-                    if (causal && j > i) || padded[b][j] {
+                    if (causal && j > i) || padded[j] {
                         continue;
                     }
                     let a: f64 = (0..d_k)

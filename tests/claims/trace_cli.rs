@@ -263,6 +263,11 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             "the off-by-one softmax",
         ),
         (&["--gate", "sometimes"][..], "gate"),
+        (&["--kernel", "cosine"][..], "kernel"),
+        (
+            &["--kernel", "linear", "--temperature", "2"][..],
+            "linear attention applies φ = elu + 1",
+        ),
     ] {
         let out = trace(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -307,6 +312,21 @@ fn bad_knobs_exit_2_with_a_clear_line() {
             && stdout.contains("weight left unspent: ")
             && stdout.contains("gate per query: ")
             && stdout.contains("8. head 1: gate × weights·V (output)"),
+        "{stdout}"
+    );
+    // Linear attention: φ(q)·φ(k) as the scores, each row divided by its sum.
+    let stdout = traced(&[
+        "--sentence",
+        "the cat sat",
+        "--kernel",
+        "linear",
+        "--causal",
+    ]);
+    assert!(
+        stdout.contains("linear attention: weights φ(q_i)·φ(k_j)")
+            && stdout.contains("5. φ(Q)·φ(K)ᵀ, φ = elu + 1")
+            && stdout.contains("7. each row divided by its sum (weights)")
+            && stdout.contains("row sums: 1, 1, 1"),
         "{stdout}"
     );
 }
