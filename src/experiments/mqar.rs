@@ -25,7 +25,7 @@ use crate::output::plot::LineChart;
 use crate::output::report::{MetricRow, Table, Verdict};
 use crate::run::config::{Invalid, RunConfig, Validate, experiment_config, positive, validate_in};
 use crate::run::experiment::{Experiment, Notebook, RunError};
-use crate::run::training::run_side_by_side;
+use crate::run::training::{keep_models, run_side_by_side};
 
 /// `configs/mqar.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,7 +206,10 @@ impl Experiment for Mqar {
                     .collect();
                 let trained =
                     run_side_by_side(notebook, "mqar", &models, &task, &config.train, &seeds)?;
-                for ((kernel, (label, _)), runs) in Kernel::ALL.iter().zip(&models).zip(trained) {
+                for ((kernel, (label, model)), runs) in Kernel::ALL.iter().zip(&models).zip(trained)
+                {
+                    // Every grid point's models, for the explorer: softmax and linear side by side.
+                    keep_models(notebook, "mqar", label, model, &task, &seeds, &runs)?;
                     let accuracy: Vec<f64> = runs
                         .runs
                         .iter()

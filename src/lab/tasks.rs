@@ -872,5 +872,20 @@ mod tests {
             assert_eq!(keys.len(), 6, "distinct keys");
         }
         assert!(Task::new(TaskConfig::new(TaskKind::Mqar, 6, 5)).is_err());
+        // The paired form: each pair one token, key·V + value; queries are V·keys + key.
+        let paired = Task::new(TaskConfig {
+            keys: Some(20),
+            ..TaskConfig::new(TaskKind::MqarPaired, 6, 10)
+        })
+        .unwrap();
+        assert_eq!((paired.seq_len(), paired.n_out()), (12, 6));
+        let batch = paired.batch(50, &mut HostRng::new(2));
+        for (row, answers) in batch.tokens.chunks(12).zip(batch.targets.chunks(6)) {
+            for (&query, &answer) in row[6..].iter().zip(answers) {
+                let key = query - 200;
+                let pair = row[..6].iter().find(|&&t| t / 10 == key).unwrap();
+                assert_eq!(pair % 10, answer);
+            }
+        }
     }
 }

@@ -35,9 +35,22 @@ fn reduced_run_confirms(name: &str, plots: &[&str]) {
 /// Runs a reduced config and checks the folder and the verdicts: every one confirmed except
 /// those whose claim contains one of `unasserted` (printed, either way). Returns the run folder.
 fn reduced_run(name: &str, plots: &[&str], unasserted: &[&str]) -> std::path::PathBuf {
+    reduced_run_with(name, &[], plots, unasserted)
+}
+
+/// [`reduced_run`] with `extra` flags after the reduced config (a longer run than the one the
+/// fuzz, shard and reproduce tests share).
+fn reduced_run_with(
+    name: &str,
+    extra: &[&str],
+    plots: &[&str],
+    unasserted: &[&str],
+) -> std::path::PathBuf {
     let out = scratch(&format!("e2e-{name}"));
     let config = format!("tests/configs/{name}.toml");
-    let result = run(name, &["--config", &config, "--out", out.to_str().unwrap()]);
+    let mut args = vec!["--config", &config, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let result = run(name, &args);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{}\n{stdout}", stderr(&result));
     let dir = run_dir(&out, name);
@@ -303,10 +316,12 @@ fn counting_reduced_run() {
 
 #[test]
 fn induction_heads_reduced_run() {
-    // Every verdict must hold at 700 steps: the phase change, the two heads, the flat control.
-    // With one layer in place of the two, the phase-change verdict fails.
-    reduced_run_confirms(
+    // Every verdict must hold at 700 steps (the reduced config's 100, shared with the fuzz, shard
+    // and reproduce tests, only run it): the phase change, the two heads, the flat control. With
+    // one layer in place of the two, the phase-change verdict fails.
+    reduced_run_with(
         "induction_heads",
+        &["--set", "train.steps=700"],
         &[
             "loss_vs_step",
             "repeat_loss_every_seed",
@@ -315,6 +330,7 @@ fn induction_heads_reduced_run() {
             "induction_head",
             "previous_token_head",
         ],
+        &[],
     );
 }
 
@@ -323,7 +339,32 @@ fn mqar_reduced_run() {
     // At 600 steps softmax recalls 4 and 8 pairs at widths 32 and 64, and linear attention
     // recalls neither at either width, so "recovers with width" is not settled here; the other two
     // verdicts must hold. With the linear kernel in softmax's place, the softmax verdict fails.
-    let dir = reduced_run("mqar", &["accuracy_vs_pairs"], &["recovers with width"]);
+    // (The reduced config itself is a few seconds' run for the fuzz, shard and reproduce tests.)
+    let dir = reduced_run_with(
+        "mqar",
+        &[
+            "--set",
+            "train.steps=600",
+            "--set",
+            "widths=[32, 64]",
+            "--set",
+            "pairs=[4, 8]",
+            "--set",
+            "task.length=8",
+            "--set",
+            "eval_size=64",
+            "--set",
+            "task.symbols=64",
+            "--set",
+            "task.keys=64",
+            "--set",
+            "train.batch_size=32",
+            "--set",
+            "train.warmup_steps=50",
+        ],
+        &["accuracy_vs_pairs"],
+        &["recovers with width"],
+    );
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let points = summary["results"]["points"].as_array().unwrap();
@@ -583,10 +624,10 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
     }
     for (set, needle) in [
         ("model.kernel=\"linear\"", "model.kernel"),
-        ("task.length=4", "task.length"),
+        ("task.length=2", "task.length"),
         ("pairs=[8, 4]", "pairs"),
         ("widths=[32]", "widths"),
-        ("task.keys=4", "keys"),
+        ("task.keys=3", "keys"),
         ("model.temperature=2.0", "linear attention"),
     ] {
         refused(

@@ -326,7 +326,7 @@ fn bad_knobs_exit_2_with_a_clear_line() {
         stdout.contains("linear attention: weights φ(q_i)·φ(k_j)")
             && stdout.contains("5. φ(Q)·φ(K)ᵀ, φ = elu + 1")
             && stdout.contains("7. each row divided by its sum (weights)")
-            && stdout.contains("row sums: 1, 1, 1"),
+            && stdout.contains("row sums: 1.0000, 1.0000, 1.0000"),
         "{stdout}"
     );
 }
