@@ -104,6 +104,10 @@ impl Validate for MqarConfig {
             ));
         }
         validate_in("task", &self.task)?;
+        for &pairs in &self.pairs {
+            validate_in("task", &self.task_at(pairs))
+                .map_err(|e| Invalid::new(e.key, format!("{} (at {pairs} pairs)", e.reason)))?;
+        }
         if self.model.kernel != Kernel::Softmax {
             return Err(Invalid::new(
                 "model.kernel",

@@ -627,6 +627,7 @@ fn the_new_model_and_training_keys_refuse_bad_values() {
         ("task.length=2", "task.length"),
         ("pairs=[8, 4]", "pairs"),
         ("widths=[32]", "widths"),
+        ("pairs=[0, 4]", "at 0 pairs"),
         ("task.keys=3", "keys"),
         ("model.temperature=2.0", "linear attention"),
     ] {
