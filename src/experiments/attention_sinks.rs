@@ -36,7 +36,7 @@ use crate::lab::model::{ModelConfig, ModelOutput};
 use crate::lab::tasks::{Batch, TRIGGER_P, TRIGGERS, Task, TaskConfig, TaskKind};
 use crate::lab::train::TrainConfig;
 use crate::output::plot::{Heatmap, LineChart};
-use crate::output::report::{MetricRow, Table, Verdict};
+use crate::output::report::{MetricRow, Table, Verdict, per_head_text};
 use crate::run::config::{
     Invalid, RunConfig, Validate, at_least, experiment_config, positive, validate_in,
 };
@@ -532,18 +532,6 @@ fn record(variant: &VariantMeasure, notebook: &mut Notebook) {
     }
 }
 
-fn heads_text(per_layer: &[Vec<f64>]) -> String {
-    per_layer
-        .iter()
-        .enumerate()
-        .map(|(l, heads)| {
-            let cells: Vec<String> = heads.iter().map(|a| format!("{a:.2}")).collect();
-            format!("L{l}: {}", cells.join(" "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn tables(config: &SinksConfig, task: &Task, measured: &[VariantMeasure], notebook: &mut Notebook) {
     let mut table = Table::new(
         format!(
@@ -617,10 +605,10 @@ fn tables(config: &SinksConfig, task: &Task, measured: &[VariantMeasure], notebo
             .join("; ");
         heads.row(vec![
             v.label.clone(),
-            heads_text(&s.first_key),
+            per_head_text(&s.first_key, 0),
             format!("{}", v.spread(|s| s.sink_rate(config.sink_threshold))),
-            heads_text(&s.value_ratio),
-            heads_text(&s.unspent),
+            per_head_text(&s.value_ratio, 0),
+            per_head_text(&s.unspent, 0),
             gate,
             massive,
         ]);

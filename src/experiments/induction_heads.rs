@@ -27,7 +27,7 @@ use crate::lab::model::{ModelConfig, TinyTransformer};
 use crate::lab::tasks::{Batch, Task, TaskConfig, TaskKind};
 use crate::lab::train::{StepRecord, TrainConfig, TrainRun};
 use crate::output::plot::{Heatmap, LineChart};
-use crate::output::report::{MetricRow, Table, Verdict};
+use crate::output::report::{MetricRow, Table, Verdict, per_head_text};
 use crate::run::config::{
     Invalid, RunConfig, Validate, at_least, experiment_config, positive, validate_in,
 };
@@ -450,18 +450,6 @@ fn record(m: &ModelMeasure, notebook: &mut Notebook) {
     }
 }
 
-fn heads_text(per_layer: &[Vec<f64>]) -> String {
-    per_layer
-        .iter()
-        .enumerate()
-        .map(|(l, heads)| {
-            let cells: Vec<String> = heads.iter().map(|a| format!("{a:.2}")).collect();
-            format!("L{}: {}", l + 1, cells.join(" "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn phase_text(phase: Option<Phase>) -> String {
     match phase {
         Some(p) => format!(
@@ -531,8 +519,8 @@ fn tables(
                 m.label.clone(),
                 s.seed.to_string(),
                 phase_text(s.phase),
-                heads_text(&s.previous_token),
-                heads_text(&s.prefix_match),
+                per_head_text(&s.previous_token, 1),
+                per_head_text(&s.prefix_match, 1),
                 s.prefix_rise_in_window
                     .map_or("-".into(), |r| format!("{r:.2}")),
             ]);

@@ -228,6 +228,20 @@ pub struct Plot {
     pub svg: String,
 }
 
+/// One number per head, layer by layer, for a table cell: `L1: 0.12 0.80; L2: 0.05 0.91`, the
+/// layers numbered from `first_layer`.
+pub fn per_head_text(per_layer: &[Vec<f64>], first_layer: usize) -> String {
+    per_layer
+        .iter()
+        .enumerate()
+        .map(|(l, heads)| {
+            let cells: Vec<String> = heads.iter().map(|a| format!("{a:.2}")).collect();
+            format!("L{}: {}", l + first_layer, cells.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A file stem safe on every file system: letters, digits, `.`, `_` and `-` kept, anything else
 /// `_`, and at most [`MAX_STEM`] bytes. A longer name keeps its start and gets a hash of the whole,
 /// so two long names that share a start stay two files. (Stems built from formatted numbers can
