@@ -134,6 +134,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         softmax: args.softmax,
         gate: args.gate,
         kernel: args.kernel,
+        ..TraceOptions::default()
     };
     let needs = trace::footprint(&input, &options);
     check_memory(needs.bytes, &needs.what, args.force)?;

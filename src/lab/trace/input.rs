@@ -107,7 +107,12 @@ pub fn parse_input(value: &Value) -> Result<TraceInput, TraceError> {
     const FIELDS: [&str; 5] = ["tokens", "x", "w_q", "w_k", "w_v"];
     // What `--json` writes beside the inputs: read back and ignored, so that its file repeats
     // the run (the options come from the command line, as the first time).
-    const OUTPUTS: [&str; 24] = [
+    const OUTPUTS: [&str; 29] = [
+        "path",
+        "fused",
+        "formula",
+        "row_sum_tolerance",
+        "x_positional",
         "kernel",
         "qk_norm",
         "ssmax",

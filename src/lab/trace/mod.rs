@@ -12,7 +12,8 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::block::attention::{
-    AttentionConfig, AttentionConfigError, AttentionInput, AttentionOutput, seeded_linear,
+    AttentionConfig, AttentionConfigError, AttentionInput, AttentionOutput, AttentionPath,
+    seeded_linear,
 };
 use crate::block::gate::GateKind;
 use crate::block::kernel::{self, Kernel};
@@ -93,6 +94,9 @@ pub struct TraceOptions {
     /// Softmax, or linear attention: φ(q)·φ(k), φ = elu + 1, normalised per row; the scores
     /// shown are then φ(q)·φ(k) (see [`crate::block::kernel`]).
     pub kernel: Kernel,
+    /// The fused op where it applies (its own weights shown, read off the kernel), or the
+    /// decomposed steps.
+    pub path: AttentionPath,
 }
 
 impl Default for TraceOptions {
@@ -112,6 +116,7 @@ impl Default for TraceOptions {
             softmax: SoftmaxKind::Standard,
             gate: GateKind::None,
             kernel: Kernel::Softmax,
+            path: AttentionPath::Fused,
         }
     }
 }
@@ -236,27 +241,100 @@ impl HeadTrace {
             .collect()
     }
 
-    /// bertviz's neuron view for `query`: for every key j, q ⊙ k_j element by element, their
-    /// sum q·k_j, the scaled score and the weight.
-    pub fn neuron(&self, query: usize) -> Value {
-        let q = &self.q[query];
-        let keys: Vec<Value> = self
-            .k
+    /// The entropy's ceiling for each query, ln(keys it sees): ln n without a mask, ln(i + 1)
+    /// for query i under the causal mask (0 for the first query, which sees only itself).
+    pub fn entropy_max(&self) -> Vec<f32> {
+        self.scaled
             .iter()
-            .enumerate()
-            .map(|(j, k)| {
-                let product: Vec<f32> = q.iter().zip(k).map(|(a, b)| a * b).collect();
-                json!({
-                    "k": k,
-                    "product": product,
-                    "dot": self.scores[query][j],
-                    "scaled": self.scaled[query][j],
-                    "weight": self.weights[query][j],
-                })
+            .map(|row| {
+                let seen = row.iter().filter(|s| s.is_some()).count();
+                if seen > 0 { (seen as f32).ln() } else { 0.0 }
             })
-            .collect();
-        json!({"query": query, "q": q, "keys": keys})
+            .collect()
     }
+
+    /// Per query, whether its weights miss summing to 1 by more than `tolerance`: never under
+    /// the row softmax (up to rounding), often under the column and whole-matrix pitfalls, and
+    /// by design under the off-by-one softmax.
+    pub fn row_sum_off(&self, tolerance: f32) -> Vec<bool> {
+        self.row_sums()
+            .iter()
+            .map(|s| (s - 1.0).abs() > tolerance)
+            .collect()
+    }
+}
+
+/// Largest |Σ_j w_ij − 1| still read as a row that sums to 1: f32 sums of up to 64 weights are
+/// off by ~1e-6, while a pitfall's rows miss by ~1e-1.
+pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
+
+/// How each weight of a head is made from its scaled score: `weight = numerator / normaliser`.
+/// The softmax's is exp(s − m) over Σ exp(s − m) of the group it normalises (the row, the
+/// key's column, or the whole matrix), m the group's largest score, which changes no weight;
+/// the off-by-one softmax adds exp(−m) for its 1, m then at least 0 (Miller 2023). Linear
+/// attention's is φ(q)·φ(k) over its row's sum. Masked entries have numerator 0.
+fn numerators(
+    scaled: &[Vec<Option<f32>>],
+    options: &TraceOptions,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let n_q = scaled.len();
+    let n_k = scaled.first().map_or(0, Vec::len);
+    let value = |i: usize, j: usize| scaled[i][j].map(f64::from);
+    // The group (i, j) is normalised with, as a key: rows, columns or one group.
+    let group = |i: usize, j: usize| match options.softmax_axis {
+        _ if options.kernel == Kernel::Linear => i,
+        SoftmaxAxis::Row => i,
+        SoftmaxAxis::Column => j,
+        SoftmaxAxis::Whole => 0,
+    };
+    let groups = n_q.max(n_k).max(1);
+    let linear = options.kernel == Kernel::Linear;
+    let off_by_one = options.softmax == SoftmaxKind::OffByOne;
+    let mut shift = vec![f64::NEG_INFINITY; groups];
+    for i in 0..n_q {
+        for j in 0..n_k {
+            if let Some(s) = value(i, j) {
+                let g = group(i, j);
+                shift[g] = shift[g].max(s);
+            }
+        }
+    }
+    for m in &mut shift {
+        *m = match (linear, off_by_one) {
+            (true, _) => 0.0,
+            (false, true) => m.max(0.0),
+            (false, false) if m.is_finite() => *m,
+            _ => 0.0,
+        };
+    }
+    let mut sums = vec![0.0; groups];
+    if off_by_one && !linear {
+        for (sum, m) in sums.iter_mut().zip(&shift) {
+            *sum = (-m).exp();
+        }
+    }
+    let numerator: Vec<Vec<f64>> = (0..n_q)
+        .map(|i| {
+            (0..n_k)
+                .map(|j| match value(i, j) {
+                    Some(s) if linear => s,
+                    Some(s) => (s - shift[group(i, j)]).exp(),
+                    None => 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    for i in 0..n_q {
+        for j in 0..n_k {
+            sums[group(i, j)] += numerator[i][j];
+        }
+    }
+    let per_entry = |of: &[f64]| -> Vec<Vec<f64>> {
+        (0..n_q)
+            .map(|i| (0..n_k).map(|j| of[group(i, j)]).collect())
+            .collect()
+    };
+    (numerator, per_entry(&sums), per_entry(&shift))
 }
 
 /// Every intermediate of one trace, as plain rows of numbers.
@@ -270,6 +348,12 @@ pub struct TraceResult {
     pub options: TraceOptions,
     /// The input embeddings, before any positional encoding.
     pub x: Vec<Vec<f32>>,
+    /// X after an additive positional encoding (sinusoidal or learned), as the block's own
+    /// encoding made it: what W_Q, W_K and W_V multiply. `None` when nothing is added to X
+    /// (no encoding, or rotary and ALiBi, which act on q, k and the scores).
+    pub x_positional: Option<Vec<Vec<f32>>>,
+    /// Whether the fused op computed the output (and the weights shown are its own).
+    pub fused: bool,
     /// The projections used, drawn or given: `d_model × n_heads·d_k` (twice) and
     /// `d_model × n_heads·d_v`, head h in columns h·d … (h+1)·d; `None` without projections.
     pub w_q: Option<Vec<Vec<f32>>>,
@@ -278,6 +362,69 @@ pub struct TraceResult {
     pub heads: Vec<HeadTrace>,
     /// The heads' outputs side by side: `n × n_heads·d_v` (no output projection).
     pub output: Vec<Vec<f32>>,
+}
+
+impl TraceResult {
+    /// bertviz's neuron view of head `head` for `query`, carried on to the weights: for every
+    /// key j, q ⊙ k_j element by element, their sum q·k_j, the scaled score s, then the
+    /// softmax's numerator exp(s − m) and the normaliser it is divided by (see [`numerators`]),
+    /// and the weight the block computed.
+    pub fn neuron(&self, head: usize, query: usize) -> Value {
+        let h = &self.heads[head];
+        let q = &h.q[query];
+        let (numerator, normaliser, shift) = numerators(&h.scaled, &self.options);
+        let keys: Vec<Value> = h
+            .k
+            .iter()
+            .enumerate()
+            .map(|(j, k)| {
+                let product: Vec<f32> = q.iter().zip(k).map(|(a, b)| a * b).collect();
+                json!({
+                    "k": k,
+                    "product": product,
+                    "dot": h.scores[query][j],
+                    "scaled": h.scaled[query][j],
+                    "shift": shift[query][j],
+                    "numerator": numerator[query][j],
+                    "normaliser": normaliser[query][j],
+                    "weight": h.weights[query][j],
+                })
+            })
+            .collect();
+        json!({"query": query, "q": q, "keys": keys})
+    }
+
+    /// The weights' formula with this trace's numbers, one line: what the views show.
+    pub fn formula(&self) -> String {
+        let o = &self.options;
+        let mask = if o.causal { ", causal mask" } else { "" };
+        if o.kernel == Kernel::Linear {
+            return format!(
+                "weights_ij = φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j), φ = elu + 1{mask}; context = weights·V"
+            );
+        }
+        let softmax = match (o.softmax, o.softmax_axis) {
+            (SoftmaxKind::OffByOne, _) => "softmax₁ over each row".to_string(),
+            (_, axis) => format!("softmax over {}", axis_words(axis)),
+        };
+        let alibi = if o.positional == PositionalKind::Alibi {
+            " − m_h·|i − j|"
+        } else {
+            ""
+        };
+        format!(
+            "weights = {softmax} of (Q·Kᵀ / {:.4}{alibi}{mask}); context = weights·V",
+            self.scale
+        )
+    }
+}
+
+fn axis_words(axis: SoftmaxAxis) -> &'static str {
+    match axis {
+        SoftmaxAxis::Row => "each row (keys)",
+        SoftmaxAxis::Column => "each column (queries)",
+        SoftmaxAxis::Whole => "the whole matrix",
+    }
 }
 
 /// The projections of a trace, as given or drawn: `(W_Q, W_K, W_V)`, `None` without projections.
@@ -366,6 +513,7 @@ pub fn run(
         .with_softmax(options.softmax)
         .with_gate(options.gate)
         .with_kernel(options.kernel)
+        .with_path(options.path)
         .with_max_len(n.max(1))
         .with_seed(options.seed)
         .init(device)?;
@@ -380,7 +528,13 @@ pub fn run(
         TensorData::new(input.x.data.clone(), [1, n, d_model]),
         device,
     );
+    let x_positional = matches!(
+        options.positional,
+        PositionalKind::Sinusoidal | PositionalKind::Learned
+    )
+    .then(|| metrics::rows(&to_host(block.positional.add(x.clone())), d_model));
     let trace = block.forward_traced(AttentionInput::self_attn(x));
+    let fused = trace.output.fused();
     let output = metrics::rows(&to_host(trace.heads), n_heads * d_v);
     let parts = [
         head_rows(trace.output.q.clone()),
@@ -388,7 +542,12 @@ pub fn run(
         head_rows(trace.output.v.clone()),
         head_rows(kernel_scores(&trace.output, false)),
         head_rows(kernel_scores(&trace.output, true)),
-        head_rows(trace.output.weights()),
+        // The fused op's own weights, read off the kernel, where it ran.
+        head_rows(if fused {
+            trace.output.kernel_weights()
+        } else {
+            trace.output.weights()
+        }),
     ];
     let gates: Vec<Option<Vec<f32>>> = match trace.output.gate.clone() {
         // [1, n, heads] → per head, one value per query
@@ -434,6 +593,8 @@ pub fn run(
         scale: block.divisor,
         options: options.clone(),
         x: input.x.to_rows(),
+        x_positional,
+        fused,
         w_q: weights.as_ref().map(|w| w.0.to_rows()),
         w_k: weights.as_ref().map(|w| w.1.to_rows()),
         w_v: weights.as_ref().map(|w| w.2.to_rows()),

@@ -25,6 +25,8 @@ impl HeadTrace {
             "row_sums": self.row_sums(),
             "column_sums": self.column_sums(),
             "entropy": self.entropy(),
+            "entropy_max": self.entropy_max(),
+            "row_sum_off": self.row_sum_off(super::ROW_SUM_TOLERANCE),
             "unspent": self.row_sums().iter().map(|s| 1.0 - s).collect::<Vec<f32>>(),
             "gate": self.gate,
         })
@@ -33,9 +35,11 @@ impl HeadTrace {
 
 impl TraceResult {
     /// The inputs (`tokens`, `x`, `w_q`, `w_k`, `w_v`: a run can be repeated with `--input`),
-    /// the options that shaped the run, `d_k`, `d_v` and `scale`, and under `heads` each head's
-    /// q, k, v, scores, scaled, weights, output, row_sums, column_sums and entropy; `output` is
-    /// the heads' outputs side by side.
+    /// the options that shaped the run, `d_k`, `d_v` and `scale`, whether the fused op ran, the
+    /// weights' `formula`, X after an additive positional encoding (`x_positional`), and under
+    /// `heads` each head's q, k, v, scores, scaled, weights, output, row_sums (and which miss 1
+    /// by more than `row_sum_tolerance`), column_sums, entropy and its ceiling `entropy_max`;
+    /// `output` is the heads' outputs side by side.
     pub fn to_json(&self) -> Value {
         let o = &self.options;
         json!({
@@ -56,7 +60,12 @@ impl TraceResult {
             "softmax": o.softmax.name(),
             "gate": o.gate.name(),
             "kernel": o.kernel.name(),
+            "path": path_name(o.path),
+            "fused": self.fused,
+            "formula": self.formula(),
+            "row_sum_tolerance": super::ROW_SUM_TOLERANCE,
             "x": self.x,
+            "x_positional": self.x_positional,
             "w_q": self.w_q,
             "w_k": self.w_k,
             "w_v": self.w_v,
@@ -323,4 +332,12 @@ fn table(
         let _ = writeln!(out);
     }
     let _ = writeln!(out);
+}
+
+/// `path`'s name, as the explorer's `options.path` takes it.
+pub fn path_name(path: crate::block::attention::AttentionPath) -> &'static str {
+    match path {
+        crate::block::attention::AttentionPath::Fused => "fused",
+        crate::block::attention::AttentionPath::Decomposed => "decomposed",
+    }
 }
