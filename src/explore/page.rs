@@ -33,6 +33,23 @@ pub const STEPS: [(&str, &str); 8] = [
 
 /// The whole page; `backend` is named in its header.
 pub fn render(backend: &str) -> Markup {
+    page(backend, None)
+}
+
+/// The page as a standalone file: `snapshot` (the answers the server computed for the inputs and
+/// knobs on screen, see [`crate::explore::api::snapshot`]) is embedded, and the script reads its
+/// answers from there instead of a server.
+pub fn render_snapshot(backend: &str, snapshot: &serde_json::Value) -> Markup {
+    page(backend, Some(script_json(snapshot)))
+}
+
+/// JSON to embed in a `<script>`: `<` written as `\u003c`, so that no string in it (a token
+/// "</script>") can end the script early; the value read is the same.
+fn script_json(value: &serde_json::Value) -> String {
+    value.to_string().replace('<', "\\u003c")
+}
+
+fn page(backend: &str, snapshot: Option<String>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -45,6 +62,13 @@ pub fn render(backend: &str) -> Markup {
             body data-state="loading" data-version="0" {
                 header {
                     h1 { "Attention explorer" }
+                    p #snapshot hidden {
+                        "A snapshot: every number below is what the block computed on the "
+                        (backend)
+                        " backend for the inputs and knobs shown, saved with the page. Tokens, heads and steps can be clicked; to change an input or a knob, run "
+                        code { "cargo run --release --bin explore" }
+                        "."
+                    }
                     p {
                         "Every number on this page is computed by attention-lab's Burn block on the "
                         strong #backend { (backend) }
@@ -103,37 +127,60 @@ pub fn render(backend: &str) -> Markup {
                         option value="softmax" selected { "softmax" }
                         option value="linear" { "linear (elu + 1)" }
                     } }
+                    label title="fused: one op that never holds the n × n weights (its own weights shown, read off the kernel); decomposed: scores, softmax and weights·V as separate steps" { "path " select #path {
+                        option value="fused" selected { "fused" }
+                        option value="decomposed" { "decomposed" }
+                    } }
                     label { "seed " input #seed type="number" value="0" min="0" step="1"; }
                 }
                 p #status role="status" {}
+                p #formula .formula {}
+                p #paths .hint {}
                 section #views {
                     div {
                         h2 { "Weights " select #head title="which head" {} }
-                        p .hint { "Rows are queries, columns keys. Click a token to follow it. The last column is each row's sum: all 1 only under the row softmax." }
+                        p .hint { "Rows are queries, columns keys. Click a token (a row, a column or the head view) to follow it; shift-click to add queries and see their summed attention. The last column is each row's sum: all 1 only under the row softmax (red where the block says it is not)." }
+                        div #legend {
+                            span { "weight 0" }
+                            span .bar {}
+                            span { "1" }
+                            span .masked-key { "masked" }
+                        }
                         table #heatmap {}
+                        p .exports {
+                            "Save this view: "
+                            button #export-svg type="button" { "SVG" }
+                            " "
+                            button #export-png type="button" { "PNG" }
+                            " "
+                            button #export-html type="button" title="a standalone page with the numbers on screen, which opens without a server" { "standalone HTML" }
+                        }
                     }
                     div {
                         h2 { "Head view" }
-                        p .hint { "Lines from the chosen query to every key: thickness is the weight, one colour per head." }
+                        p .hint { "Lines from the chosen queries to every key: thickness is the weight, one colour per head. Click a token to choose it." }
                         svg #headview xmlns="http://www.w3.org/2000/svg" {}
                     }
                 }
                 section #detail {
                     h2 { "Query " span #query-name {} }
-                    p { "Entropy of its weights: " span #entropy {} " nats (0: one key; ln n = " span #entropy-max {} ": all keys alike)" }
+                    p { "Entropy of its weights: " span #entropy {} " nats (0: one key; ln(keys it sees) = " span #entropy-max {} ": all of them alike)" }
                     div #row-detail {}
-                    h3 { "Neuron view (bertviz): how each score is made" }
+                    p #selection {}
+                    h3 { "Neuron view (bertviz): how each weight is made" }
                     table #neuron {}
                 }
                 section #stepper {
                     h2 { "Step by step" }
                     button #step-back type="button" { "◀ Back" }
                     " "
+                    span #step-count {}
+                    " "
                     button #step-next type="button" { "Next ▶" }
                     ol #steps hidden { @for (title, what) in STEPS { li data-what=(what) { (title) } } }
                     h3 #step-title {}
                     p #step-what .hint {}
-                    div #step-table {}
+                    div #step-tables {}
                 }
                 section #shuffle-section {
                     h2 { "Shuffle: permutation equivariance, live" }
@@ -142,6 +189,13 @@ pub fn render(backend: &str) -> Markup {
                     p #shuffle-verdict { "max |Δ| = " span #max-delta { "–" } " " span #shuffle-what {} }
                     div #shuffle-compare {}
                 }
+                p #trained-hint .hint hidden {
+                    "Trained mode is off. Train a model and look at it here: run an experiment that saves models (for example "
+                    code { "cargo run --release --bin scaling" }
+                    "), then start "
+                    code { "explore --run results/<experiment>/<run-id>" }
+                    ". Above, the words get seeded random embeddings and seeded projections: no meaning is learned, so \"it\" cannot find what it refers to and \"bank\" has one vector in every sentence."
+                }
                 section #trained hidden {
                     h2 { "Trained model" }
                     p .hint { "Models saved by an experiment run (explore --run). Its attention on a fresh example of its task; the answer positions are highlighted. Position 0's column is outlined: a head that parks its weight there is an attention sink. Beside each query, the weight it left unspent (off-by-one softmax) and its head's gate, where the model has them." }
@@ -149,7 +203,18 @@ pub fn render(backend: &str) -> Markup {
                     label { " example seed " input #example-seed type="number" value="0" min="0" step="1"; }
                     " "
                     button #example type="button" { "New example" }
+                    h3 { "Every layer and head" }
+                    p .hint { "bertviz's model view: one small map per layer (rows) and head (columns). For long inputs, show only some positions." }
+                    label { "positions from " input #grid-from type="number" value="0" min="0" step="1"; }
+                    label { " to " input #grid-to type="number" value="" min="0" step="1"; }
+                    div #model-grid {}
+                    h3 { "Attention rollout" }
+                    p .hint { "How much of each input token reaches each position at the top (Abnar & Zuidema 2020): each layer's heads averaged, the residual added as 0.5·W + 0.5·I, the layers multiplied. Computed by the server." }
+                    div #rollout {}
                     div #trained-view {}
+                }
+                @if let Some(snapshot) = &snapshot {
+                    script { "window.SNAPSHOT = " (PreEscaped(snapshot)) ";" }
                 }
                 script { (PreEscaped(SCRIPT)) }
             }
@@ -170,5 +235,13 @@ mod tests {
             !page.contains("<script src"),
             "the page must need no network"
         );
+        assert!(!page.contains("window.SNAPSHOT = "));
+    }
+
+    #[test]
+    fn a_snapshot_cannot_end_its_script_early() {
+        let page = render_snapshot("flex", &serde_json::json!({"tokens": ["</script><b>"]})).into_string();
+        assert!(page.contains(r#"window.SNAPSHOT = {"tokens":["\u003c/script>\u003cb>"]};"#), "{page}");
+        assert_eq!(page.matches("</script>").count(), 2);
     }
 }

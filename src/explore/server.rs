@@ -68,7 +68,7 @@ impl Explorer {
 }
 
 /// The routes: `/`, `GET /api/info`, `POST /api/attention`, `POST /api/shuffle`,
-/// `POST /api/model`; anything else is a JSON 404.
+/// `POST /api/model`, `POST /api/export` (a standalone HTML page); anything else is a JSON 404.
 pub fn router(explorer: Arc<Explorer>) -> Router {
     Router::new()
         .route("/", get(index))
@@ -76,6 +76,7 @@ pub fn router(explorer: Arc<Explorer>) -> Router {
         .route("/api/attention", post(attention))
         .route("/api/shuffle", post(shuffle))
         .route("/api/model", post(model))
+        .route("/api/export", post(export))
         .fallback(not_found)
         .with_state(explorer)
 }
@@ -157,15 +158,29 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "not found: this server serves /, GET /api/info and POST /api/attention, /api/shuffle, /api/model",
+        "not found: this server serves /, GET /api/info and POST /api/attention, /api/shuffle, /api/model, /api/export",
     )
 }
 
-/// Reads the body (at most 1 MiB), then runs `compute` on a blocking thread, panics caught.
+/// Reads the body (at most 1 MiB), then runs `compute` on a blocking thread, panics caught,
+/// and answers its JSON.
 async fn compute(
     explorer: Arc<Explorer>,
     body: Body,
     compute: fn(&Explorer, &[u8]) -> Result<Value, BadRequest>,
+) -> Response {
+    computed(explorer, body, compute, |value| {
+        ([(header::CACHE_CONTROL, "no-store")], axum::Json(value)).into_response()
+    })
+    .await
+}
+
+/// [`compute`], its answer turned into a response by `respond`.
+async fn computed<T: Send + 'static>(
+    explorer: Arc<Explorer>,
+    body: Body,
+    compute: fn(&Explorer, &[u8]) -> Result<T, BadRequest>,
+    respond: fn(T) -> Response,
 ) -> Response {
     let bytes = match to_bytes(body, api::MAX_BODY).await {
         Ok(bytes) => bytes,
@@ -182,9 +197,7 @@ async fn compute(
     let answer =
         tokio::task::spawn_blocking(move || guard::catch(|| compute(&explorer, &bytes))).await;
     match answer {
-        Ok(Ok(Ok(value))) => {
-            ([(header::CACHE_CONTROL, "no-store")], axum::Json(value)).into_response()
-        }
+        Ok(Ok(Ok(value))) => respond(value),
         Ok(Ok(Err(BadRequest(message)))) => error(StatusCode::BAD_REQUEST, message),
         Ok(Err(panic)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -213,6 +226,39 @@ async fn shuffle(State(explorer): State<Arc<Explorer>>, body: Body) -> Response 
 
 async fn model(State(explorer): State<Arc<Explorer>>, body: Body) -> Response {
     compute(explorer, body, model_example).await
+}
+
+/// `POST /api/export`: the standalone page of [`api::snapshot`], as a file to save.
+async fn export(State(explorer): State<Arc<Explorer>>, body: Body) -> Response {
+    computed(
+        explorer,
+        body,
+        |e, bytes| {
+            // Before the lock: info() takes it too.
+            let info = e.info();
+            let trained = e
+                .trained
+                .as_ref()
+                .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
+            let snapshot = api::snapshot(bytes, e.seed, info, trained.as_deref(), &e.device)?;
+            Ok(page::render_snapshot(e.backend.name(), &snapshot).into_string())
+        },
+        |html| {
+            (
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"attention-explorer.html\"",
+                    ),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                html,
+            )
+                .into_response()
+        },
+    )
+    .await
 }
 
 /// `POST /api/model`: [`api::model`] on the run's models, when `--run` gave some.

@@ -22,8 +22,6 @@ pub enum TrainedError {
         "{dir} has no models/ folder: run an experiment that trains (e.g. scaling) and pass its run folder, results/<experiment>/<run-id>"
     )]
     NoModels { dir: PathBuf },
-    #[error("cannot read {dir}: {reason}")]
-    Read { dir: PathBuf, reason: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("the task in the spec of {stem} is not valid: {source}")]
@@ -57,18 +55,7 @@ impl Trained {
                 dir: run.to_path_buf(),
             });
         }
-        let read = |e: std::io::Error| TrainedError::Read {
-            dir: folder.clone(),
-            reason: e.to_string(),
-        };
-        let mut stems: Vec<PathBuf> = std::fs::read_dir(&folder)
-            .map_err(read)?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .map(|p| p.with_extension(""))
-            .collect();
-        stems.sort();
+        let stems = checkpoint::stems(&folder)?;
         if stems.is_empty() {
             return Err(TrainedError::NoModels {
                 dir: run.to_path_buf(),
@@ -131,7 +118,8 @@ impl TrainedModel {
     /// attention sinks: each head's mean weight on position 0 over the queries after it
     /// (`first_key[l][h]`), the weight each query left unspent (`unspent[l][h][query]`, 0 but
     /// under the off-by-one softmax) and each head's gate per query (`gates[l][h][query]`, `null`
-    /// without a gate).
+    /// without a gate). `rollout[query][key]` is the attention rollout across the layers
+    /// ([`rollout`]).
     pub fn example(&self, seed: u64, device: &Device) -> Value {
         let batch = self.task.held_out_batch(1, &mut HostRng::new(seed));
         let (n, n_out) = (batch.seq_len, batch.n_out);
@@ -172,6 +160,7 @@ impl TrainedModel {
                     .collect()
             })
             .collect();
+        let rollout = rollout(&layers);
         let targets: Vec<usize> = batch.targets.iter().map(|&t| t as usize).collect();
         // With a BOS the weights have one more key and query, in front.
         let offset = usize::from(self.spec.model.bos);
@@ -186,9 +175,76 @@ impl TrainedModel {
             "predictions": predictions.iter().map(|&c| self.task.class_name(c)).collect::<Vec<_>>(),
             "correct": predictions.iter().zip(&targets).filter(|(p, t)| p == t).count(),
             "layers": layers,
+            "rollout": rollout,
             "first_key": first_key,
             "unspent": unspent,
             "gates": gates,
         })
+    }
+}
+
+/// Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers"): each
+/// layer's weights averaged over its heads, the residual stream added as A = 0.5·W + 0.5·I with
+/// each row renormalised to sum to 1, and the layers multiplied, last first:
+/// R = A_L · … · A_1. `rollout[i][j]` is how much of input token j reaches position i at the
+/// top, if attention and the residual were all that mixed tokens. `layers[l][h][query][key]`.
+pub fn rollout(layers: &[Vec<Vec<Vec<f32>>>]) -> Vec<Vec<f64>> {
+    let n = layers
+        .first()
+        .and_then(|heads| heads.first())
+        .map_or(0, Vec::len);
+    let mut r: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())
+        .collect();
+    for heads in layers {
+        let h = heads.len().max(1) as f64;
+        let a: Vec<Vec<f64>> = (0..n)
+            .map(|i| {
+                let row: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let mean = heads.iter().map(|w| f64::from(w[i][j])).sum::<f64>() / h;
+                        0.5 * mean + if i == j { 0.5 } else { 0.0 }
+                    })
+                    .collect();
+                let sum: f64 = row.iter().sum();
+                row.iter().map(|v| v / sum).collect()
+            })
+            .collect();
+        r = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (0..n).map(|m| a[i][m] * r[m][j]).sum())
+                    .collect()
+            })
+            .collect();
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_by_hand() {
+        // One layer, one head, every query on key 0 of 2: A = [[1, 0], [0.5, 0.5]] after the
+        // residual, and that is the rollout.
+        let one = vec![vec![vec![vec![1.0, 0.0], vec![1.0, 0.0]]]];
+        assert_eq!(rollout(&one), vec![vec![1.0, 0.0], vec![0.5, 0.5]]);
+        // Two such layers: A·A = [[1, 0], [0.75, 0.25]].
+        let two = vec![one[0].clone(), one[0].clone()];
+        assert_eq!(rollout(&two), vec![vec![1.0, 0.0], vec![0.75, 0.25]]);
+        // Heads are averaged: one head on key 0 and one on key 1 are uniform, A = [[.75, .25],
+        // [.25, .75]].
+        let heads = vec![vec![
+            vec![vec![1.0, 0.0], vec![1.0, 0.0]],
+            vec![vec![0.0, 1.0], vec![0.0, 1.0]],
+        ]];
+        assert_eq!(rollout(&heads), vec![vec![0.75, 0.25], vec![0.25, 0.75]]);
+        // Every row of a rollout sums to 1, even from rows that did not (off-by-one).
+        let unspent = vec![vec![vec![vec![0.2, 0.0], vec![0.3, 0.3]]]];
+        for row in rollout(&[unspent[0].clone(), unspent[0].clone()]) {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{row:?}");
+        }
     }
 }

@@ -32,6 +32,10 @@ pub struct ModelSpec {
     pub task: TaskConfig,
     /// The seed the model was initialised and trained with.
     pub seed: u64,
+    /// The commit of the code that trained it ([`crate::util::provenance::commit_once`]);
+    /// absent in checkpoints saved before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl ModelSpec {
@@ -45,6 +49,7 @@ impl ModelSpec {
             n_out: task.n_out(),
             task: task.config().clone(),
             seed,
+            commit: Some(crate::util::provenance::commit_once().to_string()),
         }
     }
 }
@@ -60,6 +65,93 @@ pub enum CheckpointError {
     Record { path: PathBuf, reason: String },
     #[error("cannot serialise the model: {0}")]
     Serialise(String),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// The checkpoints in `folder` (a run's `models/`): the stems of its `.json` specs, in name
+/// order.
+pub fn stems(folder: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let read = |e: std::io::Error| CheckpointError::Read {
+        path: folder.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut stems: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(read)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.with_extension(""))
+        .collect();
+    stems.sort();
+    Ok(stems)
+}
+
+/// Exports every checkpoint of the run folder `run` (or of its `models/` folder given directly)
+/// with [`export_safetensors`]; the paths written, in name order.
+pub fn export_run(run: &Path, device: &Device) -> Result<Vec<PathBuf>, CheckpointError> {
+    run_stems(run)?
+        .iter()
+        .map(|stem| export_safetensors(stem, device))
+        .collect()
+}
+
+/// The checkpoints of the run folder `run` (or of its `models/` folder given directly); an
+/// error naming the folder when it has none.
+pub fn run_stems(run: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let folder = if run.join("models").is_dir() {
+        run.join("models")
+    } else {
+        run.to_path_buf()
+    };
+    let stems = stems(&folder)?;
+    if stems.is_empty() {
+        return Err(CheckpointError::Read {
+            path: folder,
+            reason: "no trained models (models/<name>.json and .bpk): run an experiment that saves them, e.g. scaling, and pass its run folder".into(),
+        });
+    }
+    Ok(stems)
+}
+
+/// Metadata key prefix of an exported model's fields.
+pub const METADATA_PREFIX: &str = "attention_lab.";
+
+/// Writes the checkpoint `stem` as `<stem>.safetensors`: every parameter under its module path
+/// (`layers.0.attention.query.weight`, …) as little-endian f32, and in the header's
+/// `__metadata__`, beside burn-store's own fields, `attention_lab.spec` (the [`ModelSpec`] as
+/// JSON: architecture, task, seed), `attention_lab.seed`, `attention_lab.commit` (the code that
+/// trained it) and `attention_lab.exported_by`. Burn's linear layers store their weight as
+/// `[d_in, d_out]` (y = x·W), the transpose of PyTorch's `nn.Linear`. Returns the path written.
+pub fn export_safetensors(stem: &Path, device: &Device) -> Result<PathBuf, CheckpointError> {
+    use burn::store::{ModuleSnapshot, SafetensorsStore};
+
+    let (model, spec) = load(stem, device)?;
+    let path = stem.with_extension("safetensors");
+    let spec_json = serde_json::to_string(&spec).expect("a model spec serialises");
+    let commit = spec
+        .commit
+        .clone()
+        .unwrap_or_else(|| "unknown (saved before checkpoints recorded their commit)".into());
+    let exported_by = format!(
+        "{} {} at {}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        crate::util::provenance::commit_once()
+    );
+    let mut store = SafetensorsStore::from_file(&path)
+        .metadata(format!("{METADATA_PREFIX}spec"), spec_json)
+        .metadata(format!("{METADATA_PREFIX}seed"), spec.seed.to_string())
+        .metadata(format!("{METADATA_PREFIX}commit"), commit)
+        .metadata(format!("{METADATA_PREFIX}exported_by"), exported_by)
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| CheckpointError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(path)
 }
 
 /// The two files of a checkpoint, as bytes: (`.bpk` parameters, `.json` spec).

@@ -56,6 +56,12 @@ fn command_line(program: &str, args: &[&str]) -> Option<String> {
     })
 }
 
+/// This process's commit ([`Provenance::commit`]), asked of git once.
+pub fn commit_once() -> &'static str {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(commit)
+}
+
 fn commit() -> String {
     let Some(head) = command_line("git", &["rev-parse", "HEAD"]) else {
         return "unknown (not a git checkout)".into();

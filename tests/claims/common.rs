@@ -140,6 +140,7 @@ pub fn binary(name: &str) -> &'static str {
         "reproduce" => env!("CARGO_BIN_EXE_reproduce"),
         "trace" => env!("CARGO_BIN_EXE_trace"),
         "bench" => env!("CARGO_BIN_EXE_bench"),
+        "export_models" => env!("CARGO_BIN_EXE_export_models"),
         other => panic!("no binary for {other}"),
     }
 }

@@ -212,6 +212,19 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
             json!({"tokens": ["a", "b"], "options": {"ssmax": true, "softmax_axis": "column"}}),
             "softmax_axis = \"row\"",
         ),
+        // A knob set at the top level is refused, saying where it goes.
+        (
+            json!({"tokens": ["a", "b"], "temperature": -1}),
+            "temperature: -1 at the top level is not applied there",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "causal": true}),
+            "\"options\": {\"causal\": true}",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "seed": 4}),
+            "seed: a knob, set under options",
+        ),
     ];
     for (body, field) in &cases {
         let (status, answer) = post(&server, "/api/attention", body);
@@ -271,6 +284,34 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
     let (status, page) = call(&server.url, None);
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("Attention explorer"));
+}
+
+/// `POST /api/export`: a standalone page holding the view's answers, computed by the block: the
+/// same weights as `/api/attention`, every query's neuron view, the next shuffle.
+#[test]
+fn the_export_is_a_page_with_the_answers_inside() {
+    let server = Server::start(&[]);
+    let request = json!({"tokens": ["a", "b", "c"], "options": {"causal": true, "n_heads": 2, "query": 1}});
+    let (status, live) = post(&server, "/api/attention", &request);
+    assert_eq!(status, 200, "{live}");
+    let (status, page) = post(
+        &server,
+        "/api/export",
+        &json!({"request": request, "controls": {"sentence": "a b c"}, "shuffle_seed": 3}),
+    );
+    assert_eq!(status, 200, "{page}");
+    let page = page.as_str().unwrap();
+    let start = page.find("window.SNAPSHOT = ").unwrap() + "window.SNAPSHOT = ".len();
+    let end = start + page[start..].find(";</script>").unwrap();
+    let snapshot: Value = serde_json::from_str(&page[start..end]).unwrap();
+    assert_eq!(snapshot["attention"]["heads"], live["heads"]);
+    assert_eq!(snapshot["attention"]["neurons"].as_array().unwrap().len(), 3);
+    assert_eq!(snapshot["attention"]["neurons"][1], live["neuron"]);
+    assert_eq!(snapshot["shuffle"]["shuffle_seed"], 3);
+    assert!(snapshot["provenance"]["commit"].is_string());
+    let (status, answer) = post(&server, "/api/export", &json!({"request": request, "controls": {"x": [1]}}));
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap().starts_with("controls:"), "{answer}");
 }
 
 #[test]

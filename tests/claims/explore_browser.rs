@@ -282,7 +282,7 @@ fn the_page_drives_the_block_in_a_real_browser() {
         }
         let title = c.find(Locator::Id("step-title")).await.unwrap().text().await.unwrap();
         assert!(title.starts_with("5. Q·Kᵀ"), "{title}");
-        let rows = number(&c, "return document.querySelectorAll('#step-table tr').length").await;
+        let rows = number(&c, "return document.querySelectorAll('#step-tables tr').length").await;
         assert_eq!(rows, 7.0);
 
         let png = c.screenshot().await.unwrap();
@@ -290,6 +290,202 @@ fn the_page_drives_the_block_in_a_real_browser() {
         let path = dir.join("explorer.png");
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
+        c.close().await.unwrap();
+    });
+}
+
+async fn text(c: &Client, script: &str) -> String {
+    c.execute(script, vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Clicks the element at `css` (with shift held when `shift`) through WebDriver's actions, as
+/// a user would, and waits for the page to settle.
+async fn click(c: &Client, css: &str, shift: bool) {
+    use fantoccini::actions::{
+        Actions, InputSource, KeyAction, KeyActions, MOUSE_BUTTON_LEFT, MouseActions,
+        PointerAction,
+    };
+    let v = version(c).await;
+    let target = c.find(Locator::Css(css)).await.unwrap();
+    if shift {
+        // Shift held over the pointer's three ticks (move, down, up), then released.
+        let pause = || KeyAction::Pause {
+            duration: Duration::from_millis(0),
+        };
+        let keys = KeyActions::new("keys".into())
+            .then(KeyAction::Down { value: Key::Shift.into() })
+            .then(pause())
+            .then(pause())
+            .then(pause())
+            .then(KeyAction::Up { value: Key::Shift.into() });
+        let pointer = MouseActions::new("mouse".into())
+            .then(PointerAction::Pause { duration: Duration::from_millis(0) })
+            .then(PointerAction::MoveToElement { element: target, duration: None, x: 0.0, y: 0.0 })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        c.perform_actions(Actions::from(keys).and(pointer)).await.unwrap();
+        c.release_actions().await.unwrap();
+    } else {
+        target.click().await.unwrap();
+    }
+    settle(c, v).await;
+}
+
+/// Explorer part 2 in a real browser: clicking column headers and the head view, a shift-click
+/// selection summed by the server, the fused ↔ decomposed toggle, the walkthrough's W matrices
+/// and counter, SVG and PNG exports, and a standalone page that shows the same numbers with no
+/// server behind it.
+#[test]
+fn the_page_selects_compares_and_exports() {
+    let Some((_driver, webdriver)) = driver() else {
+        return;
+    };
+    let server = Server::start(&[]);
+    let dir = scratch("explore-browser-exports");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = browser(&webdriver, &dir.join("profile")).await;
+        c.goto(&server.url).await.unwrap();
+        let v = settle(&c, 0).await;
+        let sentence = c.find(Locator::Id("sentence")).await.unwrap();
+        sentence.clear().await.unwrap();
+        sentence.send_keys("the cat sat on the mat").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c
+            .execute("return state.result ? state.result.tokens.join(' ') : ''", vec![])
+            .await
+            .unwrap()
+            != json!("the cat sat on the mat")
+        {
+            assert!(Instant::now() < deadline, "the page never showed the typed sentence");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        settle(&c, v.saturating_sub(1)).await;
+        c.find(Locator::Id("causal")).await.unwrap().click().await.unwrap();
+        settle(&c, version(&c).await.saturating_sub(1)).await;
+        // Under the mask the first query sees one key: its entropy ceiling is ln 1 = 0.
+        let ceiling = number(&c, "return Number(document.getElementById('entropy-max').dataset.value)").await;
+        assert_eq!(ceiling, 0.0, "query 0's ceiling under the causal mask");
+
+        // A column header chooses its token as the query.
+        click(&c, "#heatmap th.key-token[data-j='3'] button", false).await;
+        let name = text(&c, "return document.getElementById('query-name').textContent").await;
+        assert!(name.starts_with("on (position 3"), "{name}");
+        let ceiling = number(&c, "return Number(document.getElementById('entropy-max').dataset.value)").await;
+        assert!((ceiling - 4f64.ln()).abs() < 1e-6, "query 3 sees 4 keys: {ceiling}");
+
+        // Shift-click a row header: the server sums the two queries' weights.
+        click(&c, "#heatmap tr th button.token[data-i='1']", true).await;
+        let queries = text(&c, "return document.getElementById('selection').dataset.queries || ''").await;
+        assert_eq!(queries, "3,1", "the selection after a shift-click");
+        let summed: Vec<f64> = serde_json::from_str(&text(&c, "return document.getElementById('selection').dataset.summed").await).unwrap();
+        let shown = cells(&c).await;
+        for (j, s) in summed.iter().enumerate() {
+            let row = |i: usize| shown.iter().find(|(a, b, _, _)| *a == i && *b == j).unwrap().2;
+            assert!((s - row(3) - row(1)).abs() < 1e-6, "key {j}: {s}");
+        }
+        let lines = number(&c, "return new Set([...document.querySelectorAll('#headview line.hv-line')].map(l => l.dataset.i)).size").await;
+        assert_eq!(lines, 2.0, "the head view draws both chosen queries");
+
+        // A token in the head view chooses one query again.
+        click(&c, "#headview text.hv-token.key-side[data-i='5']", false).await;
+        let name = text(&c, "return document.getElementById('query-name').textContent").await;
+        assert!(name.starts_with("mat (position 5"), "{name}");
+        assert_eq!(text(&c, "return document.getElementById('selection').textContent").await, "");
+
+        // The neuron view carries each score to its weight: numerator ÷ normaliser.
+        let ratios = c
+            .execute("return [...document.querySelectorAll('#neuron tr')].slice(2).map(r => [Number(r.querySelector('td.numerator').textContent) / Number(r.querySelector('td.normaliser').textContent), Number(r.querySelector('td.cell').dataset.weight)])", vec![])
+            .await
+            .unwrap();
+        for pair in ratios.as_array().unwrap() {
+            let (ratio, weight) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
+            assert!((ratio - weight).abs() < 2e-4, "{ratio} vs {weight}");
+        }
+
+        // The toggle: both paths give the same weights and context, the gap printed.
+        let fused_line = text(&c, "return document.getElementById('paths').textContent").await;
+        assert!(fused_line.starts_with("Shown: the fused op's own weights."), "{fused_line}");
+        let before = cells(&c).await;
+        let v = version(&c).await;
+        c.find(Locator::Id("path")).await.unwrap().select_by_value("decomposed").await.unwrap();
+        settle(&c, v).await;
+        let line = text(&c, "return document.getElementById('paths').textContent").await;
+        assert!(line.starts_with("Shown: the decomposed steps."), "{line}");
+        let gap = number(&c, "return Number(document.getElementById('paths').dataset.weights)").await;
+        assert!(gap < 1e-5, "fused vs decomposed weights differ by {gap}");
+        for ((_, _, a, _), (_, _, b, _)) in before.iter().zip(&cells(&c).await) {
+            assert!((a - b).abs() < 1e-5);
+        }
+
+        // The walkthrough: a counter, and W_Q beside X and Q at step 2.
+        c.find(Locator::Id("step-next")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&c, "return document.getElementById('step-count').textContent").await, "2 / 8");
+        let tables = number(&c, "return document.querySelectorAll('#step-tables table').length").await;
+        assert_eq!(tables, 3.0, "X, W_Q and Q");
+        let caption = text(&c, "return document.querySelectorAll('#step-tables .step-part p')[1].textContent").await;
+        assert!(caption.starts_with("W_Q, head 0"), "{caption}");
+
+        // SVG export: a document that parses, one cell per weight, the weights on screen.
+        c.find(Locator::Id("export-svg")).await.unwrap().click().await.unwrap();
+        let parsed = c
+            .execute(
+                "const svg = new DOMParser().parseFromString(document.body.dataset.lastExport, 'image/svg+xml'); \
+                 return [svg.getElementsByTagName('parsererror').length, svg.documentElement.nodeName, \
+                 [...svg.querySelectorAll('rect.weight')].map(r => Number(r.getAttribute('data-weight'))), svg.querySelectorAll('rect.legend').length]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(parsed[0], 0, "the SVG does not parse");
+        assert_eq!(parsed[1], "svg");
+        let exported: Vec<f64> = parsed[2].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+        let on_screen: Vec<f64> = cells(&c).await.iter().map(|c| c.2).collect();
+        assert_eq!(exported, on_screen);
+        assert_eq!(parsed[3], 11, "the legend's colour steps");
+        // PNG export: drawn from that SVG.
+        let v = version(&c).await;
+        c.find(Locator::Id("export-png")).await.unwrap().click().await.unwrap();
+        settle(&c, v).await;
+        let png = text(&c, "return document.body.dataset.lastExport.slice(0, 22)").await;
+        assert_eq!(png, "data:image/png;base64,");
+
+        // A standalone page: saved, then opened from disk with no server behind it.
+        click(&c, "#heatmap tr th button.token[data-i='2']", false).await;
+        let live = cells(&c).await;
+        let live_neuron = text(&c, "return document.getElementById('neuron').textContent").await;
+        let v = version(&c).await;
+        c.find(Locator::Id("export-html")).await.unwrap().click().await.unwrap();
+        settle(&c, v).await;
+        let html = text(&c, "return document.body.dataset.lastExport").await;
+        assert!(html.contains("window.SNAPSHOT = "), "{}", &html[..html.len().min(300)]);
+        let file = dir.join("snapshot.html");
+        std::fs::write(&file, &html).unwrap();
+        drop(server);
+        c.goto(&format!("file://{}", file.display())).await.unwrap();
+        settle(&c, 0).await;
+        assert_eq!(cells(&c).await, live, "the snapshot shows other weights than the live page");
+        assert_eq!(text(&c, "return document.getElementById('neuron').textContent").await, live_neuron);
+        let banner = number(&c, "return document.getElementById('snapshot').hidden ? 0 : 1").await;
+        assert_eq!(banner, 1.0);
+        let disabled = number(&c, "return document.getElementById('causal').disabled ? 1 : 0").await;
+        assert_eq!(disabled, 1.0, "a snapshot's knobs cannot change");
+        // Another query's neuron view comes from the snapshot too.
+        click(&c, "#heatmap tr th button.token[data-i='4']", false).await;
+        let name = text(&c, "return document.getElementById('query-name').textContent").await;
+        assert!(name.starts_with("the (position 4"), "{name}");
+        let rows = number(&c, "return document.querySelectorAll('#neuron tr').length").await;
+        assert_eq!(rows, 8.0);
+        let other = text(&c, "return document.getElementById('neuron').textContent").await;
+        assert_ne!(other, live_neuron, "query 4's neuron view is query 2's");
         c.close().await.unwrap();
     });
 }
@@ -438,7 +634,31 @@ fn the_trained_mode_shows_the_sink_the_unspent_weight_and_the_gates() {
                 _ => &[],
             };
             assert_eq!(names, want, "{model}: the columns beside the queries");
+            // The model view: one small map per layer and head, every position by default.
+            let maps = number(&c, "return document.querySelectorAll('#model-grid svg.mini').length").await;
+            assert_eq!(maps, 2.0, "{model}: two layers of one head");
+            let cells = number(&c, "return document.querySelectorAll('#model-grid svg.mini rect').length").await;
+            assert_eq!(cells, 2.0 * 16.0 * 16.0, "{model}");
+            // The rollout the server computed: every row sums to 1.
+            let sums = c
+                .execute("return state.example.rollout.map(r => r.reduce((a, b) => a + b, 0))", vec![])
+                .await
+                .unwrap();
+            assert_eq!(sums.as_array().unwrap().len(), 16);
+            for s in sums.as_array().unwrap() {
+                assert!((s.as_f64().unwrap() - 1.0).abs() < 1e-6, "{model}: rollout row sums {sums}");
+            }
+            let shown = number(&c, "return document.querySelectorAll('#rollout-table tr').length").await;
+            assert_eq!(shown, 17.0, "{model}: header and 16 rows");
         }
+        // The filter: positions 2 … 4 only.
+        for (id, value) in [("grid-from", "2"), ("grid-to", "4")] {
+            let input = c.find(Locator::Id(id)).await.unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(value).await.unwrap();
+        }
+        let cells = number(&c, "return document.querySelectorAll('#model-grid svg.mini rect').length").await;
+        assert_eq!(cells, 2.0 * 9.0, "two maps of 3 × 3 positions");
         c.close().await.unwrap();
     });
 }

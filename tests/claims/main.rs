@@ -24,6 +24,7 @@ mod properties;
 mod qk_norm;
 #[cfg(feature = "remote-server")]
 mod remote;
+mod safetensors;
 mod shard;
 mod sinks;
 mod ssmax;
