@@ -320,7 +320,10 @@ fn queries(options: &Map<String, Value>, n: usize) -> Result<Option<Vec<usize>>,
             n.saturating_sub(1)
         ))
     };
-    let items = list.as_array().filter(|a| !a.is_empty()).ok_or_else(wrong)?;
+    let items = list
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(wrong)?;
     let mut chosen = Vec::with_capacity(items.len());
     for item in items {
         match item.as_u64() {
@@ -571,7 +574,12 @@ pub fn shuffle(request: &Request, device: &burn::prelude::Device) -> Result<Valu
     let row_delta: Vec<f32> = aligned
         .iter()
         .zip(&before.output)
-        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        })
         .collect();
     Ok(json!({
         "permutation": permutation,
@@ -615,7 +623,13 @@ pub fn snapshot(
     let object = value.as_object().ok_or_else(|| {
         bad("body: expected {\"request\", \"controls\", \"shuffle_seed\"?, \"model\"?, \"example_seed\"?}")
     })?;
-    const FIELDS: [&str; 5] = ["request", "controls", "shuffle_seed", "model", "example_seed"];
+    const FIELDS: [&str; 5] = [
+        "request",
+        "controls",
+        "shuffle_seed",
+        "model",
+        "example_seed",
+    ];
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(bad(format!(
             "{}: unknown field; expected {}",
@@ -632,7 +646,8 @@ pub fn snapshot(
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(c))
             if c.len() <= MAX_CONTROLS
-                && c.values().all(|v| v.is_string() || v.is_boolean() || v.is_number()) =>
+                && c.values()
+                    .all(|v| v.is_string() || v.is_boolean() || v.is_number()) =>
         {
             Value::Object(c.clone())
         }
@@ -660,7 +675,9 @@ pub fn snapshot(
     let result = trace::run(&request.input, &request.options, device)?;
     shown["neurons"] = json!(
         (0..result.tokens.len())
-            .map(|q| (0..result.heads.len()).map(|h| result.neuron(h, q)).collect::<Vec<_>>())
+            .map(|q| (0..result.heads.len())
+                .map(|h| result.neuron(h, q))
+                .collect::<Vec<_>>())
             .collect::<Vec<_>>()
     );
     let shuffled = shuffle(&request, device)?;
@@ -813,10 +830,22 @@ mod tests {
     fn a_knob_at_the_top_level_is_applied_under_options_or_refused() {
         let device = Device::flex();
         for (body, field) in [
-            (r#"{"tokens": ["a", "b"], "temperature": -1}"#, "temperature: -1 at the top level"),
-            (r#"{"tokens": ["a", "b"], "causal": true}"#, "causal: true at the top level"),
-            (r#"{"tokens": ["a", "b"], "seed": 3}"#, "seed: a knob, set under options"),
-            (r#"{"tokens": ["a", "b"], "query": 1}"#, "query: a knob, set under options"),
+            (
+                r#"{"tokens": ["a", "b"], "temperature": -1}"#,
+                "temperature: -1 at the top level",
+            ),
+            (
+                r#"{"tokens": ["a", "b"], "causal": true}"#,
+                "causal: true at the top level",
+            ),
+            (
+                r#"{"tokens": ["a", "b"], "seed": 3}"#,
+                "seed: a knob, set under options",
+            ),
+            (
+                r#"{"tokens": ["a", "b"], "query": 1}"#,
+                "query: a knob, set under options",
+            ),
         ] {
             let refused = parse(body.as_bytes(), 0)
                 .and_then(|r| attention(&r, &device))
@@ -828,7 +857,9 @@ mod tests {
         // A top-level knob that agrees with what ran is no loss: 1 is the temperature used.
         answered(r#"{"tokens": ["a", "b"], "temperature": 1, "causal": false}"#);
         // An answer sent back as a request agrees with itself, knobs and all.
-        let first = answered(r#"{"tokens": ["a", "b", "c"], "options": {"causal": true, "temperature": 2}}"#);
+        let first = answered(
+            r#"{"tokens": ["a", "b", "c"], "options": {"causal": true, "temperature": 2}}"#,
+        );
         let mut again = first.clone();
         again["options"] = json!({"causal": true, "temperature": 2});
         let second = answered(&again.to_string());
@@ -840,7 +871,10 @@ mod tests {
             .and_then(|r| attention(&r, &device))
             .unwrap_err()
             .0;
-        assert!(refused.contains("at the top level is not applied"), "{refused}");
+        assert!(
+            refused.contains("at the top level is not applied"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -848,13 +882,24 @@ mod tests {
         let causal = answered(r#"{"tokens": ["a", "b", "c", "d"], "options": {"causal": true}}"#);
         let open = answered(r#"{"tokens": ["a", "b", "c", "d"]}"#);
         let ceiling = |v: &Value| -> Vec<f64> {
-            v["heads"][0]["entropy_max"].as_array().unwrap().iter().map(|e| e.as_f64().unwrap()).collect()
+            v["heads"][0]["entropy_max"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_f64().unwrap())
+                .collect()
         };
         for (i, e) in ceiling(&causal).iter().enumerate() {
             assert!((e - ((i + 1) as f64).ln()).abs() < 1e-6, "query {i}: {e}");
         }
         assert!(ceiling(&open).iter().all(|e| (e - 4f64.ln()).abs() < 1e-6));
-        for (i, (h, max)) in causal["heads"][0]["entropy"].as_array().unwrap().iter().zip(ceiling(&causal)).enumerate() {
+        for (i, (h, max)) in causal["heads"][0]["entropy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(ceiling(&causal))
+            .enumerate()
+        {
             assert!(h.as_f64().unwrap() <= max + 1e-6, "query {i}");
         }
     }
@@ -887,7 +932,10 @@ mod tests {
                             key["weight"].as_f64().unwrap(),
                         );
                         let ratio = if z > 0.0 { num / z } else { 0.0 };
-                        assert!((ratio - w).abs() < 1e-5, "{options} head {h} query {query} key {j}: {num} / {z} vs {w}");
+                        assert!(
+                            (ratio - w).abs() < 1e-5,
+                            "{options} head {h} query {query} key {j}: {num} / {z} vs {w}"
+                        );
                     }
                 }
             }
@@ -898,7 +946,9 @@ mod tests {
     fn a_shuffle_is_repeated_from_its_seed_and_aligned_with_its_tokens() {
         let device = Device::flex();
         let body = |seed: u64| {
-            format!(r#"{{"tokens": ["a", "b", "c", "d", "e"], "options": {{"shuffle_seed": {seed}}}}}"#)
+            format!(
+                r#"{{"tokens": ["a", "b", "c", "d", "e"], "options": {{"shuffle_seed": {seed}}}}}"#
+            )
         };
         let run = |seed| shuffle(&parse(body(seed).as_bytes(), 0).unwrap(), &device).unwrap();
         let (first, again, other) = (run(4), run(4), run(5));
@@ -910,20 +960,33 @@ mod tests {
         let aligned = first["aligned"].as_array().unwrap();
         for (i, (a, b)) in aligned.iter().zip(before).enumerate() {
             for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
-                assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5, "row {i}");
+                assert!(
+                    (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5,
+                    "row {i}"
+                );
             }
             assert!(first["row_delta"][i].as_f64().unwrap() < 1e-5);
         }
         // A permutation given is used as it is, and no seed is claimed for it.
         let given = r#"{"tokens": ["a", "b", "c"], "options": {"permutation": [2, 0, 1]}}"#;
         let s = shuffle(&parse(given.as_bytes(), 0).unwrap(), &device).unwrap();
-        assert_eq!((s["permutation"].clone(), s["shuffle_seed"].clone()), (json!([2, 0, 1]), Value::Null));
+        assert_eq!(
+            (s["permutation"].clone(), s["shuffle_seed"].clone()),
+            (json!([2, 0, 1]), Value::Null)
+        );
     }
 
     #[test]
     fn a_selection_sums_its_queries_and_the_paths_agree() {
-        let answer = answered(r#"{"tokens": ["a", "b", "c", "d"], "options": {"queries": [3, 1], "n_heads": 2, "causal": true}}"#);
-        for (h, summed) in answer["selection"]["heads"].as_array().unwrap().iter().enumerate() {
+        let answer = answered(
+            r#"{"tokens": ["a", "b", "c", "d"], "options": {"queries": [3, 1], "n_heads": 2, "causal": true}}"#,
+        );
+        for (h, summed) in answer["selection"]["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let weights = &answer["heads"][h]["weights"];
             for (j, s) in summed.as_array().unwrap().iter().enumerate() {
                 let want = weights[3][j].as_f64().unwrap() + weights[1][j].as_f64().unwrap();
@@ -936,7 +999,10 @@ mod tests {
             assert!(g < 1e-5, "{gap} {g}");
         }
         let column = answered(r#"{"tokens": ["a", "b"], "options": {"softmax_axis": "column"}}"#);
-        assert_eq!(column["paths"]["fused_ran"], false, "the fused op has no column softmax");
+        assert_eq!(
+            column["paths"]["fused_ran"], false,
+            "the fused op has no column softmax"
+        );
         for body in [
             r#"{"tokens": ["a"], "options": {"queries": []}}"#,
             r#"{"tokens": ["a", "b"], "options": {"queries": [1, 1]}}"#,

@@ -240,8 +240,12 @@ mod tests {
 
     #[test]
     fn a_snapshot_cannot_end_its_script_early() {
-        let page = render_snapshot("flex", &serde_json::json!({"tokens": ["</script><b>"]})).into_string();
-        assert!(page.contains(r#"window.SNAPSHOT = {"tokens":["\u003c/script>\u003cb>"]};"#), "{page}");
+        let page =
+            render_snapshot("flex", &serde_json::json!({"tokens": ["</script><b>"]})).into_string();
+        assert!(
+            page.contains(r#"window.SNAPSHOT = {"tokens":["\u003c/script>\u003cb>"]};"#),
+            "{page}"
+        );
         assert_eq!(page.matches("</script>").count(), 2);
     }
 }

@@ -242,8 +242,8 @@ mod tests {
         ]];
         assert_eq!(rollout(&heads), vec![vec![0.75, 0.25], vec![0.25, 0.75]]);
         // Every row of a rollout sums to 1, even from rows that did not (off-by-one).
-        let unspent = vec![vec![vec![vec![0.2, 0.0], vec![0.3, 0.3]]]];
-        for row in rollout(&[unspent[0].clone(), unspent[0].clone()]) {
+        let unspent = vec![vec![vec![0.2, 0.0], vec![0.3, 0.3]]];
+        for row in rollout(&[unspent.clone(), unspent]) {
             assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{row:?}");
         }
     }

@@ -291,7 +291,8 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
 #[test]
 fn the_export_is_a_page_with_the_answers_inside() {
     let server = Server::start(&[]);
-    let request = json!({"tokens": ["a", "b", "c"], "options": {"causal": true, "n_heads": 2, "query": 1}});
+    let request =
+        json!({"tokens": ["a", "b", "c"], "options": {"causal": true, "n_heads": 2, "query": 1}});
     let (status, live) = post(&server, "/api/attention", &request);
     assert_eq!(status, 200, "{live}");
     let (status, page) = post(
@@ -305,13 +306,23 @@ fn the_export_is_a_page_with_the_answers_inside() {
     let end = start + page[start..].find(";</script>").unwrap();
     let snapshot: Value = serde_json::from_str(&page[start..end]).unwrap();
     assert_eq!(snapshot["attention"]["heads"], live["heads"]);
-    assert_eq!(snapshot["attention"]["neurons"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        snapshot["attention"]["neurons"].as_array().unwrap().len(),
+        3
+    );
     assert_eq!(snapshot["attention"]["neurons"][1], live["neuron"]);
     assert_eq!(snapshot["shuffle"]["shuffle_seed"], 3);
     assert!(snapshot["provenance"]["commit"].is_string());
-    let (status, answer) = post(&server, "/api/export", &json!({"request": request, "controls": {"x": [1]}}));
+    let (status, answer) = post(
+        &server,
+        "/api/export",
+        &json!({"request": request, "controls": {"x": [1]}}),
+    );
     assert_eq!(status, 400);
-    assert!(answer["error"].as_str().unwrap().starts_with("controls:"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("controls:"),
+        "{answer}"
+    );
 }
 
 #[test]

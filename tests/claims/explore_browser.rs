@@ -307,8 +307,7 @@ async fn text(c: &Client, script: &str) -> String {
 /// a user would, and waits for the page to settle.
 async fn click(c: &Client, css: &str, shift: bool) {
     use fantoccini::actions::{
-        Actions, InputSource, KeyAction, KeyActions, MOUSE_BUTTON_LEFT, MouseActions,
-        PointerAction,
+        Actions, InputSource, KeyAction, KeyActions, MOUSE_BUTTON_LEFT, MouseActions, PointerAction,
     };
     let v = version(c).await;
     let target = c.find(Locator::Css(css)).await.unwrap();
@@ -318,17 +317,34 @@ async fn click(c: &Client, css: &str, shift: bool) {
             duration: Duration::from_millis(0),
         };
         let keys = KeyActions::new("keys".into())
-            .then(KeyAction::Down { value: Key::Shift.into() })
+            .then(KeyAction::Down {
+                value: Key::Shift.into(),
+            })
             .then(pause())
             .then(pause())
             .then(pause())
-            .then(KeyAction::Up { value: Key::Shift.into() });
+            .then(KeyAction::Up {
+                value: Key::Shift.into(),
+            });
         let pointer = MouseActions::new("mouse".into())
-            .then(PointerAction::Pause { duration: Duration::from_millis(0) })
-            .then(PointerAction::MoveToElement { element: target, duration: None, x: 0.0, y: 0.0 })
-            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
-            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
-        c.perform_actions(Actions::from(keys).and(pointer)).await.unwrap();
+            .then(PointerAction::Pause {
+                duration: Duration::from_millis(0),
+            })
+            .then(PointerAction::MoveToElement {
+                element: target,
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        c.perform_actions(Actions::from(keys).and(pointer))
+            .await
+            .unwrap();
         c.release_actions().await.unwrap();
     } else {
         target.click().await.unwrap();

@@ -18,8 +18,11 @@ use serde_json::Value;
 
 use crate::common::{run, run_dir, scratch, stderr};
 
-/// `(metadata, name → (shape, values))` of a safetensors file, read by the format's definition.
-fn read_plainly(path: &Path) -> (BTreeMap<String, String>, BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+/// A file's tensors: name → (shape, values).
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// `(metadata, tensors)` of a safetensors file, read by the format's definition.
+fn read_plainly(path: &Path) -> (BTreeMap<String, String>, Tensors) {
     let blob = std::fs::read(path).unwrap();
     let length = u64::from_le_bytes(blob[..8].try_into().unwrap()) as usize;
     let header: Value = serde_json::from_slice(&blob[8..8 + length]).unwrap();
@@ -34,8 +37,18 @@ fn read_plainly(path: &Path) -> (BTreeMap<String, String>, BTreeMap<String, (Vec
             continue;
         }
         assert_eq!(entry["dtype"], "F32", "{name}");
-        let shape: Vec<usize> = entry["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let offsets: Vec<usize> = entry["data_offsets"].as_array().unwrap().iter().map(|o| o.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = entry["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let offsets: Vec<usize> = entry["data_offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_u64().unwrap() as usize)
+            .collect();
         let values: Vec<f32> = data[offsets[0]..offsets[1]]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
@@ -61,7 +74,12 @@ fn exported_models_read_the_same_in_any_reader_and_load_back() {
     let out = scratch("safetensors");
     let trained = run(
         "scaling",
-        &["--config", "tests/configs/scaling.toml", "--out", out.to_str().unwrap()],
+        &[
+            "--config",
+            "tests/configs/scaling.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(trained.status.success(), "{}", stderr(&trained));
     let dir = run_dir(&out, "scaling");
@@ -76,7 +94,9 @@ fn exported_models_read_the_same_in_any_reader_and_load_back() {
             std::env::var("ATTENTION_LAB_REQUIRE_NUMPY").as_deref() != Ok("1"),
             "ATTENTION_LAB_REQUIRE_NUMPY=1 but no python3 with numpy (apt-get install python3-numpy)"
         );
-        eprintln!("skipped the numpy reader: no python3 with numpy (apt-get install python3-numpy)");
+        eprintln!(
+            "skipped the numpy reader: no python3 with numpy (apt-get install python3-numpy)"
+        );
     }
     for stem in &stems {
         let file = stem.with_extension("safetensors");
@@ -87,32 +107,53 @@ fn exported_models_read_the_same_in_any_reader_and_load_back() {
             .into_iter()
             .map(|t| {
                 let bytes = t.to_bytes().unwrap();
-                let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let values = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
                 (t.name.clone(), values)
             })
             .collect();
-        assert!(own.keys().any(|k| k.contains("attention.query.weight")), "{:?}", own.keys());
+        assert!(
+            own.keys().any(|k| k.contains("attention.query.weight")),
+            "{:?}",
+            own.keys()
+        );
 
         let (metadata, tensors) = read_plainly(&file);
-        assert_eq!(tensors.keys().collect::<Vec<_>>(), own.keys().collect::<Vec<_>>(), "{}", file.display());
+        assert_eq!(
+            tensors.keys().collect::<Vec<_>>(),
+            own.keys().collect::<Vec<_>>(),
+            "{}",
+            file.display()
+        );
         for (name, (_, values)) in &tensors {
             assert_eq!(values, &own[name], "{name} in {}", file.display());
         }
         let stored: ModelSpec = serde_json::from_str(&metadata["attention_lab.spec"]).unwrap();
         assert_eq!(stored, spec);
         assert_eq!(metadata["attention_lab.seed"], spec.seed.to_string());
-        assert_eq!(Some(&metadata["attention_lab.commit"]), spec.commit.as_ref());
+        assert_eq!(
+            Some(&metadata["attention_lab.commit"]),
+            spec.commit.as_ref()
+        );
         assert!(metadata["attention_lab.exported_by"].starts_with("attention-lab "));
 
         if let Some(python) = python {
             let read = Command::new(python)
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/read_safetensors.py"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/read_safetensors.py"
+                ))
                 .arg(&file)
                 .output()
                 .unwrap();
             assert!(read.status.success(), "{}", stderr(&read));
             let numpy: Value = serde_json::from_slice(&read.stdout).unwrap();
-            assert_eq!(numpy["metadata"]["attention_lab.seed"], spec.seed.to_string());
+            assert_eq!(
+                numpy["metadata"]["attention_lab.seed"],
+                spec.seed.to_string()
+            );
             let numpy_tensors = numpy["tensors"].as_object().unwrap();
             assert_eq!(numpy_tensors.len(), own.len());
             for (name, values) in &own {
@@ -129,10 +170,21 @@ fn exported_models_read_the_same_in_any_reader_and_load_back() {
         // And back into a fresh model of the spec: the same predictions as the checkpoint.
         let mut fresh = spec
             .model
-            .init(spec.vocab, spec.classes, spec.max_len, spec.seed + 1, &device)
+            .init(
+                spec.vocab,
+                spec.classes,
+                spec.max_len,
+                spec.seed + 1,
+                &device,
+            )
             .unwrap();
-        let applied = fresh.load_from(&mut SafetensorsStore::from_file(&file)).unwrap();
-        assert!(applied.is_success() && applied.missing.is_empty(), "{applied:?}");
+        let applied = fresh
+            .load_from(&mut SafetensorsStore::from_file(&file))
+            .unwrap();
+        assert!(
+            applied.is_success() && applied.missing.is_empty(),
+            "{applied:?}"
+        );
         let task = Task::new(spec.task.clone()).unwrap();
         let batch = task.held_out_batch(4, &mut HostRng::new(3));
         let logits = |m: &attention_lab::lab::model::TinyTransformer| {
@@ -152,5 +204,8 @@ fn export_models_names_a_folder_without_models() {
     let result = run("export_models", &["--run", empty.to_str().unwrap()]);
     assert!(!result.status.success());
     let message = stderr(&result);
-    assert!(message.contains(empty.to_str().unwrap()) && message.contains("no trained models"), "{message}");
+    assert!(
+        message.contains(empty.to_str().unwrap()) && message.contains("no trained models"),
+        "{message}"
+    );
 }

@@ -273,10 +273,7 @@ pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
 /// key's column, or the whole matrix), m the group's largest score, which changes no weight;
 /// the off-by-one softmax adds exp(−m) for its 1, m then at least 0 (Miller 2023). Linear
 /// attention's is φ(q)·φ(k) over its row's sum. Masked entries have numerator 0.
-fn numerators(
-    scaled: &[Vec<Option<f32>>],
-    options: &TraceOptions,
-) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+fn numerators(scaled: &[Vec<Option<f32>>], options: &TraceOptions) -> Numerators {
     let n_q = scaled.len();
     let n_k = scaled.first().map_or(0, Vec::len);
     let value = |i: usize, j: usize| scaled[i][j].map(f64::from);
@@ -334,7 +331,19 @@ fn numerators(
             .map(|i| (0..n_k).map(|j| of[group(i, j)]).collect())
             .collect()
     };
-    (numerator, per_entry(&sums), per_entry(&shift))
+    Numerators {
+        numerator,
+        normaliser: per_entry(&sums),
+        shift: per_entry(&shift),
+    }
+}
+
+/// [`numerators`]' answer, entry by entry (`[query][key]`): weight = numerator / normaliser.
+struct Numerators {
+    numerator: Vec<Vec<f64>>,
+    normaliser: Vec<Vec<f64>>,
+    /// The m subtracted before the exponential (0 under linear attention).
+    shift: Vec<Vec<f64>>,
 }
 
 /// Every intermediate of one trace, as plain rows of numbers.
@@ -372,25 +381,28 @@ impl TraceResult {
     pub fn neuron(&self, head: usize, query: usize) -> Value {
         let h = &self.heads[head];
         let q = &h.q[query];
-        let (numerator, normaliser, shift) = numerators(&h.scaled, &self.options);
-        let keys: Vec<Value> = h
-            .k
-            .iter()
-            .enumerate()
-            .map(|(j, k)| {
-                let product: Vec<f32> = q.iter().zip(k).map(|(a, b)| a * b).collect();
-                json!({
-                    "k": k,
-                    "product": product,
-                    "dot": h.scores[query][j],
-                    "scaled": h.scaled[query][j],
-                    "shift": shift[query][j],
-                    "numerator": numerator[query][j],
-                    "normaliser": normaliser[query][j],
-                    "weight": h.weights[query][j],
+        let Numerators {
+            numerator,
+            normaliser,
+            shift,
+        } = numerators(&h.scaled, &self.options);
+        let keys: Vec<Value> =
+            h.k.iter()
+                .enumerate()
+                .map(|(j, k)| {
+                    let product: Vec<f32> = q.iter().zip(k).map(|(a, b)| a * b).collect();
+                    json!({
+                        "k": k,
+                        "product": product,
+                        "dot": h.scores[query][j],
+                        "scaled": h.scaled[query][j],
+                        "shift": shift[query][j],
+                        "numerator": numerator[query][j],
+                        "normaliser": normaliser[query][j],
+                        "weight": h.weights[query][j],
+                    })
                 })
-            })
-            .collect();
+                .collect();
         json!({"query": query, "q": q, "keys": keys})
     }
 
