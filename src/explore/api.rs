@@ -154,17 +154,10 @@ type Object = Map<String, Value>;
 /// The body as a JSON object, and its `options` object (empty when absent), every option name
 /// known.
 fn body_object(body: &[u8]) -> Result<(Object, Object), BadRequest> {
-    if body.len() > MAX_BODY {
-        return Err(bad(format!(
-            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
-            body.len()
-        )));
-    }
-    let Value::Object(mut object) = body_json(body)? else {
-        return Err(bad(
-            "body: expected a JSON object {\"tokens\", \"x\"?, \"w_q\"?, \"w_k\"?, \"w_v\"?, \"options\"?}",
-        ));
-    };
+    let mut object = json_object(
+        body,
+        "{\"tokens\", \"x\"?, \"w_q\"?, \"w_k\"?, \"w_v\"?, \"options\"?}",
+    )?;
     // What only the explorer's answers carry: read back and ignored, as trace --input ignores
     // trace --json's outputs.
     for field in ["neuron", "neurons", "selection", "paths"] {
@@ -336,8 +329,9 @@ fn queries(options: &Map<String, Value>, n: usize) -> Result<Option<Vec<usize>>,
 
 fn misplaced_knob(name: &str, value: &Value) -> BadRequest {
     bad(format!(
-        "{}: a knob, set under options: {{\"options\": {{\"{0}\": {value}}}}}; the top level holds the input (tokens, x, w_q, w_k, w_v) and what an answer said",
-        trace::label(name)
+        "{}: a knob, set under options: {{\"options\": {{\"{0}\": {}}}}}; the top level holds the input (tokens, x, w_q, w_k, w_v) and what an answer said",
+        trace::label(name),
+        trace::label(&value.to_string())
     ))
 }
 
@@ -353,8 +347,16 @@ pub fn check_top_level(request: &Request, answer: &Value) -> Result<(), BadReque
     for (name, given) in &request.top_level {
         if !answer.get(name).is_some_and(|used| same(used, given)) {
             let used = answer.get(name).cloned().unwrap_or(Value::Null);
+            let given = trace::label(&given.to_string());
+            let fix = if OPTIONS.contains(&name.as_str()) {
+                format!("knobs are set under options: {{\"options\": {{\"{name}\": {given}}}}}")
+            } else {
+                format!(
+                    "{name} is not a knob but what the options give (set scale or d_k under options)"
+                )
+            };
             return Err(bad(format!(
-                "{name}: {given} at the top level is not applied there (the block ran with {used}); knobs are set under options: {{\"options\": {{\"{name}\": {given}}}}}"
+                "{name}: {given} at the top level is not applied there (the block ran with {used}); {fix}"
             )));
         }
     }
@@ -424,6 +426,35 @@ fn permutation(options: &Map<String, Value>, n: usize) -> Result<Option<Vec<usiz
             "options.permutation: expected an array of indices, got {v}"
         ))),
     }
+}
+
+/// A request body that must be a JSON object (`expected` says which fields), at most
+/// [`MAX_BODY`] bytes.
+fn json_object(body: &[u8], expected: &str) -> Result<Object, BadRequest> {
+    if body.len() > MAX_BODY {
+        return Err(bad(format!(
+            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
+            body.len()
+        )));
+    }
+    match body_json(body)? {
+        Value::Object(object) => Ok(object),
+        _ => Err(bad(format!("body: expected a JSON object {expected}"))),
+    }
+}
+
+/// The model `name` of the run, or a 400 naming the run folder.
+fn find_model<'a>(trained: &'a Trained, name: &Value) -> Result<&'a TrainedModel, BadRequest> {
+    let name = name
+        .as_str()
+        .ok_or_else(|| bad("model: expected the name of one of the run's models"))?;
+    trained.find(name).ok_or_else(|| {
+        bad(format!(
+            "model: no model named '{}' in {}",
+            trace::label(name),
+            trained.run.display()
+        ))
+    })
 }
 
 /// A request body as JSON, read as `trace --input` reads its file (duplicate keys refused).
@@ -613,16 +644,10 @@ pub fn snapshot(
     trained: Option<&Trained>,
     device: &burn::prelude::Device,
 ) -> Result<Value, BadRequest> {
-    if body.len() > MAX_BODY {
-        return Err(bad(format!(
-            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
-            body.len()
-        )));
-    }
-    let value = body_json(body)?;
-    let object = value.as_object().ok_or_else(|| {
-        bad("body: expected {\"request\", \"controls\", \"shuffle_seed\"?, \"model\"?, \"example_seed\"?}")
-    })?;
+    let object = json_object(
+        body,
+        "{\"request\", \"controls\", \"shuffle_seed\"?, \"model\"?, \"example_seed\"?}",
+    )?;
     const FIELDS: [&str; 5] = [
         "request",
         "controls",
@@ -684,21 +709,12 @@ pub fn snapshot(
     let example = match object.get("model") {
         None | Some(Value::Null) => Value::Null,
         Some(name) => {
-            let name = name
-                .as_str()
-                .ok_or_else(|| bad("model: expected the name of one of the run's models"))?;
             let trained = trained.ok_or_else(|| {
                 bad("model: no trained models here; start explore with --run results/<experiment>/<run-id>")
             })?;
-            let model = trained.find(name).ok_or_else(|| {
-                bad(format!(
-                    "model: no model named '{}' in {}",
-                    trace::label(name),
-                    trained.run.display()
-                ))
-            })?;
+            let model = find_model(trained, name)?;
             if let Some(models) = info["trained"]["models"].as_array_mut() {
-                models.retain(|m| m["name"] == name);
+                models.retain(|m| m["name"] == *name);
             }
             model.example(example_seed, device)
         }
@@ -730,16 +746,7 @@ pub fn model(
     trained: &Trained,
     device: &burn::prelude::Device,
 ) -> Result<Value, BadRequest> {
-    if body.len() > MAX_BODY {
-        return Err(bad(format!(
-            "body: {} bytes is over the {MAX_BODY}-byte (1 MiB) limit",
-            body.len()
-        )));
-    }
-    let value = body_json(body)?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| bad("body: expected {\"model\": name, \"seed\"?: n}"))?;
+    let object = json_object(body, "{\"model\": name, \"seed\"?: n}")?;
     if let Some(unknown) = object
         .keys()
         .find(|k| !["model", "seed"].contains(&k.as_str()))
@@ -755,17 +762,7 @@ pub fn model(
             .as_u64()
             .ok_or_else(|| bad(format!("seed: expected a whole number ≥ 0, got {v}")))?,
     };
-    let name = object
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("model: expected the name of one of the run's models"))?;
-    let model: &TrainedModel = trained.find(name).ok_or_else(|| {
-        bad(format!(
-            "model: no model named '{}' in {}",
-            trace::label(name),
-            trained.run.display()
-        ))
-    })?;
+    let model = find_model(trained, object.get("model").unwrap_or(&Value::Null))?;
     Ok(model.example(seed, device))
 }
 
@@ -841,6 +838,10 @@ mod tests {
             (
                 r#"{"tokens": ["a", "b"], "seed": 3}"#,
                 "seed: a knob, set under options",
+            ),
+            (
+                r#"{"tokens": ["a", "b"], "d_v": 99}"#,
+                "d_v: 99 at the top level is not applied there (the block ran with 8); d_v is not a knob",
             ),
             (
                 r#"{"tokens": ["a", "b"], "query": 1}"#,

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -175,39 +175,62 @@ async fn shuffle(c: &Client) -> f64 {
     .await
 }
 
-#[test]
-fn the_page_drives_the_block_in_a_real_browser() {
-    let Some((_driver, webdriver)) = driver() else {
-        return;
-    };
-    let server = Server::start(&[]);
-    let dir = scratch("explore-browser");
+/// chromedriver, an explorer with no run, a scratch folder named `test` and a runtime for the
+/// browser; `None` without a browser.
+fn free_explorer(test: &str) -> Option<(Driver, String, Server, PathBuf, tokio::runtime::Runtime)> {
+    let (driver, webdriver) = driver()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    Some((
+        driver,
+        webdriver,
+        Server::start(&[]),
+        scratch(test),
+        runtime,
+    ))
+}
+
+/// Types `words` into the sentence box and waits until the page shows them, settled.
+async fn type_sentence(c: &Client, words: &str) -> u64 {
+    let before = version(c).await;
+    let sentence = c.find(Locator::Id("sentence")).await.unwrap();
+    sentence.clear().await.unwrap();
+    sentence.send_keys(words).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .execute(
+            "return state.result ? state.result.tokens.join(' ') : ''",
+            vec![],
+        )
+        .await
+        .unwrap()
+        != json!(words)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the typed sentence"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    settle(c, before).await
+}
+
+#[test]
+fn the_page_drives_the_block_in_a_real_browser() {
+    let Some((_driver, webdriver, server, dir, runtime)) = free_explorer("explore-browser") else {
+        return;
+    };
     runtime.block_on(async {
         let c = browser(&webdriver, &dir.join("profile")).await;
         c.goto(&server.url).await.unwrap();
-        let mut v = settle(&c, 0).await;
+        settle(&c, 0).await;
         // The seed page's example first: three tokens, rows summing to 1.
         assert_eq!(cells(&c).await.len(), 9);
 
         // Type a sentence.
-        let sentence = c.find(Locator::Id("sentence")).await.unwrap();
-        sentence.clear().await.unwrap();
-        sentence.send_keys("the cat sat on the mat").await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c
-            .execute("return state.result ? state.result.tokens.join(' ') : ''", vec![])
-            .await
-            .unwrap()
-            != json!("the cat sat on the mat")
-        {
-            assert!(Instant::now() < deadline, "the page never showed the typed sentence");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        v = settle(&c, v.saturating_sub(1)).await;
+        let mut v = type_sentence(&c, "the cat sat on the mat").await;
         assert_eq!(cells(&c).await.len(), 36);
 
         // Click a token: its row, its neuron view and its entropy.
@@ -231,7 +254,7 @@ fn the_page_drives_the_block_in_a_real_browser() {
         assert!(shown.iter().any(|(i, j, w, _)| j < i && *w > 0.0));
         // The README's picture is this page in this state, taken on request.
         if let Ok(path) = std::env::var("ATTENTION_LAB_SCREENSHOT") {
-            c.set_window_size(1300, 1050).await.unwrap();
+            c.set_window_size(1300, 1280).await.unwrap();
             let png = c.screenshot().await.unwrap();
             std::fs::write(&path, png).unwrap();
             eprintln!("screenshot for the README: {path}");
@@ -358,33 +381,15 @@ async fn click(c: &Client, css: &str, shift: bool) {
 /// server behind it.
 #[test]
 fn the_page_selects_compares_and_exports() {
-    let Some((_driver, webdriver)) = driver() else {
+    let Some((_driver, webdriver, server, dir, runtime)) = free_explorer("explore-browser-exports")
+    else {
         return;
     };
-    let server = Server::start(&[]);
-    let dir = scratch("explore-browser-exports");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(async {
         let c = browser(&webdriver, &dir.join("profile")).await;
         c.goto(&server.url).await.unwrap();
-        let v = settle(&c, 0).await;
-        let sentence = c.find(Locator::Id("sentence")).await.unwrap();
-        sentence.clear().await.unwrap();
-        sentence.send_keys("the cat sat on the mat").await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c
-            .execute("return state.result ? state.result.tokens.join(' ') : ''", vec![])
-            .await
-            .unwrap()
-            != json!("the cat sat on the mat")
-        {
-            assert!(Instant::now() < deadline, "the page never showed the typed sentence");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        settle(&c, v.saturating_sub(1)).await;
+        settle(&c, 0).await;
+        type_sentence(&c, "the cat sat on the mat").await;
         c.find(Locator::Id("causal")).await.unwrap().click().await.unwrap();
         settle(&c, version(&c).await.saturating_sub(1)).await;
         // Under the mask the first query sees one key: its entropy ceiling is ln 1 = 0.
