@@ -225,6 +225,18 @@ fn bad_requests_get_400_naming_the_field_and_the_server_keeps_serving() {
             json!({"tokens": ["a", "b"], "seed": 4}),
             "seed: a knob, set under options",
         ),
+        (
+            json!({"tokens": ["a"], "options": {"path": "tiled"}}),
+            "options.path",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "options": {"queries": [0, 2]}}),
+            "options.queries",
+        ),
+        (
+            json!({"tokens": ["a", "b"], "options": {"shuffle_seed": -1}}),
+            "options.shuffle_seed",
+        ),
     ];
     for (body, field) in &cases {
         let (status, answer) = post(&server, "/api/attention", body);
@@ -313,16 +325,37 @@ fn the_export_is_a_page_with_the_answers_inside() {
     assert_eq!(snapshot["attention"]["neurons"][1], live["neuron"]);
     assert_eq!(snapshot["shuffle"]["shuffle_seed"], 3);
     assert!(snapshot["provenance"]["commit"].is_string());
-    let (status, answer) = post(
-        &server,
-        "/api/export",
-        &json!({"request": request, "controls": {"x": [1]}}),
-    );
-    assert_eq!(status, 400);
-    assert!(
-        answer["error"].as_str().unwrap().starts_with("controls:"),
-        "{answer}"
-    );
+    for (body, field) in [
+        (
+            json!({"request": request, "controls": {"x": [1]}}),
+            "controls:",
+        ),
+        (json!({"controls": {}}), "request:"),
+        (
+            json!({"request": request, "colour": 1}),
+            "colour: unknown field",
+        ),
+        (
+            json!({"request": request, "shuffle_seed": "3"}),
+            "shuffle_seed:",
+        ),
+        (
+            json!({"request": request, "model": "m"}),
+            "model: no trained models here",
+        ),
+        (
+            json!({"request": {"tokens": ["a"], "causal": true}}),
+            "causal: true at the top level",
+        ),
+    ] {
+        let (status, answer) = post(&server, "/api/export", &body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(field),
+            "{body}: expected {field:?}, got {error}"
+        );
+    }
 }
 
 #[test]

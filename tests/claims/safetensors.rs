@@ -202,7 +202,7 @@ fn exported_models_read_the_same_in_any_reader_and_load_back() {
 fn export_models_names_a_folder_without_models() {
     let empty = scratch("safetensors-empty");
     let result = run("export_models", &["--run", empty.to_str().unwrap()]);
-    assert!(!result.status.success());
+    assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
     let message = stderr(&result);
     assert!(
         message.contains(empty.to_str().unwrap()) && message.contains("no trained models"),
