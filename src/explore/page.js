@@ -44,6 +44,7 @@ function fromSnapshot(path, body) {
     const copy = JSON.parse(JSON.stringify(b));
     delete copy.options.query;
     delete copy.options.queries;
+    delete copy.options.shuffle_seed; // a snapshot holds one shuffle, whose seed it shows
     return canonical(copy);
   };
   const elsewhere = "this snapshot holds the inputs and knobs it was saved with; run explore to change them";

@@ -507,6 +507,12 @@ fn the_page_selects_compares_and_exports() {
         assert_eq!(rows, 8.0);
         let other = text(&c, "return document.getElementById('neuron').textContent").await;
         assert_ne!(other, live_neuron, "query 4's neuron view is query 2's");
+        // The shuffle saved with it: the tokens' rows put back in order, the seed named.
+        click(&c, "#shuffle", false).await;
+        let aligned = number(&c, "return document.querySelectorAll('#shuffle-aligned tr').length").await;
+        assert_eq!(aligned, 7.0, "header and six rows");
+        let title = text(&c, "return document.querySelector('#shuffle-compare div:nth-child(2) h3').textContent").await;
+        assert!(title.contains("shuffle seed 1"), "{title}");
         c.close().await.unwrap();
     });
 }
