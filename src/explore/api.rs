@@ -514,6 +514,14 @@ where
 /// - `paths`: the same request on the other path (fused ↔ decomposed), and the largest
 ///   differences between the two paths' weights and contexts.
 pub fn attention(request: &Request, device: &burn::prelude::Device) -> Result<Value, BadRequest> {
+    Ok(traced_attention(request, device)?.0)
+}
+
+/// [`attention`]'s answer and the trace it was read from.
+fn traced_attention(
+    request: &Request,
+    device: &burn::prelude::Device,
+) -> Result<(Value, TraceResult), BadRequest> {
     let result = trace::run(&request.input, &request.options, device)?;
     let mut value = answer(&result, request.query);
     check_top_level(request, &value)?;
@@ -553,7 +561,7 @@ pub fn attention(request: &Request, device: &burn::prelude::Device) -> Result<Va
         "weights_max_diff": gap(|h| &h.weights),
         "context_max_diff": gap(|h| &h.output),
     });
-    Ok(value)
+    Ok((value, result))
 }
 
 fn answer(result: &TraceResult, query: Option<usize>) -> Value {
@@ -696,8 +704,7 @@ pub fn snapshot(
     let example_seed = whole_number("example_seed")?.unwrap_or(0);
     request.queries = None;
     // The view's answer (top-level knobs checked there), and every query's neuron view.
-    let mut shown = attention(&request, device)?;
-    let result = trace::run(&request.input, &request.options, device)?;
+    let (mut shown, result) = traced_attention(&request, device)?;
     shown["neurons"] = json!(
         (0..result.tokens.len())
             .map(|q| (0..result.heads.len())
