@@ -23,10 +23,12 @@
 
 use rayon::prelude::*;
 
-/// Query rows per block.
-const BLOCK_Q: usize = 64;
+/// Query rows per block. Measured with `bench` and the kernels alone (b = 4, d = 64, 2 cores with
+/// AVX-512): 128 × 128 tiles took 10–20 % less time than 64 × 64 at n = 128…2048, since each
+/// `gemm` call packs and dispatches once for twice the rows; 256 rows or keys gained nothing more.
+pub const BLOCK_Q: usize = 128;
 /// Keys per tile.
-const BLOCK_K: usize = 64;
+pub const BLOCK_K: usize = 128;
 /// Below this many multiply-adds (batch·heads·n_q·n_k·(d_k + d_v)) one thread does the whole call.
 /// Measured in `bench` on 2 cores: with the pool at n = 64 and 128 (b = 4, d = 64: 2M and 8M)
 /// the block's forward+backward took 1.4× the decomposed path's, serially 0.8×; rayon's idle
@@ -241,15 +243,15 @@ fn nan_max(a: f32, b: f32) -> f32 {
 }
 
 /// row[j] ← e^(row[j] − shift); returns the sum. The exponentials are a plain map and the sum
-/// runs in 8 lanes, since a single running float sum is a chain the compiler may not reorder
+/// runs in `LANES` lanes, since a single running float sum is a chain the compiler may not reorder
 /// (and so would not vectorise, exponentials included).
 #[inline(always)]
-fn exp_shifted_generic(row: &mut [f32], shift: f32) -> f32 {
+fn exp_shifted_generic<const LANES: usize>(row: &mut [f32], shift: f32) -> f32 {
     for x in row.iter_mut() {
         *x = exp(*x - shift);
     }
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = row.chunks_exact(8);
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (lane, x) in lanes.iter_mut().zip(chunk) {
             *lane += x;
@@ -258,11 +260,11 @@ fn exp_shifted_generic(row: &mut [f32], shift: f32) -> f32 {
     lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
-/// The largest entry of `row` (−∞ for an empty one), NaN if any is NaN; in 8 lanes.
+/// The largest entry of `row` (−∞ for an empty one), NaN if any is NaN; in `LANES` lanes.
 #[inline(always)]
-fn row_max_generic(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
+fn row_max_generic<const LANES: usize>(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (lane, &x) in lanes.iter_mut().zip(chunk) {
             *lane = nan_max(*lane, x);
@@ -284,55 +286,125 @@ fn score_grad_generic(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_shifted_avx2(row: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_generic(row, shift)
-}
+mod x86 {
+    //! The element-wise loops compiled for AVX2 + FMA (8 lanes) and for AVX-512F (16 lanes):
+    //! the same Rust, vectorised by the compiler under each target feature. Callers check the
+    //! CPU first ([`super::Simd::detected`]).
+    use super::{exp_shifted_generic, row_max_generic, score_grad_generic};
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn row_max_avx2(row: &[f32]) -> f32 {
-    row_max_generic(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn score_grad_avx2(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
-    score_grad_generic(p, dp, d, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-/// The element-wise loops, on 8-wide vectors where the CPU has them.
-fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU was just checked to have AVX2 and FMA.
-        return unsafe { exp_shifted_avx2(row, shift) };
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp_shifted_avx2(row: &mut [f32], shift: f32) -> f32 {
+        exp_shifted_generic::<8>(row, shift)
     }
-    exp_shifted_generic(row, shift)
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn row_max_avx2(row: &[f32]) -> f32 {
+        row_max_generic::<8>(row)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn score_grad_avx2(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+        score_grad_generic(p, dp, d, scale)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn exp_shifted_avx512(row: &mut [f32], shift: f32) -> f32 {
+        exp_shifted_generic::<16>(row, shift)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn row_max_avx512(row: &[f32]) -> f32 {
+        row_max_generic::<16>(row)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub fn score_grad_avx512(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+        score_grad_generic(p, dp, d, scale)
+    }
 }
 
-fn row_max(row: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as above.
-        return unsafe { row_max_avx2(row) };
-    }
-    row_max_generic(row)
+/// Which vector code runs the kernels' element-wise loops (exponentials, row maxima, dS). The
+/// tile products are `gemm`'s, which picks its own kernels per process (AVX-512 where the CPU
+/// has AVX-512F, since our `gemm` dependency enables `x86-v4`).
+///
+/// The public [`forward`] and [`backward`] run at [`Simd::detected`]; [`forward_at`] and
+/// [`backward_at`] take a level, so that a test runs every level this CPU offers, not only the
+/// best.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// Plain Rust, whatever the compiler's baseline target gives (SSE2 on x86-64).
+    Scalar,
+    /// 8 lanes: AVX2 and FMA.
+    Avx2,
+    /// 16 lanes: AVX-512F.
+    Avx512,
 }
 
-fn score_grad(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as above.
-        return unsafe { score_grad_avx2(p, dp, d, scale) };
+impl Simd {
+    /// The widest level this CPU runs.
+    pub fn detected() -> Simd {
+        static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            Simd::available()
+                .into_iter()
+                .max()
+                .unwrap_or(Simd::Scalar)
+        })
     }
-    score_grad_generic(p, dp, d, scale)
+
+    /// Every level this CPU runs, narrowest first; [`Simd::Scalar`] always.
+    pub fn available() -> Vec<Simd> {
+        let mut levels = vec![Simd::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                levels.push(Simd::Avx2);
+                if is_x86_feature_detected!("avx512f") {
+                    levels.push(Simd::Avx512);
+                }
+            }
+        }
+        levels
+    }
+
+    /// Whether this CPU runs `self`: the check every unsafe call below relies on.
+    fn runs_here(self) -> bool {
+        self == Simd::Scalar || Simd::available().contains(&self)
+    }
+
+    fn exp_shifted(self, row: &mut [f32], shift: f32) -> f32 {
+        match self {
+            // SAFETY: a level other than Scalar is only built by `detected`/`available`, or
+            // checked by `runs_here` at the kernels' entry, so the CPU has its features.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { x86::exp_shifted_avx512(row, shift) },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { x86::exp_shifted_avx2(row, shift) },
+            _ => exp_shifted_generic::<8>(row, shift),
+        }
+    }
+
+    fn row_max(self, row: &[f32]) -> f32 {
+        match self {
+            // SAFETY: as in `exp_shifted`.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { x86::row_max_avx512(row) },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { x86::row_max_avx2(row) },
+            _ => row_max_generic::<8>(row),
+        }
+    }
+
+    fn score_grad(self, p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+        match self {
+            // SAFETY: as in `exp_shifted`.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { x86::score_grad_avx512(p, dp, d, scale) },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { x86::score_grad_avx2(p, dp, d, scale) },
+            _ => score_grad_generic(p, dp, d, scale),
+        }
+    }
 }
 
 /// The forward pass: `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q])`.
@@ -344,6 +416,20 @@ pub fn forward(
     scale: f32,
     masks: Masks,
 ) -> (Vec<f32>, Vec<f32>) {
+    forward_at(Simd::detected(), q, k, v, dims, scale, masks)
+}
+
+/// [`forward`] with its element-wise loops at `simd`, which this CPU must run.
+pub fn forward_at(
+    simd: Simd,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    scale: f32,
+    masks: Masks,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(simd.runs_here(), "flash: this CPU does not run {simd:?}");
     let Dims {
         batch,
         heads,
@@ -411,7 +497,7 @@ pub fn forward(
                 if cover == Cover::Some {
                     masks.hide(b, n_k, i0 + r, j0, row);
                 }
-                let tile_max = row_max(row);
+                let tile_max = simd.row_max(row);
                 let new_max = nan_max(max[r], tile_max);
                 if new_max == f32::NEG_INFINITY {
                     // Nothing visible yet in this row: it adds nothing.
@@ -419,7 +505,7 @@ pub fn forward(
                     continue;
                 }
                 let rescale = exp(max[r] - new_max);
-                sum[r] = sum[r] * rescale + exp_shifted(row, new_max);
+                sum[r] = sum[r] * rescale + simd.exp_shifted(row, new_max);
                 if rescale != 1.0 {
                     for x in rows_of_mut(o_blk, r, 1, d_v) {
                         *x *= rescale;
@@ -474,6 +560,24 @@ pub fn backward(
     scale: f32,
     masks: Masks,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_at(Simd::detected(), q, k, v, o, lse, d_o, dims, scale, masks)
+}
+
+/// [`backward`] with its element-wise loops at `simd`, which this CPU must run.
+#[allow(clippy::too_many_arguments)] // as in `backward`, and the level
+pub fn backward_at(
+    simd: Simd,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    lse: &[f32],
+    d_o: &[f32],
+    dims: Dims,
+    scale: f32,
+    masks: Masks,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert!(simd.runs_here(), "flash: this CPU does not run {simd:?}");
     let Dims {
         batch,
         heads,
@@ -574,7 +678,7 @@ pub fn backward(
                     if cover == Cover::Some {
                         masks.hide(b, n_k, i0 + r, j0, row);
                     }
-                    exp_shifted(row, lse_head[i0 + r]);
+                    simd.exp_shifted(row, lse_head[i0 + r]);
                 }
                 // dV_tile += Pᵀ·dO_blk   [cols, d_v]
                 matmul(
@@ -599,7 +703,7 @@ pub fn backward(
                 // dS = P ⊙ (dP − D)·c   [rows, cols]
                 for r in 0..rows {
                     let span = r * cols..(r + 1) * cols;
-                    score_grad(&p[span.clone()], &mut ds[span], d_row[i0 + r], scale);
+                    simd.score_grad(&p[span.clone()], &mut ds[span], d_row[i0 + r], scale);
                 }
                 // dQ_blk += dS·K_tile   [rows, d_k]
                 matmul(
@@ -801,37 +905,173 @@ mod tests {
         assert_eq!(exp(0.0), 1.0);
     }
 
-    #[test]
-    fn forward_matches_the_textbook_across_tile_edges() {
-        // n = 1, a tile minus one, exactly two tiles, and beyond; n_q ≠ n_k; d_k ≠ d_v.
-        for (n_q, n_k) in [(1, 1), (63, 63), (128, 128), (70, 133), (130, 5)] {
-            for causal in [false, true] {
-                let dims = Dims {
-                    batch: 2,
-                    heads: 2,
-                    n_q,
-                    n_k,
-                    d_k: 5,
-                    d_v: 3,
+    /// The textbook gradients in f64: full P, dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − D) with
+    /// D_i = Σ_j P_ij·dP_ij, dQ = c·dS·K, dK = c·dSᵀ·Q.
+    #[allow(clippy::too_many_arguments)] // the inputs of the op, as in `backward`
+    fn naive_backward(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        d_o: &[f32],
+        dims: Dims,
+        scale: f32,
+        masks: Masks,
+    ) -> [Vec<f64>; 3] {
+        let Dims {
+            batch,
+            heads,
+            n_q,
+            n_k,
+            d_k,
+            d_v,
+        } = dims;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0.0f64; q.len()],
+            vec![0.0f64; k.len()],
+            vec![0.0f64; v.len()],
+        );
+        let c = scale as f64;
+        for bh in 0..batch * heads {
+            let b = bh / heads;
+            for i in 0..n_q {
+                let visible = |j: usize| {
+                    !((masks.causal && j > i)
+                        || masks.padding.is_some_and(|p| p[b * n_k + j] != 0))
                 };
-                let (q, k, v) = (
-                    draw(4 * n_q * 5, 1),
-                    draw(4 * n_k * 5, 2),
-                    draw(4 * n_k * 3, 3),
-                );
-                let pad: Vec<u8> = (0..2 * n_k).map(|j| (j >= n_k + n_k / 2) as u8).collect();
-                let masks = Masks {
-                    causal,
-                    padding: Some(&pad),
+                let dot = |a: &[f32], x: usize, bb: &[f32], y: usize, d: usize| -> f64 {
+                    (0..d).map(|t| a[x * d + t] as f64 * bb[y * d + t] as f64).sum()
                 };
-                let (o, _) = forward(&q, &k, &v, dims, 0.7, masks);
-                let want = naive(&q, &k, &v, dims, 0.7, masks);
-                for (a, b) in o.iter().zip(&want) {
-                    assert!(
-                        (a - b).abs() < 1e-5,
-                        "n_q {n_q} n_k {n_k} causal {causal}: {a} vs {b}"
-                    );
+                let (qi, dj) = (bh * n_q + i, |j: usize| bh * n_k + j);
+                let scores: Vec<f64> = (0..n_k)
+                    .map(|j| {
+                        if visible(j) {
+                            c * dot(q, qi, k, dj(j), d_k)
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    continue;
                 }
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = e.iter().sum();
+                let p: Vec<f64> = e.iter().map(|x| x / total).collect();
+                let dp: Vec<f64> = (0..n_k).map(|j| dot(d_o, qi, v, dj(j), d_v)).collect();
+                let d: f64 = (0..n_k).map(|j| p[j] * dp[j]).sum();
+                for j in 0..n_k {
+                    let ds = p[j] * (dp[j] - d);
+                    for t in 0..d_v {
+                        dv[dj(j) * d_v + t] += p[j] * d_o[qi * d_v + t] as f64;
+                    }
+                    for t in 0..d_k {
+                        dq[qi * d_k + t] += c * ds * k[dj(j) * d_k + t] as f64;
+                        dk[dj(j) * d_k + t] += c * ds * q[qi * d_k + t] as f64;
+                    }
+                }
+            }
+        }
+        [dq, dk, dv]
+    }
+
+    /// Sizes at the tiles' edges: n = 1, a tile minus one, exactly two tiles, past one tile of
+    /// queries against past two of keys, and past two tiles of queries against a few keys.
+    fn tile_edges() -> [(usize, usize); 5] {
+        [
+            (1, 1),
+            (BLOCK_Q - 1, BLOCK_K - 1),
+            (2 * BLOCK_Q, 2 * BLOCK_K),
+            (BLOCK_Q + 6, 2 * BLOCK_K + 5),
+            (2 * BLOCK_Q + 2, 5),
+        ]
+    }
+
+    #[test]
+    fn forward_and_backward_match_the_textbook_across_tile_edges_at_every_simd_level() {
+        // n_q ≠ n_k and d_k ≠ d_v; padding that ends inside a tile; with and without the
+        // causal mask; at every level this CPU runs (scalar, then AVX2 and AVX-512 where it has
+        // them), so that a narrower path is tested on a CPU that would not pick it.
+        let levels = Simd::available();
+        assert!(levels.contains(&Simd::detected()));
+        for simd in levels {
+            for (n_q, n_k) in tile_edges() {
+                for causal in [false, true] {
+                    let dims = Dims {
+                        batch: 2,
+                        heads: 2,
+                        n_q,
+                        n_k,
+                        d_k: 5,
+                        d_v: 3,
+                    };
+                    let (q, k, v, d_o) = (
+                        draw(4 * n_q * 5, 1),
+                        draw(4 * n_k * 5, 2),
+                        draw(4 * n_k * 3, 3),
+                        draw(4 * n_q * 3, 4),
+                    );
+                    let pad: Vec<u8> =
+                        (0..2 * n_k).map(|j| (j >= n_k + n_k / 2) as u8).collect();
+                    let masks = Masks {
+                        causal,
+                        padding: Some(&pad),
+                    };
+                    let case = format!("{simd:?} n_q {n_q} n_k {n_k} causal {causal}");
+                    let (o, lse) = forward_at(simd, &q, &k, &v, dims, 0.7, masks);
+                    let want = naive(&q, &k, &v, dims, 0.7, masks);
+                    for (a, b) in o.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-5, "{case}: o {a} vs {b}");
+                    }
+                    let got = backward_at(simd, &q, &k, &v, &o, &lse, &d_o, dims, 0.7, masks);
+                    let want = naive_backward(&q, &k, &v, &d_o, dims, 0.7, masks);
+                    for (name, g, w) in [
+                        ("dq", &got.0, &want[0]),
+                        ("dk", &got.1, &want[1]),
+                        ("dv", &got.2, &want[2]),
+                    ] {
+                        for (a, b) in g.iter().zip(w) {
+                            assert!(
+                                (*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()),
+                                "{case}: {name} {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_simd_level_computes_the_element_wise_loops_alike() {
+        // Rows of every length up to past two 16-lane vectors, so the remainders are covered.
+        for simd in Simd::available() {
+            for len in 0..40 {
+                let row: Vec<f32> = draw(len, len as u64).iter().map(|x| 30.0 * x).collect();
+                let max = simd.row_max(&row);
+                let want = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(max, want, "{simd:?} len {len}: row max");
+                let (mut got, mut plain) = (row.clone(), row.clone());
+                let sum = simd.exp_shifted(&mut got, 1.5);
+                let plain_sum = exp_shifted_generic::<1>(&mut plain, 1.5);
+                assert_eq!(got, plain, "{simd:?} len {len}: exponentials");
+                assert!(
+                    (sum - plain_sum).abs() <= 1e-6 * plain_sum.abs(),
+                    "{simd:?} len {len}: sum {sum} vs {plain_sum}"
+                );
+                let p: Vec<f32> = draw(len, 7);
+                let (mut ds, want): (Vec<f32>, Vec<f32>) = (
+                    row.clone(),
+                    row.iter().zip(&p).map(|(g, w)| w * (g - 0.3) * 0.5).collect(),
+                );
+                simd.score_grad(&p, &mut ds, 0.3, 0.5);
+                assert_eq!(ds, want, "{simd:?} len {len}: dS");
+            }
+            // A NaN anywhere in a row is its maximum, in a lane or in the remainder.
+            for at in [0, 17, 33] {
+                let mut row = vec![1.0f32; 35];
+                row[at] = f32::NAN;
+                assert!(simd.row_max(&row).is_nan(), "{simd:?}: NaN at {at}");
             }
         }
     }

@@ -408,15 +408,15 @@ fn listed_cases() -> Vec<Case> {
             scale: 0.5 / 2.0,
             ..Case::new(2, 4, 5, 5, 4, 4)
         },
-        // Not a multiple of the 64-row tile, causal: the diagonal crosses tiles.
+        // Not a multiple of the row tile, causal: the diagonal crosses tiles.
         Case {
             causal: true,
-            ..Case::new(2, 2, 70, 70, 8, 8)
+            ..Case::new(2, 2, flash::BLOCK_Q + 6, flash::BLOCK_Q + 6, 8, 8)
         },
         // Two tiles and a bit, with padding that ends inside a tile.
         Case {
-            lengths: Some(vec![130, 57]),
-            ..Case::new(2, 2, 130, 130, 8, 8)
+            lengths: Some(vec![2 * flash::BLOCK_K + 2, flash::BLOCK_K - 7]),
+            ..Case::new(2, 2, 2 * flash::BLOCK_K + 2, 2 * flash::BLOCK_K + 2, 8, 8)
         },
         // A fully padded sequence: every row of batch 0 is fully masked.
         Case {
@@ -446,10 +446,11 @@ fn listed_cases() -> Vec<Case> {
         },
     ];
     // Past two key tiles with a long causal sequence and one head per batch row.
+    let n = 2 * flash::BLOCK_K + 72;
     cases.push(Case {
         causal: true,
-        lengths: Some(vec![200, 150]),
-        ..Case::new(2, 1, 200, 200, 16, 16)
+        lengths: Some(vec![n, flash::BLOCK_K + 22]),
+        ..Case::new(2, 1, n, n, 16, 16)
     });
     // Every case again with the off-by-one softmax.
     let twins: Vec<Case> = cases
@@ -486,7 +487,7 @@ fn parallel_cases() -> Vec<Case> {
             causal: true,
             ..Case::new(4, 1, 1024, 1024, 64, 64)
         },
-        // One (batch·head) and n = 1500, not a multiple of the 64-key tile: the backward splits
+        // One (batch·head) and n = 1500, not a multiple of the key tile: the backward splits
         // its key tiles over several groups and sums their dQ.
         Case::new(1, 1, 1500, 1500, 32, 32),
         Case {
