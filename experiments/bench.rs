@@ -113,6 +113,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = args.backend.device()?;
+    let provenance = Provenance::here();
+    // gemm and the fused kernel's loops are flex's; other backends run their own code.
+    let paths = match args.backend {
+        BackendKind::Flex => bench::code_paths(),
+        other => format!(
+            "{other}'s own kernels: neither gemm nor the fused kernel's CPU loops run on it"
+        ),
+    };
+    // The machine first: every number below holds for this CPU and these code paths only.
+    println!(
+        "CPU: {} ({} threads); SIMD it offers: {}\ncode paths: {paths}\n",
+        provenance.cpu,
+        provenance.threads,
+        provenance.simd_line()
+    );
     let host_memory = matches!(args.backend, BackendKind::Flex | BackendKind::Ndarray);
     println!(
         "forward+backward, batch {}, d_model {}, {} head(s), backend {}{}:",
@@ -186,10 +201,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ");
         let page = BenchPage {
-            provenance: &Provenance::here(),
+            provenance: &provenance,
             stamp: &utc_stamp(std::time::SystemTime::now()),
             command: &command,
             backend: &args.backend.to_string(),
+            paths: &paths,
             peers: [args.peer.as_deref(), args.train_peer.as_deref()],
             tables,
         };

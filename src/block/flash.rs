@@ -340,16 +340,21 @@ pub enum Simd {
     Avx512,
 }
 
+impl std::fmt::Display for Simd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Simd::Scalar => "scalar",
+            Simd::Avx2 => "AVX2 + FMA, 8 lanes",
+            Simd::Avx512 => "AVX-512F, 16 lanes",
+        })
+    }
+}
+
 impl Simd {
     /// The widest level this CPU runs.
     pub fn detected() -> Simd {
         static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            Simd::available()
-                .into_iter()
-                .max()
-                .unwrap_or(Simd::Scalar)
-        })
+        *LEVEL.get_or_init(|| Simd::available().into_iter().max().unwrap_or(Simd::Scalar))
     }
 
     /// Every level this CPU runs, narrowest first; [`Simd::Scalar`] always.
@@ -935,11 +940,12 @@ mod tests {
             let b = bh / heads;
             for i in 0..n_q {
                 let visible = |j: usize| {
-                    !((masks.causal && j > i)
-                        || masks.padding.is_some_and(|p| p[b * n_k + j] != 0))
+                    !((masks.causal && j > i) || masks.padding.is_some_and(|p| p[b * n_k + j] != 0))
                 };
                 let dot = |a: &[f32], x: usize, bb: &[f32], y: usize, d: usize| -> f64 {
-                    (0..d).map(|t| a[x * d + t] as f64 * bb[y * d + t] as f64).sum()
+                    (0..d)
+                        .map(|t| a[x * d + t] as f64 * bb[y * d + t] as f64)
+                        .sum()
                 };
                 let (qi, dj) = (bh * n_q + i, |j: usize| bh * n_k + j);
                 let scores: Vec<f64> = (0..n_k)
@@ -1011,8 +1017,7 @@ mod tests {
                         draw(4 * n_k * 3, 3),
                         draw(4 * n_q * 3, 4),
                     );
-                    let pad: Vec<u8> =
-                        (0..2 * n_k).map(|j| (j >= n_k + n_k / 2) as u8).collect();
+                    let pad: Vec<u8> = (0..2 * n_k).map(|j| (j >= n_k + n_k / 2) as u8).collect();
                     let masks = Masks {
                         causal,
                         padding: Some(&pad),
@@ -1062,7 +1067,10 @@ mod tests {
                 let p: Vec<f32> = draw(len, 7);
                 let (mut ds, want): (Vec<f32>, Vec<f32>) = (
                     row.clone(),
-                    row.iter().zip(&p).map(|(g, w)| w * (g - 0.3) * 0.5).collect(),
+                    row.iter()
+                        .zip(&p)
+                        .map(|(g, w)| w * (g - 0.3) * 0.5)
+                        .collect(),
                 );
                 simd.score_grad(&p, &mut ds, 0.3, 0.5);
                 assert_eq!(ds, want, "{simd:?} len {len}: dS");

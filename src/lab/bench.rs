@@ -12,6 +12,7 @@ use burn::nn::attention::MhaInput;
 use burn::prelude::*;
 
 use crate::block::attention::{AttentionConfig, AttentionPath};
+use crate::block::flash;
 use crate::lab::footprint::{self, Footprint};
 use crate::lab::model::ModelConfig;
 use crate::lab::tasks::{Task, TaskConfig, TaskError, TaskKind};
@@ -19,6 +20,23 @@ use crate::lab::timing::{median, time_iters};
 use crate::lab::train::{TrainConfig, TrainError, train};
 use crate::util::memory::peak_during;
 use crate::util::rng::HostRng;
+
+/// Which code the timed ops run on this CPU: `gemm`'s kernels (chosen by `gemm` per process: its
+/// AVX-512 ones where the CPU has AVX-512F, since our dependency enables `x86-v4`, else AVX2 + FMA,
+/// else its portable ones) and the fused kernel's element-wise loops ([`flash::Simd::detected`]).
+/// Timings hold only for machines on the same paths.
+pub fn code_paths() -> String {
+    let gemm = match flash::Simd::detected() {
+        flash::Simd::Avx512 => "AVX-512",
+        flash::Simd::Avx2 => "AVX2 + FMA",
+        flash::Simd::Scalar => "portable",
+    };
+    format!(
+        "gemm's {gemm} kernels (tile products, flex's matmuls); the fused kernel's exponentials, \
+         maxima and dS at {}",
+        flash::Simd::detected()
+    )
+}
 
 /// A PyTorch peer's times at one n (its own medians), in ms per forward+backward.
 #[derive(Debug, Clone, Copy, PartialEq)]

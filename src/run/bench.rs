@@ -15,6 +15,8 @@ pub struct BenchPage<'a> {
     pub stamp: &'a str,
     pub command: &'a str,
     pub backend: &'a str,
+    /// [`crate::lab::bench::code_paths`]: the SIMD code the timed ops ran.
+    pub paths: &'a str,
     /// `n eager_ms sdpa_ms` peer and training peer, as given.
     pub peers: [Option<&'a str>; 2],
     /// Each table with the lines printed under it (its worst ratios).
@@ -28,7 +30,7 @@ impl BenchPage<'_> {
         let mut md = format!(
             "# `bench`: a recorded run\n\n<!-- Written by `bench --markdown`; regenerate rather \
              than edit. -->\n\n| | |\n|---|---|\n| command | `{}` |\n| finished | {} UTC |\n\
-             | commit | `{}` |\n| CPU | {} ({} threads) |\n| SIMD the CPU offers | {} |\n\
+             | commit | `{}` |\n| CPU | {} ({} threads) |\n| SIMD the CPU offers | {} |\n| code paths | {} |\n\
              | toolchain | {} |\n| backend | {} |\n| PyTorch peer | {} |\n| training peer | {} |\n\n\
              Times are medians of alternated slices in one run, ms per forward+backward (or per \
              Adam step). They depend on the machine entirely, and shared machines vary by 10–30 % \
@@ -39,6 +41,7 @@ impl BenchPage<'_> {
             p.cpu,
             p.threads,
             p.simd_line(),
+            self.paths,
             p.rustc,
             self.backend,
             peer(0),

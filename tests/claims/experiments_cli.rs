@@ -900,10 +900,46 @@ fn publish_and_bench_markdown_refuse_bad_input_before_running() {
         stderr(&result)
     );
     assert!(
-        !result.stdout.starts_with(b"forward"),
+        !String::from_utf8_lossy(&result.stdout).contains("forward+backward"),
         "bench timed before refusing"
     );
     assert!(!Path::new(published).exists() && !missing.exists());
+}
+
+#[test]
+fn bench_names_the_cpu_and_the_code_paths_it_timed() {
+    use attention_lab::block::flash::Simd;
+    let dir = scratch("bench-paths");
+    let page = dir.join("bench.md");
+    let result = run(
+        "bench",
+        &[
+            "--sizes",
+            "16",
+            "--seconds",
+            "0.05",
+            "--markdown",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let level = Simd::detected().to_string();
+    // Before the first table, on the terminal: the CPU, what it offers and what ran.
+    let head = stdout.split("forward+backward").next().unwrap();
+    assert!(head.starts_with("CPU: "), "{stdout}");
+    assert!(head.contains("SIMD it offers: "), "{stdout}");
+    assert!(
+        head.contains("code paths: gemm's ") && head.contains(&level),
+        "{level}: {stdout}"
+    );
+    let markdown = std::fs::read_to_string(&page).unwrap();
+    let row = markdown
+        .lines()
+        .find(|l| l.starts_with("| code paths |"))
+        .unwrap_or_else(|| panic!("no code paths row: {markdown}"));
+    assert!(row.contains(&level), "{level}: {row}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
