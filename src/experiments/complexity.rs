@@ -200,6 +200,7 @@ pub struct Complexity;
 
 impl Experiment for Complexity {
     const NAME: &'static str = "complexity";
+    const TIMED: bool = true;
     const TITLE: &'static str = "attention costs O(n²·d) time and O(n² + n·d) memory";
     const CLAIM: &'static str = "The seed lesson claims that self-attention takes O(n²·d) time and \
         O(n² + n·d) memory in the sequence length n. This measures the block's forward and \

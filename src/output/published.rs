@@ -38,6 +38,8 @@ pub struct Publication<'a> {
     pub stamp: &'a str,
     /// How to repeat it.
     pub command: &'a str,
+    /// Experiments that ran side by side (`reproduce --jobs`).
+    pub jobs: usize,
 }
 
 /// A markdown table cell: one line, no column breaks.
@@ -225,7 +227,17 @@ impl Publication<'_> {
                the wall times) depend on the machine entirely.\n\n\
                ## Claims at a glance\n\n";
         md += &self.glance_table("");
-        md += "\n## Wall time per experiment (s)\n\n| experiment |";
+        md += "\n## Wall time per experiment (s)\n\n";
+        if self.jobs > 1 {
+            let _ = write!(
+                md,
+                "Up to {} experiments ran side by side (`--jobs`), those that judge time or memory \
+                 alone, so these times overlap: each includes the time its experiment shared the \
+                 cores. The wall time of each `reproduce` above is the job's.\n\n",
+                self.jobs
+            );
+        }
+        md += "| experiment |";
         for s in self.seeds {
             let _ = write!(md, " base seed {} |", s.seed);
         }

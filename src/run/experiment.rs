@@ -30,6 +30,9 @@ pub trait Experiment {
     /// What is claimed and how it is tested, a paragraph for the report.
     const CLAIM: &'static str;
     type Config: ExperimentConfig;
+    /// Whether its verdicts judge wall-clock time or peak memory, which another experiment
+    /// running beside it would disturb: `reproduce --jobs` then runs it alone.
+    const TIMED: bool = false;
 
     /// Units of progress the run will report through [`Notebook::advance`].
     fn work(config: &Self::Config) -> u64;

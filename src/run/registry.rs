@@ -19,6 +19,8 @@ pub struct Entry {
     pub name: &'static str,
     /// The claim in one line.
     pub title: &'static str,
+    /// [`Experiment::TIMED`]: it runs alone.
+    pub timed: bool,
     /// Loads and validates a config file for this experiment (with `--set` overrides) and says
     /// what its run will ask for: progress units, backend, memory.
     pub plan: fn(&Path, &[String]) -> Result<Plan, ConfigError>,
@@ -35,6 +37,7 @@ pub const fn entry<E: Experiment>() -> Entry {
     Entry {
         name: E::NAME,
         title: E::TITLE,
+        timed: E::TIMED,
         plan: plan::<E>,
         run: runner::run::<E>,
         run_on: run_on::<E>,

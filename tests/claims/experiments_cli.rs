@@ -943,6 +943,74 @@ fn bench_names_the_cpu_and_the_code_paths_it_timed() {
 }
 
 #[test]
+fn reproduce_side_by_side_writes_what_it_writes_one_at_a_time() {
+    // Experiments beside each other and `complexity`, which waits to run alone: every metrics
+    // file is the same to the byte as the serial run's, and the index keeps the order given,
+    // not the order they end in (`temperature` ends long before `permutation`, which it runs
+    // beside).
+    let names = [
+        "permutation",
+        "temperature",
+        "complexity",
+        "causal_mask",
+        "scaling",
+    ];
+    let metrics = |jobs: &str| {
+        let out = scratch(&format!("reproduce-jobs-{jobs}"));
+        let args = [
+            &names[..],
+            &[
+                "--configs",
+                "tests/configs",
+                "--jobs",
+                jobs,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat();
+        let result = run("reproduce", &args);
+        assert!(
+            result.status.success(),
+            "--jobs {jobs}: {}",
+            stderr(&result)
+        );
+        let md = std::fs::read_to_string(out.join("index.md")).unwrap();
+        let at: Vec<usize> = names
+            .iter()
+            .map(|n| md.find(&format!("## `{n}`")).expect(n))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "--jobs {jobs}: {md}");
+        let files: Vec<(String, Vec<u8>)> = names
+            .iter()
+            .filter(|&&n| n != "complexity") // its timings differ from run to run
+            .map(|n| {
+                let run = std::fs::read_dir(out.join(n))
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .path();
+                (
+                    n.to_string(),
+                    std::fs::read(run.join("metrics.csv")).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::remove_dir_all(&out).ok();
+        files
+    };
+    let (alone, beside) = (metrics("1"), metrics("3"));
+    for ((name, a), (_, b)) in alone.iter().zip(&beside) {
+        assert!(!a.is_empty(), "{name}: no metrics");
+        assert!(
+            a == b,
+            "{name}: metrics.csv differs between --jobs 1 and --jobs 3"
+        );
+    }
+}
+
+#[test]
 fn reproduce_selection_keeps_order_and_refuses_unknown_names() {
     use attention_lab::run::reproduce::select;
     let picked = select(ALL, &["temperature".into(), "Scaling".into()]).unwrap();

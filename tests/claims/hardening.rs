@@ -164,6 +164,7 @@ fn a_panic_is_a_failed_run_that_keeps_its_measurements_and_reproduce_goes_on() {
         publish: None,
         seeds: Vec::new(),
         readme: None,
+        jobs: None,
     };
     let all = [entry::<Crashes>(), entry::<Temperature>()];
     let err = reproduce(&args, &all).unwrap_err();
