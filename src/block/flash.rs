@@ -292,35 +292,40 @@ mod x86 {
     //! CPU first ([`super::Simd::detected`]).
     use super::{exp_shifted_generic, row_max_generic, score_grad_generic};
 
-    #[target_feature(enable = "avx2,fma")]
-    pub fn exp_shifted_avx2(row: &mut [f32], shift: f32) -> f32 {
-        exp_shifted_generic::<8>(row, shift)
+    /// The three loops under one set of target features, at `$lanes` lanes.
+    macro_rules! loops {
+        ($features:literal, $lanes:literal, $exp:ident, $max:ident, $grad:ident) => {
+            #[target_feature(enable = $features)]
+            pub fn $exp(row: &mut [f32], shift: f32) -> f32 {
+                exp_shifted_generic::<$lanes>(row, shift)
+            }
+
+            #[target_feature(enable = $features)]
+            pub fn $max(row: &[f32]) -> f32 {
+                row_max_generic::<$lanes>(row)
+            }
+
+            #[target_feature(enable = $features)]
+            pub fn $grad(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+                score_grad_generic(p, dp, d, scale)
+            }
+        };
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub fn row_max_avx2(row: &[f32]) -> f32 {
-        row_max_generic::<8>(row)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub fn score_grad_avx2(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
-        score_grad_generic(p, dp, d, scale)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn exp_shifted_avx512(row: &mut [f32], shift: f32) -> f32 {
-        exp_shifted_generic::<16>(row, shift)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn row_max_avx512(row: &[f32]) -> f32 {
-        row_max_generic::<16>(row)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub fn score_grad_avx512(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
-        score_grad_generic(p, dp, d, scale)
-    }
+    loops!(
+        "avx2,fma",
+        8,
+        exp_shifted_avx2,
+        row_max_avx2,
+        score_grad_avx2
+    );
+    loops!(
+        "avx512f,avx2,fma",
+        16,
+        exp_shifted_avx512,
+        row_max_avx512,
+        score_grad_avx512
+    );
 }
 
 /// Which vector code runs the kernels' element-wise loops (exponentials, row maxima, dS). The
