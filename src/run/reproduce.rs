@@ -9,13 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use indicatif::ProgressBar;
+
 use crate::output::index::{IndexPage, Ran};
 use crate::output::published::{BLOCK_BEGIN, BLOCK_END, BlockError, Publication, SeedRun};
 use crate::output::report::RunStatus;
 use crate::output::report::{Table, WriteError, utc_stamp};
 use crate::run::experiment::RunError;
-use indicatif::ProgressBar;
-
 use crate::run::registry::{Entry, find};
 use crate::run::runner::{ExperimentArgs, RunOptions, check_out, print_outcome, progress_bar};
 use crate::run::shard::{ShardError, Sweep, open_sweep};
