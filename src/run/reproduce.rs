@@ -49,8 +49,8 @@ pub struct ReproduceArgs {
     /// the same as alone (its own models, data and device ops), so the results are bit-identical
     /// to `--jobs 1`; experiments that judge time or memory (`complexity`) run alone. Their wall
     /// times overlap, so only the total is the job's time.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: Option<u16>,
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Merge a sweep's shards, <out>/<experiment>/<sweep-id>, into one run folder there, instead
     /// of running anything (repeatable; every sweep is checked before the first merge)
     #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["names", "list"])]
@@ -96,6 +96,8 @@ pub enum ReproduceError {
     Shard(#[from] ShardError),
     #[error(transparent)]
     Block(#[from] BlockError),
+    #[error("--jobs must be at least 1 (one experiment at a time), got 0")]
+    NoJobs,
     #[error("--seeds {seeds}: {reason}")]
     Seeds { seeds: String, reason: &'static str },
     #[error("{} of {total} experiments did not complete: {}", failed.len(), failed.join("; "))]
@@ -145,6 +147,9 @@ pub fn run(args: &ReproduceArgs, all: &[Entry]) -> Result<Reproduced, ReproduceE
             index_html: PathBuf::new(),
             seconds: 0.0,
         });
+    }
+    if args.jobs == Some(0) {
+        return Err(ReproduceError::NoJobs);
     }
     if !args.merge.is_empty() {
         return merge(args, all);
@@ -228,10 +233,9 @@ impl ReproduceArgs {
     /// length_generalization, attention_sinks and mqar 261 s against 269 s), since each
     /// experiment's seeds already keep both cores busy.
     pub fn jobs(&self) -> usize {
-        self.jobs.map_or_else(
-            || (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1),
-            usize::from,
-        )
+        self.jobs.unwrap_or_else(|| {
+            (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1)
+        })
     }
 }
 

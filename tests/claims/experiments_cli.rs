@@ -5,7 +5,7 @@ use std::path::Path;
 
 use attention_lab::experiments::ALL;
 
-use crate::common::{refused, run, run_dir, scratch, stderr};
+use crate::common::{exited_2_saying, refused, run, run_dir, scratch, stderr};
 use serde_json::Value;
 
 #[test]
@@ -1046,6 +1046,17 @@ fn reproduce_refuses_bad_input_before_running_anything() {
         &["temperature", "scalling"],
         "unknown experiment 'scalling': expected one of scaling, dk_vs_dmodel",
     );
+    check(
+        &["temperature", "--jobs", "0"],
+        "--jobs must be at least 1 (one experiment at a time), got 0",
+    );
+    // Not a number: clap's own refusal, exit 2 naming the flag.
+    let result = run(
+        "reproduce",
+        &["temperature", "--jobs", "two", "--out", out[1]],
+    );
+    exited_2_saying(&result, "'two' for '--jobs <N>'");
+    assert!(!results.exists());
     let configs = dir.join("configs");
     std::fs::create_dir_all(&configs).unwrap();
     for file in std::fs::read_dir("tests/configs").unwrap() {
