@@ -356,10 +356,41 @@ impl std::fmt::Display for Simd {
 }
 
 impl Simd {
-    /// The widest level this CPU runs.
+    /// The widest level this CPU runs, capped by `ATTENTION_LAB_SIMD` (`scalar`, `avx2` or
+    /// `avx512`) when it is set, so that one binary can time or compare the levels. An unknown
+    /// value is said once on stderr and ignored.
     pub fn detected() -> Simd {
         static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-        *LEVEL.get_or_init(|| Simd::available().into_iter().max().unwrap_or(Simd::Scalar))
+        *LEVEL.get_or_init(|| {
+            let cap = std::env::var("ATTENTION_LAB_SIMD").ok();
+            match Simd::capped(&Simd::available(), cap.as_deref()) {
+                Ok(level) => level,
+                Err(unknown) => {
+                    eprintln!(
+                        "warning: ATTENTION_LAB_SIMD={unknown:?} is not scalar, avx2 or avx512; ignored"
+                    );
+                    Simd::capped(&Simd::available(), None).unwrap_or(Simd::Scalar)
+                }
+            }
+        })
+    }
+
+    /// The widest of `available` at or below `cap` (none: no cap); `Err` with the value when
+    /// `cap` names no level.
+    fn capped(available: &[Simd], cap: Option<&str>) -> Result<Simd, String> {
+        let cap = match cap.map(str::trim) {
+            None | Some("") => Simd::Avx512,
+            Some("scalar") => Simd::Scalar,
+            Some("avx2") => Simd::Avx2,
+            Some("avx512") => Simd::Avx512,
+            Some(other) => return Err(other.to_string()),
+        };
+        Ok(available
+            .iter()
+            .copied()
+            .filter(|&l| l <= cap)
+            .max()
+            .unwrap_or(Simd::Scalar))
     }
 
     /// Every level this CPU runs, narrowest first; [`Simd::Scalar`] always.
@@ -1050,6 +1081,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_simd_cap_picks_the_widest_level_at_or_below_it() {
+        let all = [Simd::Scalar, Simd::Avx2, Simd::Avx512];
+        assert_eq!(Simd::capped(&all, None), Ok(Simd::Avx512));
+        assert_eq!(Simd::capped(&all, Some("avx2")), Ok(Simd::Avx2));
+        assert_eq!(Simd::capped(&all, Some(" scalar ")), Ok(Simd::Scalar));
+        // A cap above what the CPU runs is the CPU's best.
+        assert_eq!(
+            Simd::capped(&[Simd::Scalar, Simd::Avx2], Some("avx512")),
+            Ok(Simd::Avx2)
+        );
+        assert_eq!(Simd::capped(&all, Some("sse9")), Err("sse9".to_string()));
     }
 
     #[test]

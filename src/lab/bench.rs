@@ -26,10 +26,11 @@ use crate::util::rng::HostRng;
 /// else its portable ones) and the fused kernel's element-wise loops ([`flash::Simd::detected`]).
 /// Timings hold only for machines on the same paths.
 pub fn code_paths() -> String {
-    let gemm = match flash::Simd::detected() {
-        flash::Simd::Avx512 => "AVX-512",
-        flash::Simd::Avx2 => "AVX2 + FMA",
-        flash::Simd::Scalar => "portable",
+    // gemm decides by the CPU alone; ATTENTION_LAB_SIMD caps only the kernel's own loops.
+    let gemm = match flash::Simd::available().into_iter().max() {
+        Some(flash::Simd::Avx512) => "AVX-512",
+        Some(flash::Simd::Avx2) => "AVX2 + FMA",
+        _ => "portable",
     };
     format!(
         "gemm's {gemm} kernels (tile products, flex's matmuls); the fused kernel's exponentials, \
