@@ -332,9 +332,8 @@ mod x86 {
 /// tile products are `gemm`'s, which picks its own kernels per process (AVX-512 where the CPU
 /// has AVX-512F, since our `gemm` dependency enables `x86-v4`).
 ///
-/// The public [`forward`] and [`backward`] run at [`Simd::detected`]; [`forward_at`] and
-/// [`backward_at`] take a level, so that a test runs every level this CPU offers, not only the
-/// best.
+/// [`forward`] and [`backward`] take the level: the op passes [`Simd::detected`], and a test
+/// runs every level this CPU offers, not only the best.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Simd {
     /// Plain Rust, whatever the compiler's baseline target gives (SSE2 on x86-64).
@@ -408,9 +407,12 @@ impl Simd {
         levels
     }
 
-    /// Whether this CPU runs `self`: the check every unsafe call below relies on.
+    /// Whether this CPU runs `self`: the check every unsafe call below relies on. Each level
+    /// implies the narrower ones ([`Simd::available`] lists a prefix), so it is a comparison with
+    /// the widest, found once, not a feature probe per kernel call.
     fn runs_here(self) -> bool {
-        self == Simd::Scalar || Simd::available().contains(&self)
+        static WIDEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        self <= *WIDEST.get_or_init(|| Simd::available().into_iter().max().unwrap_or(Simd::Scalar))
     }
 
     fn exp_shifted(self, row: &mut [f32], shift: f32) -> f32 {
@@ -448,20 +450,9 @@ impl Simd {
     }
 }
 
-/// The forward pass: `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q])`.
+/// The forward pass: `(o [batch, heads, n_q, d_v], lse [batch, heads, n_q])`, with the
+/// element-wise loops at `simd` ([`Simd::detected`] in the op; any level this CPU runs in tests).
 pub fn forward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dims: Dims,
-    scale: f32,
-    masks: Masks,
-) -> (Vec<f32>, Vec<f32>) {
-    forward_at(Simd::detected(), q, k, v, dims, scale, masks)
-}
-
-/// [`forward`] with its element-wise loops at `simd`, which this CPU must run.
-pub fn forward_at(
     simd: Simd,
     q: &[f32],
     k: &[f32],
@@ -588,25 +579,10 @@ pub fn forward_at(
 }
 
 /// The gradients `(dq, dk, dv)`, shaped like q, k and v, from the forward's inputs, its output
-/// `o`, its `lse` and the output's gradient `d_o [batch, heads, n_q, d_v]`.
-#[allow(clippy::too_many_arguments)] // the backward's saved state, as in the equations
+/// `o`, its `lse` and the output's gradient `d_o [batch, heads, n_q, d_v]`, with the
+/// element-wise loops at `simd` as in [`forward`].
+#[allow(clippy::too_many_arguments)] // the backward's saved state, as in the equations, and the level
 pub fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    o: &[f32],
-    lse: &[f32],
-    d_o: &[f32],
-    dims: Dims,
-    scale: f32,
-    masks: Masks,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    backward_at(Simd::detected(), q, k, v, o, lse, d_o, dims, scale, masks)
-}
-
-/// [`backward`] with its element-wise loops at `simd`, which this CPU must run.
-#[allow(clippy::too_many_arguments)] // as in `backward`, and the level
-pub fn backward_at(
     simd: Simd,
     q: &[f32],
     k: &[f32],
@@ -1059,12 +1035,12 @@ mod tests {
                         padding: Some(&pad),
                     };
                     let case = format!("{simd:?} n_q {n_q} n_k {n_k} causal {causal}");
-                    let (o, lse) = forward_at(simd, &q, &k, &v, dims, 0.7, masks);
+                    let (o, lse) = forward(simd, &q, &k, &v, dims, 0.7, masks);
                     let want = naive(&q, &k, &v, dims, 0.7, masks);
                     for (a, b) in o.iter().zip(&want) {
                         assert!((a - b).abs() < 1e-5, "{case}: o {a} vs {b}");
                     }
-                    let got = backward_at(simd, &q, &k, &v, &o, &lse, &d_o, dims, 0.7, masks);
+                    let got = backward(simd, &q, &k, &v, &o, &lse, &d_o, dims, 0.7, masks);
                     let want = naive_backward(&q, &k, &v, &d_o, dims, 0.7, masks);
                     for (name, g, w) in [
                         ("dq", &got.0, &want[0]),
@@ -1150,10 +1126,21 @@ mod tests {
             causal: false,
             padding: Some(&pad),
         };
-        let (o, lse) = forward(&q, &k, &v, dims, 1.0, masks);
+        let (o, lse) = forward(Simd::detected(), &q, &k, &v, dims, 1.0, masks);
         assert!(o.iter().all(|&x| x == 0.0), "{o:?}");
         assert!(lse.iter().all(|&x| x == f32::INFINITY), "{lse:?}");
-        let (dq, dk, dv) = backward(&q, &k, &v, &o, &lse, &draw(6, 4), dims, 1.0, masks);
+        let (dq, dk, dv) = backward(
+            Simd::detected(),
+            &q,
+            &k,
+            &v,
+            &o,
+            &lse,
+            &draw(6, 4),
+            dims,
+            1.0,
+            masks,
+        );
         for g in [dq, dk, dv] {
             assert!(g.iter().all(|&x| x == 0.0), "{g:?}");
         }
@@ -1172,6 +1159,7 @@ mod tests {
         let mut q = draw(4, 1);
         q[0] = f32::NAN;
         let (o, _) = forward(
+            Simd::detected(),
             &q,
             &draw(6, 2),
             &draw(6, 3),

@@ -337,7 +337,15 @@ impl AttentionKernels for Flex {
             causal,
             padding: padding.as_ref().map(flex_bools),
         };
-        let (o, lse) = flash::forward(flex_f32(&q), flex_f32(&k), flex_f32(&v), dims, scale, masks);
+        let (o, lse) = flash::forward(
+            flash::Simd::detected(),
+            flex_f32(&q),
+            flex_f32(&k),
+            flex_f32(&v),
+            dims,
+            scale,
+            masks,
+        );
         let (b, h, n_q) = (dims.batch, dims.heads, dims.n_q);
         (
             flex_tensor(o, [b, h, n_q, dims.d_v]),
@@ -368,6 +376,7 @@ impl AttentionKernels for Flex {
             padding: padding.as_ref().map(flex_bools),
         };
         let (dq, dk, dv) = flash::backward(
+            flash::Simd::detected(),
             flex_f32(&q),
             flex_f32(&k),
             flex_f32(&v),
