@@ -17,9 +17,12 @@
 //! still makes that row NaN, so the training loop's divergence guard sees it. Tiles above a causal
 //! diagonal and tiles of padding only are skipped.
 //!
-//! The tile products go to the `gemm` crate (the one flex's matmul uses); the work is split over
-//! rayon's pool by (batch·head, query block) in the forward and (batch·head, group of key tiles)
-//! in the backward, each group with its own dQ accumulator, so no two threads write one value.
+//! The tile products are our own AVX-512 register blocks ([`crate::block::tile_product`]) where
+//! the CPU has AVX-512F and the `gemm` crate's (the one flex's matmul uses) elsewhere; Kᵀ and Vᵀ
+//! are laid out once per key tile so that both read their right-hand side row by row. The work
+//! is split over rayon's pool by (batch·head, query block) in the forward and (batch·head, group
+//! of key tiles) in the backward, each group with its own dQ accumulator, so no two threads write
+//! one value.
 
 use rayon::prelude::*;
 
@@ -147,9 +150,12 @@ impl<'a> View<'a> {
 }
 
 /// dst[m×n] = (dst if `accumulate`, else 0) + beta · lhs[m×k] · rhs[k×n], with dst row-major of
-/// row width `dst_rs`. Bounds are checked here, so the unsafe call below only sees valid ranges.
-#[allow(clippy::too_many_arguments)] // a gemm call: three matrices and their sizes
+/// row width `dst_rs` and rhs row-major (the callers lay Kᵀ and Vᵀ out with [`transpose_into`]).
+/// At [`Simd::Avx512`] the product is [`crate::block::tile_product`]'s, at the other levels
+/// `gemm`'s. Bounds are checked here, so the unsafe calls below only see valid ranges.
+#[allow(clippy::too_many_arguments)] // a tile product: three matrices, their sizes and the level
 fn matmul(
+    simd: Simd,
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_rs: usize,
@@ -165,6 +171,7 @@ fn matmul(
         (m - 1) * dst_rs + n <= dst.len(),
         "flash: dst out of bounds"
     );
+    assert_eq!(rhs.cs, 1, "flash: rhs must be row-major");
     lhs.check(m, k, "lhs");
     rhs.check(k, n, "rhs");
     if k == 0 {
@@ -175,6 +182,28 @@ fn matmul(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        // SAFETY: the level is checked at the kernels' entry (`runs_here`); every index the
+        // product reads or writes lies inside the slices (checked just above, rhs row-major so
+        // its 64-column panels are its rows' spans), and `dst` is borrowed mutably, so it
+        // aliases neither input.
+        unsafe {
+            crate::block::tile_product::product(
+                (m, n, k),
+                lhs.data.as_ptr(),
+                (lhs.rs, lhs.cs),
+                rhs.data.as_ptr(),
+                (rhs.rs, 64),
+                dst.as_mut_ptr(),
+                dst_rs,
+                accumulate,
+                beta,
+            );
+        }
+        return;
+    }
+    let _ = simd;
     // SAFETY: every index gemm reads or writes lies inside the slices (checked just above), and
     // `dst` is borrowed mutably, so it aliases neither input.
     unsafe {
@@ -199,6 +228,18 @@ fn matmul(
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// `dst[c·rows + r] = src[r·width + c]`: the transpose `[width, rows]` of a row-major tile
+/// `[rows, width]` (a key tile's Kᵀ or Vᵀ), so that the products read it row by row. Laid out
+/// once per tile, it is reused by every query block that meets the tile.
+fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, width: usize) {
+    assert_eq!(src.len(), rows * width, "flash: tile to transpose has the wrong size");
+    for (r, row) in src.chunks_exact(width.max(1)).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            dst[c * rows + r] = x;
+        }
     }
 }
 
@@ -328,9 +369,10 @@ mod x86 {
     );
 }
 
-/// Which vector code runs the kernels' element-wise loops (exponentials, row maxima, dS). The
-/// tile products are `gemm`'s, which picks its own kernels per process (AVX-512 where the CPU
-/// has AVX-512F, since our `gemm` dependency enables `x86-v4`).
+/// Which vector code runs the kernels' element-wise loops (exponentials, row maxima, dS) and
+/// their tile products: at [`Simd::Avx512`] the products are [`crate::block::tile_product`]'s,
+/// at the other levels `gemm`'s, which picks its own kernels per process (AVX-512 where the CPU
+/// has AVX-512F, since our `gemm` dependency enables `x86-v4`; AVX2 + FMA or portable below).
 ///
 /// [`forward`] and [`backward`] take the level: the op passes [`Simd::detected`], and a test
 /// runs every level this CPU offers, not only the best.
@@ -505,6 +547,7 @@ pub fn forward(
         let v_head = rows_of(v, bh * n_k, n_k, d_v);
         // Sized to the call, not the tile: at n = 9 a full tile would be zeroed for 81 entries.
         let mut scores = vec![0.0f32; rows * BLOCK_K.min(n_k)];
+        let mut k_t = vec![0.0f32; d_k * BLOCK_K.min(n_k)];
         let mut max = vec![f32::NEG_INFINITY; rows];
         let mut sum = vec![0.0f32; rows];
         for j0 in (0..n_k).step_by(BLOCK_K) {
@@ -514,14 +557,17 @@ pub fn forward(
                 continue;
             }
             let scores = &mut scores[..rows * cols];
+            let k_t = &mut k_t[..d_k * cols];
+            transpose_into(k_t, rows_of(k_head, j0, cols, d_k), cols, d_k); // [d_k, cols]
             // S = c·Q_blk·K_tileᵀ   [rows, cols]
             matmul(
+                simd,
                 (rows, cols, d_k),
                 scores,
                 cols,
                 false,
                 View::rows(q_blk, d_k),
-                View::transposed(rows_of(k_head, j0, cols, d_k), d_k),
+                View::rows(k_t, cols),
                 scale,
             );
             for r in 0..rows {
@@ -547,6 +593,7 @@ pub fn forward(
             }
             // O_blk += P·V_tile   [rows, d_v]
             matmul(
+                simd,
                 (rows, d_v, cols),
                 o_blk,
                 d_v,
@@ -661,11 +708,17 @@ pub fn backward(
         let scratch = BLOCK_Q.min(n_q) * BLOCK_K.min(n_k);
         let mut p = vec![0.0f32; scratch];
         let mut ds = vec![0.0f32; scratch];
+        let mut k_t = vec![0.0f32; d_k * BLOCK_K.min(n_k)];
+        let mut v_t = vec![0.0f32; d_v * BLOCK_K.min(n_k)];
         for tile in (group..tiles).step_by(groups) {
             let j0 = tile * BLOCK_K;
             let cols = BLOCK_K.min(n_k - j0);
             let k_tile = rows_of(k_head, j0, cols, d_k);
             let v_tile = rows_of(v_head, j0, cols, d_v);
+            let k_t = &mut k_t[..d_k * cols];
+            let v_t = &mut v_t[..d_v * cols];
+            transpose_into(k_t, k_tile, cols, d_k); // [d_k, cols]
+            transpose_into(v_t, v_tile, cols, d_v); // [d_v, cols]
             let mut dk_tile = vec![0.0f32; cols * d_k];
             let mut dv_tile = vec![0.0f32; cols * d_v];
             // Under a causal mask, query blocks that end before j0 see none of these keys.
@@ -682,12 +735,13 @@ pub fn backward(
                 let ds = &mut ds[..rows * cols];
                 // P = exp(c·Q_blk·K_tileᵀ − lse)   [rows, cols]
                 matmul(
+                    simd,
                     (rows, cols, d_k),
                     p,
                     cols,
                     false,
                     View::rows(q_blk, d_k),
-                    View::transposed(k_tile, d_k),
+                    View::rows(k_t, cols),
                     scale,
                 );
                 for r in 0..rows {
@@ -699,6 +753,7 @@ pub fn backward(
                 }
                 // dV_tile += Pᵀ·dO_blk   [cols, d_v]
                 matmul(
+                    simd,
                     (cols, d_v, rows),
                     &mut dv_tile,
                     d_v,
@@ -709,12 +764,13 @@ pub fn backward(
                 );
                 // dP = dO_blk·V_tileᵀ   [rows, cols]
                 matmul(
+                    simd,
                     (rows, cols, d_v),
                     ds,
                     cols,
                     false,
                     View::rows(do_blk, d_v),
-                    View::transposed(v_tile, d_v),
+                    View::rows(v_t, cols),
                     1.0,
                 );
                 // dS = P ⊙ (dP − D)·c   [rows, cols]
@@ -724,6 +780,7 @@ pub fn backward(
                 }
                 // dQ_blk += dS·K_tile   [rows, d_k]
                 matmul(
+                    simd,
                     (rows, d_k, cols),
                     rows_of_mut(&mut part.dq, i0, rows, d_k),
                     d_k,
@@ -734,6 +791,7 @@ pub fn backward(
                 );
                 // dK_tile += dSᵀ·Q_blk   [cols, d_k]
                 matmul(
+                    simd,
                     (cols, d_k, rows),
                     &mut dk_tile,
                     d_k,

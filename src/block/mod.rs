@@ -18,3 +18,5 @@ pub mod positional;
 pub mod scale;
 pub mod softmax;
 pub mod ssmax;
+#[cfg(target_arch = "x86_64")]
+pub mod tile_product;
