@@ -21,10 +21,13 @@ use crate::lab::train::{TrainConfig, TrainError, train};
 use crate::util::memory::peak_during;
 use crate::util::rng::HostRng;
 
-/// Which code the timed ops run on this CPU: `gemm`'s kernels (chosen by `gemm` per process: its
-/// AVX-512 ones where the CPU has AVX-512F, since our dependency enables `x86-v4`, else AVX2 + FMA,
-/// else its portable ones) and the fused kernel's element-wise loops ([`flash::Simd::detected`]).
-/// Timings hold only for machines on the same paths.
+/// Which code the timed ops run on this CPU: `gemm`'s kernels for flex's matmuls (chosen by
+/// `gemm` per process: its AVX-512 ones where the CPU has AVX-512F, since our dependency enables
+/// `x86-v4`, else AVX2 + FMA, else its portable ones), the fused kernel's level
+/// ([`flash::Simd::detected`]: its own tile products at AVX-512, gemm's below, and its
+/// element-wise loops), and whether malloc keeps freed memory
+/// ([`crate::util::memory::keeps_freed_memory`]). Timings hold only for machines on the same
+/// paths.
 pub fn code_paths() -> String {
     // gemm decides by the CPU alone; ATTENTION_LAB_SIMD caps only the kernel's own loops.
     let gemm = match flash::Simd::available().into_iter().max() {
@@ -32,10 +35,20 @@ pub fn code_paths() -> String {
         Some(flash::Simd::Avx2) => "AVX2 + FMA",
         _ => "portable",
     };
+    let level = flash::Simd::detected();
+    let products = if level == flash::Simd::Avx512 {
+        "its own AVX-512 tile products".to_string()
+    } else {
+        format!("gemm's {gemm} tile products")
+    };
+    let malloc = if crate::util::memory::keeps_freed_memory() {
+        "keeps freed memory"
+    } else {
+        "glibc's defaults or another allocator"
+    };
     format!(
-        "gemm's {gemm} kernels (tile products, flex's matmuls); the fused kernel's exponentials, \
-         maxima and dS at {}",
-        flash::Simd::detected()
+        "flex's matmuls on gemm's {gemm} kernels; the fused kernel with {products} and its \
+         exponentials, maxima and dS at {level}; malloc: {malloc}"
     )
 }
 

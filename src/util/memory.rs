@@ -4,9 +4,13 @@
 //! computation runs is its memory cost; this is how `complexity` measures O(n² + n·d). A GPU
 //! backend's tensors live in device memory, which this cannot see. The counters are process-wide,
 //! so a measurement is only clean when nothing else allocates meanwhile (an experiment binary).
+//!
+//! It also sets glibc's allocator to keep what is freed ([`keep_freed_memory`]): a tensor op
+//! allocates its output afresh, and glibc's defaults hand every block above 128 KiB back to the
+//! kernel when it is freed, so the next step's tensors page-fault the same memory in again.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The system allocator, counting.
 pub struct Counting;
@@ -23,9 +27,67 @@ fn shrank(bytes: usize) {
     LIVE.fetch_sub(bytes, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; only counters are added.
+static TUNED: AtomicBool = AtomicBool::new(false);
+static KEEPING: AtomicBool = AtomicBool::new(false);
+
+/// The environment variable that keeps glibc's defaults when set to `default`, so that one
+/// binary can time the difference.
+pub const MALLOC_ENV: &std::ffi::CStr = c"ATTENTION_LAB_MALLOC";
+
+/// Sets glibc's allocator to reuse freed memory instead of returning it to the kernel: blocks
+/// below 1 GiB come from the heap rather than from their own `mmap` (M_MMAP_THRESHOLD), and the
+/// heap's free top is kept (M_TRIM_THRESHOLD). Measured with `bench` on 2 cores, flex, the same
+/// binary with and without: page faults fell about thirtyfold, and the block's paths and the
+/// training steps got faster (`docs/performance.md`). The price is that the process keeps its
+/// peak resident memory until it exits; the counted live bytes above do not change. Called once,
+/// before the first allocation this allocator forwards, so every binary and test gets it;
+/// [`MALLOC_ENV`]`=default` skips it. Does nothing off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+            fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: getenv reads a NUL-terminated name and returns NULL or a NUL-terminated value;
+        // mallopt takes two ints. Neither allocates through this allocator, so calling them
+        // from inside `alloc` cannot recurse.
+        unsafe {
+            let value = getenv(MALLOC_ENV.as_ptr());
+            if !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"default" {
+                return;
+            }
+            let kept = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
+                && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1;
+            KEEPING.store(kept, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether glibc was set to keep freed memory ([`keep_freed_memory`]): false off glibc, with
+/// [`MALLOC_ENV`]`=default`, or where glibc refused a setting.
+pub fn keeps_freed_memory() -> bool {
+    tune_once();
+    KEEPING.load(Ordering::Relaxed)
+}
+
+/// [`keep_freed_memory`] on the first allocation. Two threads racing here both set the same
+/// values, which is harmless.
+#[inline]
+fn tune_once() {
+    if !TUNED.load(Ordering::Relaxed) {
+        TUNED.store(true, Ordering::Relaxed);
+        keep_freed_memory();
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are added (and glibc's
+// settings, once, before the first call).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        tune_once();
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             grew(layout.size());
@@ -34,6 +96,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        tune_once();
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             grew(layout.size());
@@ -87,5 +150,12 @@ mod tests {
         assert_eq!(len, 8 << 20);
         // Other test threads may allocate meanwhile, so only a lower bound is exact.
         assert!(peak >= 8 << 20, "peak {peak}");
+    }
+
+    #[test]
+    fn glibc_keeps_freed_memory_unless_told_not_to() {
+        let told_not_to = std::env::var_os("ATTENTION_LAB_MALLOC").is_some_and(|v| v == "default");
+        let glibc = cfg!(all(target_os = "linux", target_env = "gnu"));
+        assert_eq!(keeps_freed_memory(), glibc && !told_not_to);
     }
 }

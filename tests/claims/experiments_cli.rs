@@ -930,9 +930,16 @@ fn bench_names_the_cpu_and_the_code_paths_it_timed() {
     assert!(head.starts_with("CPU: "), "{stdout}");
     assert!(head.contains("SIMD it offers: "), "{stdout}");
     assert!(
-        head.contains("code paths: gemm's ") && head.contains(&level),
+        head.contains("code paths: flex's matmuls on gemm's ") && head.contains(&level),
         "{level}: {stdout}"
     );
+    // The allocator's policy changes every timing, so it is named too.
+    let malloc = if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        "malloc: keeps freed memory"
+    } else {
+        "malloc: glibc's defaults or another allocator"
+    };
+    assert!(head.contains(malloc), "{malloc}: {stdout}");
     let markdown = std::fs::read_to_string(&page).unwrap();
     let row = markdown
         .lines()
