@@ -1,24 +1,40 @@
-//! Host memory accounting: a global allocator that counts live heap bytes and their peak.
+//! Host memory accounting: a global allocator that counts heap bytes and their peak while a
+//! measurement ([`peak_during`]) is open.
 //!
 //! CPU backends (flex, ndarray) keep every tensor on the heap, so the peak of live bytes while a
 //! computation runs is its memory cost; this is how `complexity` measures O(n² + n·d). A GPU
 //! backend's tensors live in device memory, which this cannot see. The counters are process-wide,
 //! so a measurement is only clean when nothing else allocates meanwhile (an experiment binary).
+//! Outside a measurement nothing is counted: two atomic updates on one cache line per allocation,
+//! shared by every allocating thread, were a few per cent of a training run's time in `perf`.
 //!
 //! It also sets glibc's allocator to keep what is freed ([`keep_freed_memory`]): a tensor op
 //! allocates its output afresh, and glibc's defaults hand every block above 128 KiB back to the
 //! kernel when it is freed, so the next step's tensors page-fault the same memory in again.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
 /// The system allocator, counting.
 pub struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Measurements open now: bytes are counted while this is above 0.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated minus bytes freed while a measurement was open (negative when it frees more
+/// than it allocates: blocks from before it).
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+#[inline]
+fn counting() -> bool {
+    OPEN.load(Ordering::Relaxed) > 0
+}
 
 fn grew(bytes: usize) {
+    if !counting() {
+        return;
+    }
+    let bytes = bytes as isize;
     let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
     // A plain load first: most allocations do not raise the peak, and fetch_max is a
     // compare-and-swap loop on a line that every allocating thread writes.
@@ -28,7 +44,9 @@ fn grew(bytes: usize) {
 }
 
 fn shrank(bytes: usize) {
-    LIVE.fetch_sub(bytes, Ordering::Relaxed);
+    if counting() {
+        LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
 }
 
 static TUNED: AtomicBool = AtomicBool::new(false);
@@ -126,18 +144,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Heap bytes allocated and not yet freed.
-pub fn live_bytes() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// Runs `f` and returns its result with the peak of live heap bytes above the level at the start.
+/// Runs `f` and returns its result with the peak of heap bytes it held above the level at the
+/// start: the most that bytes allocated minus bytes freed since the start reached. Measurements
+/// may overlap (tests on several threads); each reads its own start, and bytes are counted while
+/// any is open.
 pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let start = live_bytes();
-    PEAK.store(start, Ordering::Relaxed);
+    OPEN.fetch_add(1, Ordering::SeqCst);
+    let start = LIVE.load(Ordering::SeqCst);
+    PEAK.store(start, Ordering::SeqCst);
     let result = f();
-    let peak = PEAK.load(Ordering::Relaxed);
-    (result, peak.saturating_sub(start))
+    let peak = PEAK.load(Ordering::SeqCst);
+    OPEN.fetch_sub(1, Ordering::SeqCst);
+    (result, peak.saturating_sub(start).max(0) as usize)
 }
 
 #[cfg(test)]
