@@ -33,8 +33,10 @@ impl BenchPage<'_> {
              | commit | `{}` |\n| CPU | {} ({} threads) |\n| SIMD the CPU offers | {} |\n| code paths | {} |\n\
              | toolchain | {} |\n| backend | {} |\n| PyTorch peer | {} |\n| training peer | {} |\n\n\
              Times are medians of alternated slices in one run, ms per forward+backward (or per \
-             Adam step). They depend on the machine entirely, and shared machines vary by 10–30 % \
-             between runs: compare ratios from one run.\n",
+             Adam step); in its turn each path runs once untimed, then {} times timed back to \
+             back, as the PyTorch peer times each of its paths after a warm-up. They depend on \
+             the machine entirely, and shared machines vary by 10–30 % between runs: compare \
+             ratios from one run.\n",
             self.command,
             self.stamp,
             p.commit,
@@ -45,7 +47,8 @@ impl BenchPage<'_> {
             p.rustc,
             self.backend,
             peer(0),
-            peer(1)
+            peer(1),
+            crate::lab::bench::BURST
         );
         for (table, lines) in &self.tables {
             md += &format!("\n## {}\n\n{}\n", table.title, table.to_markdown());

@@ -946,6 +946,12 @@ fn bench_names_the_cpu_and_the_code_paths_it_timed() {
         .find(|l| l.starts_with("| code paths |"))
         .unwrap_or_else(|| panic!("no code paths row: {markdown}"));
     assert!(row.contains(&level), "{level}: {row}");
+    // How the times were taken, since a ratio against the peer depends on it.
+    let protocol = format!(
+        "each path runs once untimed, then {} times timed back to back",
+        attention_lab::lab::bench::BURST
+    );
+    assert!(markdown.contains(&protocol), "{protocol}: {markdown}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
