@@ -237,7 +237,11 @@ fn matmul(
 /// `[rows, width]` (a key tile's Kᵀ or Vᵀ), so that the products read it row by row. Laid out
 /// once per tile, it is reused by every query block that meets the tile.
 fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, width: usize) {
-    assert_eq!(src.len(), rows * width, "flash: tile to transpose has the wrong size");
+    assert_eq!(
+        src.len(),
+        rows * width,
+        "flash: tile to transpose has the wrong size"
+    );
     for (r, row) in src.chunks_exact(width.max(1)).enumerate() {
         for (c, &x) in row.iter().enumerate() {
             dst[c * rows + r] = x;

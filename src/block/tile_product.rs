@@ -170,7 +170,11 @@ mod tests {
                 let dot: f64 = (0..k)
                     .map(|p| a[i * a_rs + p * a_cs] as f64 * b[p * ldb + j] as f64)
                     .sum();
-                let old = if accumulate { c[i * ldc + j] as f64 } else { 0.0 };
+                let old = if accumulate {
+                    c[i * ldc + j] as f64
+                } else {
+                    0.0
+                };
                 c[i * ldc + j] = (old + alpha as f64 * dot) as f32;
             }
         }

@@ -81,8 +81,8 @@ pub fn keep_freed_memory() {
             if !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"default" {
                 return;
             }
-            let kept = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-                && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1;
+            let kept =
+                mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1;
             KEEPING.store(kept, Ordering::Relaxed);
         }
     }
