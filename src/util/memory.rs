@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn glibc_keeps_freed_memory_unless_told_not_to() {
-        let told_not_to = std::env::var_os("ATTENTION_LAB_MALLOC").is_some_and(|v| v == "default");
+        let name = MALLOC_ENV.to_str().unwrap();
+        let told_not_to = std::env::var_os(name).is_some_and(|v| v == "default");
         let glibc = cfg!(all(target_os = "linux", target_env = "gnu"));
         assert_eq!(keeps_freed_memory(), glibc && !told_not_to);
     }
