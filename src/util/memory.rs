@@ -63,23 +63,37 @@ pub const MALLOC_ENV: &std::ffi::CStr = c"ATTENTION_LAB_MALLOC";
 /// training steps got faster (`docs/performance.md`). The price is that the process keeps its
 /// peak resident memory until it exits; the counted live bytes above do not change. Called once,
 /// before the first allocation this allocator forwards, so every binary and test gets it;
-/// [`MALLOC_ENV`]`=default` skips it. Does nothing off glibc.
+/// [`MALLOC_ENV`]`=default` skips it (`keep`, the default, asks for it); any other value is said
+/// once on stderr and ignored, as `ATTENTION_LAB_SIMD`'s are. Does nothing off glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         unsafe extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
             fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
+            fn write(fd: i32, buf: *const u8, count: usize) -> isize;
         }
         const M_TRIM_THRESHOLD: i32 = -1;
         const M_MMAP_THRESHOLD: i32 = -3;
         // SAFETY: getenv reads a NUL-terminated name and returns NULL or a NUL-terminated value;
-        // mallopt takes two ints. Neither allocates through this allocator, so calling them
-        // from inside `alloc` cannot recurse.
+        // write reads `count` bytes of a live slice; mallopt takes two ints. None allocates
+        // through this allocator (nothing here is formatted), so calling them from inside
+        // `alloc` cannot recurse.
         unsafe {
             let value = getenv(MALLOC_ENV.as_ptr());
-            if !value.is_null() && std::ffi::CStr::from_ptr(value).to_bytes() == b"default" {
-                return;
+            let value = (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_bytes());
+            match value {
+                Some(b"default") => return,
+                None | Some(b"" | b"keep") => {}
+                Some(other) => {
+                    for part in [
+                        &b"warning: ATTENTION_LAB_MALLOC=\""[..],
+                        other,
+                        b"\" is not keep or default; ignored (memory is kept)\n",
+                    ] {
+                        write(2, part.as_ptr(), part.len());
+                    }
+                }
             }
             let kept =
                 mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1;

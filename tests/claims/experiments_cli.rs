@@ -5,7 +5,7 @@ use std::path::Path;
 
 use attention_lab::experiments::ALL;
 
-use crate::common::{exited_2_saying, refused, run, run_dir, scratch, stderr};
+use crate::common::{binary, exited_2_saying, refused, run, run_dir, scratch, stderr};
 use serde_json::Value;
 
 #[test]
@@ -904,6 +904,37 @@ fn publish_and_bench_markdown_refuse_bad_input_before_running() {
         "bench timed before refusing"
     );
     assert!(!Path::new(published).exists() && !missing.exists());
+}
+
+#[test]
+fn an_unknown_malloc_setting_is_said_and_the_memory_kept() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    let output = |value: &str| {
+        let out = std::process::Command::new(binary("bench"))
+            .args(["--sizes", "16", "--seconds", "0.01"])
+            .env("ATTENTION_LAB_MALLOC", value)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{value}: {}", stderr(&out));
+        (
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (err, out) = output("sometimes");
+    assert!(
+        err.contains("ATTENTION_LAB_MALLOC=\"sometimes\" is not keep or default; ignored"),
+        "{err}"
+    );
+    assert!(out.contains("malloc: keeps freed memory"), "{out}");
+    let (err, out) = output("default");
+    assert!(!err.contains("ATTENTION_LAB_MALLOC"), "{err}");
+    assert!(out.contains("malloc: glibc's defaults"), "{out}");
+    let (err, out) = output("keep");
+    assert!(!err.contains("ATTENTION_LAB_MALLOC"), "{err}");
+    assert!(out.contains("malloc: keeps freed memory"), "{out}");
 }
 
 #[test]
