@@ -254,7 +254,7 @@ fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, width: usize) {
 /// reduction x = n·ln2 + r and Cephes' degree-6 polynomial for e^r (the form of Cephes `expf`).
 /// e^−∞ is exactly 0 (so are arguments below −87.3, where e^x < 2⁻¹²⁶), and NaN stays NaN.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOW: f32 = -87.336_55;
     const HIGH: f32 = 88.0;
     // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
@@ -459,7 +459,7 @@ impl Simd {
     /// Whether this CPU runs `self`: the check every unsafe call below relies on. Each level
     /// implies the narrower ones ([`Simd::available`] lists a prefix), so it is a comparison with
     /// the widest, found once, not a feature probe per kernel call.
-    fn runs_here(self) -> bool {
+    pub(crate) fn runs_here(self) -> bool {
         static WIDEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
         self <= *WIDEST.get_or_init(|| Simd::available().into_iter().max().unwrap_or(Simd::Scalar))
     }

@@ -427,7 +427,7 @@ fn flex_dims(
     })
 }
 
-fn flex_f32(t: &FloatTensor<Flex>) -> &[f32] {
+pub(crate) fn flex_f32(t: &FloatTensor<Flex>) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous f32 flex tensor reads as a slice")
 }
@@ -440,7 +440,7 @@ fn flex_bools(t: &BoolTensor<Flex>) -> &[u8] {
     &t.storage::<u8>()[start..end]
 }
 
-fn flex_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<Flex> {
+pub(crate) fn flex_tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<Flex> {
     burn::backend::flex::FlexTensor::from_data(TensorData::new(data, shape.into()))
 }
 

@@ -4,7 +4,8 @@
 //! ([`ssmax`]), the gate on each head's output ([`gate`]) and linear attention's kernel in place
 //! of the softmax ([`kernel`]). This is what the claims are about.
 //! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
-//! flex's kernels in [`flash`]).
+//! flex's kernels in [`flash`]). The rest of a transformer block has two such ops too: the MLP's
+//! activation ([`gelu`]) and the layer norm ([`layer_norm`]), vectorised on flex.
 //!
 //! May use: util.
 
@@ -12,7 +13,9 @@ pub mod attention;
 pub mod flash;
 pub mod fused;
 pub mod gate;
+pub mod gelu;
 pub mod kernel;
+pub mod layer_norm;
 pub mod mask;
 pub mod positional;
 pub mod scale;

@@ -9,7 +9,6 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use crate::block::attention::{
@@ -17,7 +16,9 @@ use crate::block::attention::{
     AttentionPath, uniform_linear,
 };
 use crate::block::gate::GateKind;
+use crate::block::gelu::gelu;
 use crate::block::kernel::Kernel;
+use crate::block::layer_norm;
 use crate::block::mask::Window;
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
@@ -311,9 +312,9 @@ impl ModelConfig {
                 down: linear(self.hidden(), d_model, &mut rng),
             });
             blocks.push(Block {
-                norm_attention: LayerNormConfig::new(d_model).init(device),
+                norm_attention: norm(d_model, device),
                 attention,
-                norm_mlp: LayerNormConfig::new(d_model).init(device),
+                norm_mlp: norm(d_model, device),
                 mlp,
             });
         }
@@ -338,11 +339,18 @@ impl ModelConfig {
             bos,
             positional,
             blocks,
-            norm: LayerNormConfig::new(d_model).init(device),
+            norm: norm(d_model, device),
             head,
             placement: self.norm,
         })
     }
+}
+
+/// A layer norm's weights (γ = 1, β = 0) with the ε [`layer_norm::forward`] computes with.
+fn norm(d_model: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d_model)
+        .with_epsilon(layer_norm::EPSILON)
+        .init(device)
 }
 
 /// `linear` with its weight and bias set to zero.
@@ -451,28 +459,34 @@ impl TinyTransformer {
         let pre = self.placement == NormPlacement::Pre;
         for block in &self.blocks {
             let out = if pre {
-                let out = attend(block, block.norm_attention.forward(h.clone()));
+                let out = attend(block, layer_norm::forward(&block.norm_attention, h.clone()));
                 h = h + out.context.clone(); // [batch, n, d_model]
                 out
             } else {
                 let out = attend(block, h.clone());
-                h = block.norm_attention.forward(h + out.context.clone()); // [batch, n, d_model]
+                h = layer_norm::forward(&block.norm_attention, h + out.context.clone()); // [batch, n, d_model]
                 out
             };
             if let Some(mlp) = &block.mlp {
                 if pre {
-                    let up = mlp.up.forward(block.norm_mlp.forward(h.clone())); // [batch, n, d_ff]
+                    let up = mlp
+                        .up
+                        .forward(layer_norm::forward(&block.norm_mlp, h.clone())); // [batch, n, d_ff]
                     h = h + mlp.down.forward(gelu(up)); // [batch, n, d_model]
                 } else {
                     let up = mlp.up.forward(h.clone()); // [batch, n, d_ff]
-                    h = block.norm_mlp.forward(h + mlp.down.forward(gelu(up))); // [batch, n, d_model]
+                    h = layer_norm::forward(&block.norm_mlp, h + mlp.down.forward(gelu(up))); // [batch, n, d_model]
                 }
             }
             attention.push(out);
             residuals.push(h.clone());
         }
         let last = h.clone().slice([0..batch, n - n_out..n, 0..d_model]); // [batch, n_out, d_model]
-        let last = if pre { self.norm.forward(last) } else { last };
+        let last = if pre {
+            layer_norm::forward(&self.norm, last)
+        } else {
+            last
+        };
         let read = last.reshape([batch * n_out, d_model]); // [batch·n_out, d_model]
         ModelOutput {
             logits: self.head.forward(read), // [batch·n_out, classes]

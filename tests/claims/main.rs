@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod block_ops;
 mod bos;
 mod build_features;
 mod cross_backend;

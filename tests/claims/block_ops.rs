@@ -1,0 +1,120 @@
+//! The transformer block's own GELU and layer norm ops compute the textbook functions on every
+//! device, forward and backward: GELU(x) = x·Φ(x) with dGELU/dx = Φ(x) + x·φ(x), and
+//! y = (x − μ)/√(σ² + ε)·γ + β with its gradients for x, γ and β, all held to an f64 reference
+//! computed on the host. The layer norm also matches Burn's own, which the model used before.
+
+use attention_lab::block::{gelu, layer_norm};
+use attention_lab::util::rng::HostRng;
+use burn::nn::LayerNormConfig;
+use burn::prelude::*;
+
+use crate::common::*;
+
+/// Φ(x) and φ(x) in f64, Φ from erf's Taylor series (|x| < 3) or its continued fraction.
+fn normal_cdf_pdf(x: f64) -> (f64, f64) {
+    let a = x.abs() / std::f64::consts::SQRT_2;
+    let erf = if a < 3.0 {
+        let (mut term, mut sum, mut n) = (a, a, 0.0);
+        while term.abs() > 1e-18 * sum {
+            n += 1.0;
+            term *= -a * a / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    } else {
+        let mut fraction = a;
+        for k in (1..60).rev() {
+            fraction = a + (k as f64 / 2.0) / fraction;
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / fraction
+    };
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (0.5 * (1.0 + erf.copysign(x)), pdf)
+}
+
+fn assert_close(got: &[f32], want: &[f64], tolerance: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: sizes differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= tolerance * (1.0 + w.abs()),
+            "{what}[{i}] = {g}, want {w}"
+        );
+    }
+}
+
+device_test!(gelu_and_its_gradient_are_the_textbook_ones, |device| {
+    let device = device.autodiff();
+    let mut rng = HostRng::new(3);
+    let shape = [2, 5, 37];
+    let x = rng.normal_tensor(shape, 2.5, &device).require_grad();
+    let upstream = rng.normal_tensor(shape, 1.0, &device);
+    let y = gelu::gelu(x.clone());
+    let grads = (y.clone() * upstream.clone()).sum().backward();
+    let dx = values(x.grad(&grads).expect("x has a gradient"));
+    let (xs, gs) = (values(x.inner()), values(upstream.inner()));
+    let (mut y_want, mut dx_want) = (Vec::new(), Vec::new());
+    for (&x, &g) in xs.iter().zip(&gs) {
+        let (cdf, pdf) = normal_cdf_pdf(x as f64);
+        y_want.push(x as f64 * cdf);
+        dx_want.push(g as f64 * (cdf + x as f64 * pdf));
+    }
+    assert_close(&values(y.inner()), &y_want, 1e-5, "GELU");
+    assert_close(&dx, &dx_want, 1e-5, "dGELU/dx");
+});
+
+device_test!(
+    layer_norm_and_its_gradients_are_the_textbook_ones,
+    |device| {
+        let device = device.autodiff();
+        let mut rng = HostRng::new(5);
+        let (rows, d) = (3 * 7, 24);
+        // Off-centre and wide, so that both the centring and the scaling matter.
+        let x = (rng.normal_tensor([3, 7, d], 4.0, &device) + 2.0).require_grad();
+        let gamma = (rng.normal_tensor([d], 0.5, &device) + 1.0).require_grad();
+        let beta = rng.normal_tensor([d], 0.5, &device).require_grad();
+        let upstream = rng.normal_tensor([3, 7, d], 1.0, &device);
+        let y = layer_norm::layer_norm(x.clone(), gamma.clone(), beta.clone(), layer_norm::EPSILON);
+        let grads = (y.clone() * upstream.clone()).sum().backward();
+        let grad = |t: &Tensor<1>| values(t.grad(&grads).expect("a gradient"));
+        let dx = values(x.grad(&grads).expect("x has a gradient"));
+        let (xs, gs, ws, bs) = (
+            values(x.clone().inner()),
+            values(upstream.inner()),
+            values(gamma.clone().inner()),
+            values(beta.clone().inner()),
+        );
+        let (mut y_want, mut dx_want) = (Vec::new(), Vec::new());
+        let (mut dw_want, mut db_want) = (vec![0.0; d], vec![0.0; d]);
+        for r in 0..rows {
+            let row: Vec<f64> = xs[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+            let g: Vec<f64> = gs[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+            let mean = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+            let rstd = 1.0 / (var + layer_norm::EPSILON).sqrt();
+            let h: Vec<f64> = row.iter().map(|v| (v - mean) * rstd).collect();
+            let g_hat: Vec<f64> = (0..d).map(|j| g[j] * ws[j] as f64).collect();
+            let mean_g = g_hat.iter().sum::<f64>() / d as f64;
+            let mean_gx = (0..d).map(|j| g_hat[j] * h[j]).sum::<f64>() / d as f64;
+            for j in 0..d {
+                y_want.push(h[j] * ws[j] as f64 + bs[j] as f64);
+                dx_want.push((g_hat[j] - mean_g - h[j] * mean_gx) * rstd);
+                dw_want[j] += g[j] * h[j];
+                db_want[j] += g[j];
+            }
+        }
+        assert_close(&values(y.clone().inner()), &y_want, 1e-5, "y");
+        assert_close(&dx, &dx_want, 1e-4, "dL/dx");
+        assert_close(&grad(&gamma), &dw_want, 1e-4, "dL/dγ");
+        assert_close(&grad(&beta), &db_want, 1e-4, "dL/dβ");
+
+        // And Burn's own module, which the model ran before, gives the same output.
+        let mut module = LayerNormConfig::new(d)
+            .with_epsilon(layer_norm::EPSILON)
+            .init(&device);
+        module.gamma = module.gamma.map(|_| gamma.clone());
+        module.beta = module.beta.map(|b| b.map(|_| beta.clone()));
+        let burns = values(module.forward(x.clone()).inner());
+        let ours = values(layer_norm::forward(&module, x).inner());
+        assert!(max_abs_diff(&burns, &ours) < 1e-5, "ours and Burn's differ");
+    }
+);
