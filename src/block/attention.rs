@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::fused;
 use crate::block::gate::{self, GateKind};
 use crate::block::kernel::{self, Kernel};
+use crate::block::linear;
 use crate::block::mask::{Window, attention_mask};
 use crate::block::positional::{Positional, PositionalKind, alibi_columns};
 use crate::block::scale::ScoreScale;
@@ -794,7 +795,10 @@ impl Attention {
     /// `None` without a gate.
     fn gate_of(&self, x: &Tensor<3>) -> Option<Tensor<3>> {
         let w = self.gate.as_ref()?;
-        Some(burn::tensor::activation::sigmoid(w.forward(x.clone()))) // [batch, n_q, heads]
+        Some(burn::tensor::activation::sigmoid(linear::forward(
+            w,
+            x.clone(),
+        ))) // [batch, n_q, heads]
     }
 
     /// Whether the fused op computes what the steps would: a row softmax, no dropout, no
@@ -826,7 +830,7 @@ impl Attention {
             None => heads,
         };
         let context = match &self.output {
-            Some(w_o) => w_o.forward(heads.clone()), // [batch, n_q, d_model]
+            Some(w_o) => linear::forward(w_o, heads.clone()), // [batch, n_q, d_model]
             None => heads.clone(),
         };
         AttentionTrace {
@@ -886,7 +890,7 @@ impl Attention {
     fn heads_of(&self, x: Tensor<3>, projection: &Option<Linear>, width: usize) -> Tensor<4> {
         let [batch, n, _] = x.dims();
         let projected = match projection {
-            Some(w) => w.forward(x), // [batch, n, heads·width]
+            Some(w) => linear::forward(w, x), // [batch, n, heads·width]
             None => x,
         };
         projected

@@ -326,15 +326,24 @@ pub struct Rows<'a> {
     pub epsilon: f32,
 }
 
-/// Σ of `values` in `LANES` lanes, so that the sum vectorises (a single running float sum is a
-/// chain the compiler may not reorder).
+/// Σ_j f(a_j, b_j) in `LANES` lanes, so that the sum vectorises (a single running float sum is
+/// a chain the compiler may not reorder).
 #[inline(always)]
-fn lane_sum<const LANES: usize>(values: impl Iterator<Item = f32>) -> f32 {
+fn lane_sum<const LANES: usize>(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
-    for (i, v) in values.enumerate() {
-        lanes[i % LANES] += v;
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum::<f32>();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += f(x, y);
+        }
     }
-    lanes.iter().sum()
+    lanes.iter().sum::<f32>() + rest
 }
 
 #[inline(always)]
@@ -352,17 +361,18 @@ fn forward_generic<const LANES: usize>(
         .zip(x_hat.chunks_exact_mut(d))
         .zip(rstd.iter_mut());
     for (((x, y), x_hat), rstd) in per_row {
-        let mean = lane_sum::<LANES>(x.iter().copied()) / d as f32;
-        let var = lane_sum::<LANES>(x.iter().map(|&v| (v - mean) * (v - mean))) / d as f32;
+        let mean = lane_sum::<LANES>(x, x, |v, _| v) / d as f32;
+        let var = lane_sum::<LANES>(x, x, |v, _| (v - mean) * (v - mean)) / d as f32;
         let denom = (var + rows.epsilon).sqrt();
-        for (((h, y), &v), (&g, &b)) in x_hat
+        for (h, &v) in x_hat.iter_mut().zip(x) {
+            *h = (v - mean) / denom;
+        }
+        for ((y, &h), (&g, &b)) in y
             .iter_mut()
-            .zip(y.iter_mut())
-            .zip(x)
+            .zip(x_hat.iter())
             .zip(rows.gamma.iter().zip(rows.beta))
         {
-            *h = (v - mean) / denom;
-            *y = *h * g + b;
+            *y = h * g + b;
         }
         *rstd = 1.0 / denom;
     }
@@ -382,15 +392,14 @@ fn backward_generic<const LANES: usize>(
         .zip(dx.chunks_exact_mut(d))
         .zip(rstd);
     for (((x_hat, dy), dx), &rstd) in per_row {
-        let mean_g = lane_sum::<LANES>(dy.iter().zip(gamma).map(|(&g, &w)| g * w)) / d as f32;
-        let mean_gx = lane_sum::<LANES>(
-            dy.iter()
-                .zip(gamma)
-                .zip(x_hat)
-                .map(|((&g, &w), &h)| g * w * h),
-        ) / d as f32;
-        for (((dx, &g), &w), &h) in dx.iter_mut().zip(dy).zip(gamma).zip(x_hat) {
-            *dx = (g * w - mean_g - h * mean_gx) * rstd;
+        // ĝ = g·γ, written into dx first and turned into dL/dx in place.
+        for ((g_hat, &g), &w) in dx.iter_mut().zip(dy).zip(gamma) {
+            *g_hat = g * w;
+        }
+        let mean_g = lane_sum::<LANES>(dx, dx, |g, _| g) / d as f32;
+        let mean_gx = lane_sum::<LANES>(dx, x_hat, |g, h| g * h) / d as f32;
+        for (g_hat, &h) in dx.iter_mut().zip(x_hat) {
+            *g_hat = (*g_hat - mean_g - h * mean_gx) * rstd;
         }
         for (((dw, db), &g), &h) in d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(dy).zip(x_hat) {
             *dw += g * h;

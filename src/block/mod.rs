@@ -4,8 +4,9 @@
 //! ([`ssmax`]), the gate on each head's output ([`gate`]) and linear attention's kernel in place
 //! of the softmax ([`kernel`]). This is what the claims are about.
 //! Where the math allows, the block runs its softmax and weighted sum as one op ([`fused`], with
-//! flex's kernels in [`flash`]). The rest of a transformer block has two such ops too: the MLP's
-//! activation ([`gelu`]) and the layer norm ([`layer_norm`]), vectorised on flex.
+//! flex's kernels in [`flash`]). The rest of a transformer block runs on ops of the same kind, one
+//! autodiff node each with its own backward: the affine maps ([`linear`]), the MLP's activation
+//! ([`gelu`]) and the layer norm ([`layer_norm`]).
 //!
 //! May use: util.
 
@@ -16,6 +17,7 @@ pub mod gate;
 pub mod gelu;
 pub mod kernel;
 pub mod layer_norm;
+pub mod linear;
 pub mod mask;
 pub mod positional;
 pub mod scale;

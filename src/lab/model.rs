@@ -19,6 +19,7 @@ use crate::block::gate::GateKind;
 use crate::block::gelu::gelu;
 use crate::block::kernel::Kernel;
 use crate::block::layer_norm;
+use crate::block::linear;
 use crate::block::mask::Window;
 use crate::block::positional::{Positional, PositionalKind};
 use crate::block::scale::ScoreScale;
@@ -469,13 +470,15 @@ impl TinyTransformer {
             };
             if let Some(mlp) = &block.mlp {
                 if pre {
-                    let up = mlp
-                        .up
-                        .forward(layer_norm::forward(&block.norm_mlp, h.clone())); // [batch, n, d_ff]
-                    h = h + mlp.down.forward(gelu(up)); // [batch, n, d_model]
+                    let x = layer_norm::forward(&block.norm_mlp, h.clone()); // [batch, n, d_model]
+                    let up = linear::forward(&mlp.up, x); // [batch, n, d_ff]
+                    h = h + linear::forward(&mlp.down, gelu(up)); // [batch, n, d_model]
                 } else {
-                    let up = mlp.up.forward(h.clone()); // [batch, n, d_ff]
-                    h = layer_norm::forward(&block.norm_mlp, h + mlp.down.forward(gelu(up))); // [batch, n, d_model]
+                    let up = linear::forward(&mlp.up, h.clone()); // [batch, n, d_ff]
+                    h = layer_norm::forward(
+                        &block.norm_mlp,
+                        h + linear::forward(&mlp.down, gelu(up)),
+                    ); // [batch, n, d_model]
                 }
             }
             attention.push(out);
@@ -489,7 +492,7 @@ impl TinyTransformer {
         };
         let read = last.reshape([batch * n_out, d_model]); // [batch·n_out, d_model]
         ModelOutput {
-            logits: self.head.forward(read), // [batch·n_out, classes]
+            logits: linear::forward(&self.head, read), // [batch·n_out, classes]
             hidden: h,
             residuals,
             attention,

@@ -1,9 +1,11 @@
-//! The transformer block's own GELU and layer norm ops compute the textbook functions on every
-//! device, forward and backward: GELU(x) = x·Φ(x) with dGELU/dx = Φ(x) + x·φ(x), and
-//! y = (x − μ)/√(σ² + ε)·γ + β with its gradients for x, γ and β, all held to an f64 reference
-//! computed on the host. The layer norm also matches Burn's own, which the model used before.
+//! The transformer block's own ops compute the textbook functions on every device, forward and
+//! backward: y = x·W + b with its gradients for x, W and b; GELU(x) = x·Φ(x) with
+//! dGELU/dx = Φ(x) + x·φ(x); and y = (x − μ)/√(σ² + ε)·γ + β with its gradients for x, γ and β,
+//! all held to an f64 reference computed on the host. The affine map and the layer norm also
+//! match Burn's own modules, which the model used before.
 
-use attention_lab::block::{gelu, layer_norm};
+use attention_lab::block::attention::seeded_linear;
+use attention_lab::block::{gelu, layer_norm, linear};
 use attention_lab::util::rng::HostRng;
 use burn::nn::LayerNormConfig;
 use burn::prelude::*;
@@ -118,3 +120,79 @@ device_test!(
         assert!(max_abs_diff(&burns, &ours) < 1e-5, "ours and Burn's differ");
     }
 );
+
+device_test!(linear_and_its_gradients_are_the_textbook_ones, |device| {
+    let device = device.autodiff();
+    let mut rng = HostRng::new(9);
+    let (batch, n, d_in, d_out) = (3, 7, 19, 33);
+    let rows = batch * n;
+    let x = rng
+        .normal_tensor([batch, n, d_in], 1.0, &device)
+        .require_grad();
+    let weight = rng
+        .normal_tensor([d_in, d_out], 0.3, &device)
+        .require_grad();
+    let bias = rng.normal_tensor([d_out], 0.3, &device).require_grad();
+    let upstream = rng.normal_tensor([batch, n, d_out], 1.0, &device);
+    let y = linear::linear(x.clone(), weight.clone(), bias.clone());
+    let grads = (y.clone() * upstream.clone()).sum().backward();
+    let (xs, ws, bs, gs) = (
+        values(x.clone().inner()),
+        values(weight.clone().inner()),
+        values(bias.clone().inner()),
+        values(upstream.inner()),
+    );
+    let mut y_want = vec![0.0; rows * d_out];
+    let mut dx_want = vec![0.0; rows * d_in];
+    let mut dw_want = vec![0.0; d_in * d_out];
+    let mut db_want = vec![0.0; d_out];
+    for r in 0..rows {
+        for o in 0..d_out {
+            let g = gs[r * d_out + o] as f64;
+            y_want[r * d_out + o] = bs[o] as f64;
+            db_want[o] += g;
+            for i in 0..d_in {
+                let (xv, wv) = (xs[r * d_in + i] as f64, ws[i * d_out + o] as f64);
+                y_want[r * d_out + o] += xv * wv;
+                dx_want[r * d_in + i] += g * wv;
+                dw_want[i * d_out + o] += xv * g;
+            }
+        }
+    }
+    assert_close(&values(y.inner()), &y_want, 1e-5, "y");
+    assert_close(
+        &values(x.grad(&grads).expect("dL/dx")),
+        &dx_want,
+        1e-5,
+        "dL/dx",
+    );
+    assert_close(
+        &values(weight.grad(&grads).expect("dL/dW")),
+        &dw_want,
+        1e-5,
+        "dL/dW",
+    );
+    assert_close(
+        &values(bias.grad(&grads).expect("dL/db")),
+        &db_want,
+        1e-5,
+        "dL/db",
+    );
+
+    // Burn's module with the same weights gives the same output, with and without a bias.
+    for with_bias in [true, false] {
+        let module = seeded_linear(
+            ws.clone(),
+            with_bias.then(|| bs.clone()),
+            d_in,
+            d_out,
+            &device,
+        );
+        let burns = values(module.forward(x.clone()).inner());
+        let ours = values(linear::forward(&module, x.clone()).inner());
+        assert!(
+            max_abs_diff(&burns, &ours) < 1e-5,
+            "ours and Burn's differ (bias: {with_bias})"
+        );
+    }
+});
