@@ -119,14 +119,14 @@ impl Masks<'_> {
 /// A row-major or transposed view of a matrix inside a slice: element (r, c) is
 /// `data[r·rs + c·cs]`.
 #[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 impl<'a> View<'a> {
-    fn rows(data: &'a [f32], width: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], width: usize) -> Self {
         Self {
             data,
             rs: width,
@@ -135,7 +135,7 @@ impl<'a> View<'a> {
     }
 
     /// The transpose of a row-major matrix of row width `width`.
-    fn transposed(data: &'a [f32], width: usize) -> Self {
+    pub(crate) fn transposed(data: &'a [f32], width: usize) -> Self {
         Self {
             data,
             rs: 1,
@@ -143,10 +143,11 @@ impl<'a> View<'a> {
         }
     }
 
-    fn check(&self, rows: usize, cols: usize, what: &str) {
+    /// Panics, naming `what`, unless a `rows` × `cols` matrix lies inside the slice.
+    pub(crate) fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
-            assert!(last < self.data.len(), "flash: {what} out of bounds");
+            assert!(last < self.data.len(), "{what} out of bounds");
         }
     }
 }
@@ -174,8 +175,8 @@ fn matmul(
         "flash: dst out of bounds"
     );
     assert_eq!(rhs.cs, 1, "flash: rhs must be row-major");
-    lhs.check(m, k, "lhs");
-    rhs.check(k, n, "rhs");
+    lhs.check(m, k, "flash: lhs");
+    rhs.check(k, n, "flash: rhs");
     if k == 0 {
         if !accumulate {
             for row in 0..m {

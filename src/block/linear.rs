@@ -31,6 +31,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
 
+use crate::block::flash::View;
 use crate::block::fused::{flex_f32, flex_tensor};
 
 /// The op as every backend offers it. Call it through [`linear`] or [`forward`].
@@ -279,64 +280,24 @@ impl LinearKernels for Flex {
     }
 }
 
-/// A matrix read as `data[r·rs + c·cs]`: row-major, or transposed for free.
-#[derive(Clone, Copy)]
-struct Strided<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Strided<'a> {
-    fn rows(data: &'a [f32], width: usize) -> Self {
-        Self {
-            data,
-            rs: width,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix of row width `width`.
-    fn transposed(data: &'a [f32], width: usize) -> Self {
-        Self {
-            data,
-            rs: 1,
-            cs: width,
-        }
-    }
-}
-
 /// dst `[m, n]` (row-major) = (dst if `accumulate`, else 0) + a `[m, k]`·b `[k, n]`, by `gemm`
 /// (which picks its AVX-512, AVX2 or portable kernels per process), on one thread as flex's own
 /// matmuls run: splitting the rows over rayon's two threads from 2²¹ multiply-adds on made
 /// dk_vs_dmodel's steps slower, not faster (about 1.6×, `bench --train`). Bounds are checked
 /// here, so the unsafe call only sees valid ranges.
-fn product(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    a: Strided,
-    b: Strided,
-) {
+fn product((m, n, k): (usize, usize, usize), dst: &mut [f32], accumulate: bool, a: View, b: View) {
     if m == 0 || n == 0 {
         return;
     }
     assert!(dst.len() >= m * n, "linear: product output out of bounds");
-    let last = |t: Strided, rows: usize, cols: usize| (rows - 1) * t.rs + (cols - 1) * t.cs;
     if k == 0 {
         if !accumulate {
             dst[..m * n].fill(0.0);
         }
         return;
     }
-    assert!(
-        last(a, m, k) < a.data.len(),
-        "linear: left operand out of bounds"
-    );
-    assert!(
-        last(b, k, n) < b.data.len(),
-        "linear: right operand out of bounds"
-    );
+    a.check(m, k, "linear: left operand");
+    b.check(k, n, "linear: right operand");
     // SAFETY: every index gemm reads or writes lies inside the slices (checked just above), and
     // `dst` is borrowed mutably, so it aliases neither input.
     unsafe {
@@ -379,7 +340,7 @@ pub fn forward_rows(
     for _ in 0..rows {
         y.extend_from_slice(bias);
     }
-    let (x, weight) = (Strided::rows(x, d_in), Strided::rows(weight, d_out));
+    let (x, weight) = (View::rows(x, d_in), View::rows(weight, d_out));
     product((rows, d_out, d_in), &mut y, true, x, weight);
     y
 }
@@ -394,16 +355,16 @@ pub fn backward_rows(
         x.len() == rows * d_in && weight.len() == d_in * d_out && dy.len() == rows * d_out,
         "linear backward: x, W and dy disagree in size"
     );
-    let dy_rows = Strided::rows(dy, d_out);
+    let dy_rows = View::rows(dy, d_out);
     let dx = wanted.x.then(|| {
         let mut dx = vec![0.0; rows * d_in];
-        let weight_t = Strided::transposed(weight, d_out); // [d_out, d_in]
+        let weight_t = View::transposed(weight, d_out); // [d_out, d_in]
         product((rows, d_in, d_out), &mut dx, false, dy_rows, weight_t);
         dx
     });
     let d_weight = wanted.weight.then(|| {
         let mut dw = vec![0.0; d_in * d_out];
-        let x_t = Strided::transposed(x, d_in); // [d_in, rows]
+        let x_t = View::transposed(x, d_in); // [d_in, rows]
         product((d_in, d_out, rows), &mut dw, false, x_t, dy_rows);
         dw
     });

@@ -12,26 +12,13 @@ use burn::prelude::*;
 
 use crate::common::*;
 
-/// Φ(x) and φ(x) in f64, Φ from erf's Taylor series (|x| < 3) or its continued fraction.
+/// Φ(x) and φ(x) in f64.
 fn normal_cdf_pdf(x: f64) -> (f64, f64) {
-    let a = x.abs() / std::f64::consts::SQRT_2;
-    let erf = if a < 3.0 {
-        let (mut term, mut sum, mut n) = (a, a, 0.0);
-        while term.abs() > 1e-18 * sum {
-            n += 1.0;
-            term *= -a * a / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        2.0 / std::f64::consts::PI.sqrt() * sum
-    } else {
-        let mut fraction = a;
-        for k in (1..60).rev() {
-            fraction = a + (k as f64 / 2.0) / fraction;
-        }
-        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / fraction
-    };
-    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    (0.5 * (1.0 + erf.copysign(x)), pdf)
+    let cdf = 0.5 * (1.0 + gelu::erf_f64(x / std::f64::consts::SQRT_2));
+    (
+        cdf,
+        (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+    )
 }
 
 fn assert_close(got: &[f32], want: &[f64], tolerance: f64, what: &str) {
