@@ -3,6 +3,8 @@
 //! [`RunError`] that stops it. How a run is driven around it is [`crate::run::runner`]'s.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::prelude::Device;
 use indicatif::ProgressBar;
@@ -17,6 +19,7 @@ use crate::output::plot::PlotError;
 use crate::output::report::{MetricRow, Plot, RunStatus, Table, Verdict, WriteError, file_stem};
 use crate::run::config::{ConfigError, ExperimentConfig};
 use crate::run::shard::{ShardError, UnitKey, Units};
+use crate::util::cores;
 use crate::util::device::BackendError;
 use crate::util::interrupt::Interrupted;
 use crate::util::limits::TooLarge;
@@ -200,7 +203,8 @@ impl Notebook {
 
     /// One training run, `job` as `part`/`label`: trained here, or, in a sharded sweep, read
     /// back or stood in for ([`Units::train`]), with the progress bar advanced by its steps
-    /// either way.
+    /// either way. On a CPU backend it holds one of the process's cores while it trains
+    /// ([`cores`]).
     pub fn train(
         &mut self,
         part: &str,
@@ -210,26 +214,32 @@ impl Notebook {
         self.status(format!("{part}: {label} seed {}", job.seed));
         let key = UnitKey::of(part, label, job);
         let progress = &self.progress;
+        let _core = crate::util::device::is_host_cpu(&self.autodiff).then(cores::take);
         self.units
             .train(&key, job, &self.autodiff, &|n| progress.inc(n))
     }
 
-    /// [`Self::train`] for each of `jobs` (one configuration at several seeds), in order. In an
-    /// ordinary run on a CPU backend they train side by side, one per core: the runs of a tiny
-    /// model are chains of small ops that keep one core busy, so two seeds on two cores take the
-    /// time of one. Each run is the same as alone: its own model, data stream and device ops,
-    /// none of which depends on what else is running. A shard or a merge keeps the order its
-    /// unit numbers follow, and a GPU backend trains one at a time.
+    /// [`Self::train`] for each of `jobs` (one configuration at several seeds, or several
+    /// configurations), returned in order. In an ordinary run on a CPU backend they train side by
+    /// side: the runs of a tiny model are chains of small ops that keep one core busy, so two
+    /// seeds on two cores take the time of one. Each run is the same as alone: its own model,
+    /// data stream and device ops, none of which depends on what else is running.
+    ///
+    /// One worker per core takes the next job as it finishes one, and each run holds a core of
+    /// the process's budget ([`cores`]) while it trains: three seeds on two cores keep one core
+    /// free for a while, which another experiment running beside this one (`reproduce --jobs`)
+    /// can use. A shard or a merge keeps the order its unit numbers follow, and a GPU backend
+    /// trains one at a time.
     pub fn train_seeds(
         &mut self,
         part: &str,
         label: &str,
         jobs: &[TrainJob<'_>],
     ) -> Result<Vec<TrainRun>, RunError> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = cores::count().min(jobs.len());
         if !matches!(self.units, Units::All)
             || !crate::util::device::is_host_cpu(&self.autodiff)
-            || cores < 2
+            || workers < 2
         {
             return jobs
                 .iter()
@@ -239,34 +249,54 @@ impl Notebook {
         let seeds: Vec<String> = jobs.iter().map(|j| j.seed.to_string()).collect();
         self.status(format!("{part}: {label} seeds {}", seeds.join(", ")));
         let (progress, device) = (&self.progress, &self.autodiff);
+        let next = AtomicUsize::new(0);
+        // After a failure no new run starts; those under way finish.
+        let failed = AtomicBool::new(false);
+        let slots: Vec<Mutex<Option<Result<TrainRun, TrainError>>>> =
+            jobs.iter().map(|_| Mutex::new(None)).collect();
+        let worker = || {
+            loop {
+                // Checked before taking an index, so that every job not run comes after every
+                // job taken, the failed one among them.
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= jobs.len() {
+                    return;
+                }
+                let job = &jobs[i];
+                let run = {
+                    let _core = cores::take();
+                    let mut done = 0u64;
+                    let run = job.run(device, &mut |_| {
+                        done += 1;
+                        progress.inc(1);
+                    });
+                    // A run that stopped early still owes the bar its remaining steps.
+                    progress.inc((job.config.steps as u64).saturating_sub(done));
+                    run
+                };
+                if run.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+            }
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+            for handle in handles {
+                if let Err(panic) = handle.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        });
         let mut runs = Vec::with_capacity(jobs.len());
-        for group in jobs.chunks(cores) {
-            let results: Vec<Result<TrainRun, TrainError>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = group
-                    .iter()
-                    .map(|job| {
-                        scope.spawn(move || {
-                            let mut done = 0u64;
-                            let run = job.run(device, &mut |_| {
-                                done += 1;
-                                progress.inc(1);
-                            });
-                            // A run that stopped early still owes the bar its remaining steps.
-                            progress.inc((job.config.steps as u64).saturating_sub(done));
-                            run
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
-            for run in results {
-                runs.push(run?);
+        for slot in slots {
+            match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(run) => runs.push(run?),
+                // Not started after a failure, which comes before it and was returned above.
+                None => unreachable!("a job was skipped with no failure before it"),
             }
         }
         Ok(runs)

@@ -4,11 +4,13 @@
 //! what keeps a run whole at the edges: Ctrl-C as a request ([`interrupt`]), a panic as an error
 //! ([`guard`]), and the machine's memory and the caps on absurd values ([`limits`]); floats that
 //! survive a JSON file bit for bit ([`exact`]); the commit, CPU and toolchain a result came from
-//! ([`provenance`]).
+//! ([`provenance`]); the cores as a budget that every training run in the process shares
+//! ([`cores`]).
 //!
 //! May use: nothing else in the crate.
 
 pub mod cli;
+pub mod cores;
 pub mod device;
 pub mod exact;
 pub mod guard;
