@@ -268,6 +268,7 @@ impl Notebook {
                 let job = &jobs[i];
                 let run = {
                     let _core = cores::take();
+                    let _stop = StopOnPanic(&failed);
                     let mut done = 0u64;
                     let run = job.run(device, &mut |_| {
                         done += 1;
@@ -303,12 +304,53 @@ impl Notebook {
     }
 }
 
+/// Raises `failed` when dropped by a panic: a run that panicked stops the other workers taking
+/// new jobs, as a failed one does, so that the panic is reported without waiting for the rest.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lab::model::ModelConfig;
     use crate::lab::tasks::{Task, TaskConfig, TaskKind};
     use crate::lab::train::TrainConfig;
+
+    /// A job that cannot train ends the side-by-side runs with its error, whichever worker
+    /// took it, and no job after it is waited for.
+    #[test]
+    fn a_failed_job_among_seeds_is_the_error_returned() {
+        let device = Device::flex();
+        let autodiff = device.clone().autodiff();
+        let task = Task::new(TaskConfig::new(TaskKind::Reverse, 4, 6)).unwrap();
+        let good = ModelConfig::new(16, 2);
+        let bad = ModelConfig::new(16, 3); // 3 heads do not divide d_model = 16
+        let config = TrainConfig::new(12, 8, 1e-2);
+        let tasks = [task];
+        let models = [&good, &bad, &good, &good, &good, &good];
+        let jobs: Vec<TrainJob> = models
+            .iter()
+            .map(|model| TrainJob {
+                model,
+                tasks: &tasks,
+                config: &config,
+                seed: 1,
+            })
+            .collect();
+        let mut notebook = Notebook::new(device, autodiff, ProgressBar::hidden());
+        let err = notebook.train_seeds("train", "reverse", &jobs).unwrap_err();
+        assert!(
+            matches!(err, RunError::Train(TrainError::Model(_))),
+            "got {err}"
+        );
+    }
 
     /// Seeds trained side by side give, to the bit, the runs each gives alone: losses, and the
     /// weights they end with.
